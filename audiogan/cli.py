@@ -1,0 +1,256 @@
+"""The `audiogan` command: synth, prepare and bench (training and sweeps come with later stages)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from audiogan import __version__
+from audiogan.config import CROP_MODES, NORMALIZE_MODES, PAD_MODES, PrepareConfig
+from audiogan.errors import AudioganError
+
+
+def _default(cls, name: str):
+    return {f.name: f.default for f in dataclasses.fields(cls)}[name]
+
+
+def _init_ray(num_cpus: int | None = None) -> None:
+    """Attaches to RAY_ADDRESS's cluster if set, else starts a local Ray instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False)
+
+
+def _emit(summary: dict, as_json: bool, lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line)
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# synth
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from audiogan import synth
+
+    started = time.perf_counter()
+    last_shown = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - last_shown[0] > 2:
+            last_shown[0] = now
+            print(f"synth: {done}/{total} clips", file=sys.stderr, flush=True)
+
+    summary = synth.synthesize(
+        args.out_dir,
+        clips_per_class=args.clips_per_class,
+        seed=args.seed,
+        layout=args.layout,
+        progress=progress,
+    )
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    per_label = ", ".join(f"{k} {v}" for k, v in summary["per_label"].items())
+    _emit(
+        summary,
+        args.json,
+        [
+            f"synth: wrote {summary['clips']} clips ({per_label}; {summary['verified']} verified) "
+            f"to {args.out_dir} in {summary['seconds']} s",
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+
+
+def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:
+    """Only the options given on the command line; the dataclass holds every default."""
+    given = {
+        "sample_rate_hz": args.sample_rate,
+        "clip_seconds": args.clip_seconds,
+        "crop": args.crop,
+        "pad": args.pad,
+        "trim_silence": args.trim_silence or None,
+        "silence_threshold_db": args.silence_threshold_db,
+        "normalize": args.normalize,
+        "labels": tuple(x.strip() for x in args.labels.split(",") if x.strip())
+        if args.labels
+        else None,
+        "verified_only": args.verified_only or None,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+    }
+    return PrepareConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def format_prepare_summary(summary: dict) -> list[str]:
+    lines = [
+        f"prepare: {summary['clips']} clips written to {summary['dest']} "
+        f"in {summary['seconds']:.1f} s ({summary['clips_per_second']} clips/s)",
+    ]
+    width = max([len(k) for k in summary["clips_per_label"]] + [len("reject: unsafe_path")])
+    for label, count in summary["clips_per_label"].items():
+        lines.append(f"  {label:<{width}}  {count:>7}")
+    for reason, count in summary["rejects_by_reason"].items():
+        lines.append(f"  {'reject: ' + reason:<{width}}  {count:>7}")
+    for why, count in summary["skipped"].items():
+        lines.append(f"  {'skipped: ' + why:<{width}}  {count:>7}")
+    return lines
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from audiogan import data
+
+    cfg = prepare_config_from_args(args)
+    _init_ray(args.num_cpus)
+    summary = data.prepare(
+        args.source, args.dest, cfg, overwrite=args.overwrite, log=lambda m: print(m, flush=True)
+    )
+    _emit(summary, args.json, format_prepare_summary(summary))
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+
+
+def cmd_bench_prepare(args: argparse.Namespace) -> None:
+    from audiogan import bench
+
+    cfg = prepare_config_from_args(args)
+    result = bench.bench_prepare(
+        args.source,
+        cfg,
+        sample_files=args.sample_files,
+        cpu_counts=tuple(int(x) for x in args.cpus.split(",")),
+        naive=not args.no_naive,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    _emit(result, args.json, bench.format_prepare_table(result))
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
+    d = lambda name: _default(PrepareConfig, name)  # noqa: E731
+    parser.add_argument("source", metavar="SOURCE", help="FSDKaggle2018 root (train.csv + "
+                        "audio_train/) or a folder tree <label>/*.wav; local path or s3://bucket/prefix")  # fmt: skip
+    parser.add_argument("--labels", help="comma-separated labels to keep (default: all)")
+    parser.add_argument("--verified-only", action="store_true",
+                        help="FSDKaggle2018: keep only rows with manually_verified=1")  # fmt: skip
+    parser.add_argument("--sample-rate", type=int, metavar="HZ",
+                        help=f"output sample rate (default {d('sample_rate_hz')})")  # fmt: skip
+    parser.add_argument("--clip-seconds", type=float, metavar="S",
+                        help=f"clip length in seconds (default {d('clip_seconds')})")  # fmt: skip
+    parser.add_argument("--crop", choices=CROP_MODES,
+                        help="which part of a longer file to keep; windows cuts it into several "
+                        f"clips; random is seeded (default {d('crop')})")  # fmt: skip
+    parser.add_argument("--pad", choices=PAD_MODES,
+                        help="where a short file's zeros go; none rejects it as too_short "
+                        f"(default {d('pad')})")  # fmt: skip
+    parser.add_argument("--trim-silence", action="store_true",
+                        help="trim leading and trailing silence before cropping")  # fmt: skip
+    parser.add_argument("--silence-threshold-db", type=float, metavar="DB",
+                        help=f"peak level counted as silence (default {d('silence_threshold_db')})")  # fmt: skip
+    parser.add_argument("--normalize", choices=NORMALIZE_MODES,
+                        help=f"scale each clip by its peak or RMS (default {d('normalize')})")  # fmt: skip
+    parser.add_argument("--seed", type=int, help=f"seed of the random crop (default {d('seed')})")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help=f"files per Ray Data batch (default {d('batch_size')})")  # fmt: skip
+    parser.add_argument("--num-cpus", type=int, metavar="N",
+                        help="CPUs of a local Ray instance (default: all; ignored with RAY_ADDRESS)")  # fmt: skip
+    parser.add_argument("--json", action="store_true",
+                        help="print the figures as one JSON object on the last line")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audiogan",
+        description="Train GANs on raw audio with Ray: synthesise or prepare a dataset, "
+        "then train, sweep and evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"audiogan {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = commands.add_parser(
+        "synth",
+        help="write a synthetic instrument dataset (FSDKaggle2018 layout)",
+        description="Writes 44.1 kHz 16-bit WAVs of four synthetic instruments (plucked string, "
+        "reed, brass, bowed string) with train.csv, as FSDKaggle2018 lays them out. The output "
+        "depends only on the seed.",
+    )
+    synth.add_argument("out_dir", metavar="OUT_DIR")
+    synth.add_argument("--clips-per-class", type=int, default=40, metavar="N",
+                       help="clips of each class (default 40)")  # fmt: skip
+    synth.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    synth.add_argument("--layout", choices=("fsd", "tree"), default="fsd",
+                       help="fsd: train.csv + audio_train/; tree: <label>/<file>.wav (default fsd)")  # fmt: skip
+    synth.add_argument("--json", action="store_true", help="print a JSON summary last")
+    synth.set_defaults(run=cmd_synth)
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="turn audio files into a Parquet dataset of fixed-length clips (Ray Data)",
+        description="Decodes every file of SOURCE (any rate, channels and length; WAV, FLAC, "
+        "OGG, MP3), mixes to mono, resamples, crops or pads to a fixed length and normalises, "
+        "writing DEST/clips/*.parquet, DEST/rejects/*.parquet (files that could not be used, "
+        "with a reason) and, last, DEST/manifest.json. Runs on RAY_ADDRESS's cluster if set, "
+        "else on a local Ray instance. S3 credentials and endpoint come from the standard AWS "
+        "variables (AWS_ENDPOINT_URL for S3-compatible stores).",
+    )
+    _add_prepare_options(prepare)
+    prepare.add_argument(
+        "dest", metavar="DEST", help="output folder: local path or s3://bucket/prefix"
+    )
+    prepare.add_argument("--overwrite", action="store_true",
+                         help="replace an existing dataset at DEST (default: refuse)")  # fmt: skip
+    prepare.set_defaults(run=cmd_prepare)
+
+    bench = commands.add_parser("bench", help="benchmarks that print tables and a JSON line")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    bench_prepare = benches.add_parser(
+        "prepare",
+        help="clips/s of prepare, per stage and per core, against a naive librosa loop",
+        description="Measures a naive one-process librosa.load loop, audiogan's per-file stages "
+        "in one process, and `audiogan prepare` end to end on Ray with 1 and 2 CPUs, on the "
+        "files of SOURCE (make one with `audiogan synth`).",
+    )
+    _add_prepare_options(bench_prepare)
+    bench_prepare.add_argument("--sample-files", type=int, default=300, metavar="N",
+                               help="files for the in-process measurements (default 300)")  # fmt: skip
+    bench_prepare.add_argument("--cpus", default="1,2", metavar="LIST",
+                               help="CPU counts of the end-to-end Ray runs (default 1,2)")  # fmt: skip
+    bench_prepare.add_argument("--no-naive", action="store_true",
+                               help="skip the librosa baseline")  # fmt: skip
+    bench_prepare.set_defaults(run=cmd_bench_prepare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except AudioganError as error:
+        print(f"audiogan {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

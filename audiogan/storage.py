@@ -1,0 +1,134 @@
+"""The one place that turns a URL into a filesystem (local folder or S3-compatible store).
+
+Credentials come only from the standard AWS variables or the machine's role; they are never
+logged, stored in a manifest or put in a message. pyarrow ignores `AWS_ENDPOINT_URL*` and asks
+AWS for the bucket's region unless told, so both are passed explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+from audiogan.errors import AudioganError
+
+
+class StorageError(AudioganError):
+    """A URL that cannot be used, or a store that cannot be reached."""
+
+
+def is_s3(url: str) -> bool:
+    return url.startswith("s3://")
+
+
+def display(url: str) -> str:
+    """The URL as it may appear in logs and messages: no user info, no query string."""
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
+    """An S3 filesystem configured from the standard AWS variables.
+
+    Without `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` it falls back to the AWS default chain
+    (instance profile, web identity), which is what a cluster with roles wants.
+    """
+    env = os.environ if env is None else env
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+    options: dict = {
+        "region": region,
+        "connect_timeout": 5,
+        "request_timeout": 60,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=4),
+    }
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options["endpoint_override"] = parts.netloc + parts.path.rstrip("/")
+        options["scheme"] = parts.scheme
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        options.update(
+            access_key=key, secret_key=secret, session_token=env.get("AWS_SESSION_TOKEN")
+        )
+    return pafs.S3FileSystem(**options)
+
+
+def resolve(url: str, env: Mapping[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
+    """Returns (filesystem, path) for a local path, `file://` URL or `s3://bucket/prefix`.
+
+    The path carries no scheme, as pyarrow and Ray expect when a filesystem is passed.
+    """
+    if is_s3(url):
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise StorageError(f"{display(url)}: an S3 URL needs a bucket (s3://bucket/prefix)")
+        path = posixpath.normpath(f"{parts.netloc}/{parts.path.lstrip('/')}")
+        return s3_filesystem(env), path.rstrip("/")
+    if "://" in url and not url.startswith("file://"):
+        raise StorageError(f"{display(url)}: only local paths and s3:// URLs are supported")
+    path = url.removeprefix("file://")
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+
+
+def join(root: str, *parts: str) -> str:
+    return posixpath.join(root, *parts) if parts else root
+
+
+def exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_nonempty_dir(fs: pafs.FileSystem, path: str) -> bool:
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return True
+    selector = pafs.FileSelector(path, allow_not_found=True, recursive=False)
+    return len(fs.get_file_info(selector)) > 0
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Writes a whole file so that a reader sees the old file, the new one, or none.
+
+    An S3 PUT is atomic; on a local disk the bytes go to a temporary name renamed into place.
+    """
+    parent = posixpath.dirname(path)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(parent, recursive=True)
+        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        with fs.open_output_stream(temporary) as stream:
+            stream.write(data)
+        fs.move(temporary, path)
+        return
+    with fs.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def delete(fs: pafs.FileSystem, path: str) -> None:
+    """Deletes a file or a folder tree; a missing path is not an error."""
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        fs.delete_file(path)
+    elif info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif isinstance(fs, pafs.S3FileSystem):
+        # An S3 "folder" can exist only as a key prefix.
+        fs.delete_dir_contents(path, missing_dir_ok=True)
+
+
+def unreachable(url: str, error: BaseException) -> StorageError:
+    """A StorageError naming the URL (never its credentials) for a failed storage call."""
+    return StorageError(f"storage at {display(url)} failed: {' '.join(str(error).split())[:300]}")

@@ -1,0 +1,120 @@
+"""Shared fixtures: one Ray instance and one S3 server per test session, small synthetic data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+# Loopback-only test clusters need no token; set before Ray is imported anywhere.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+def tone(freq_hz: float, seconds: float, rate_hz: int, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * rate_hz)) / rate_hz
+    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def dominant_hz(audio: np.ndarray, rate_hz: int) -> float:
+    """The frequency of the strongest FFT bin (Hann-windowed, zero-padded for resolution)."""
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size), n=8 * audio.size))
+    return float(np.argmax(spectrum) * rate_hz / (8 * audio.size))
+
+
+def write_fsd(root: Path, files: dict[str, tuple[str | None, bool]], extra_rows=()) -> None:
+    """train.csv for files already in root/audio_train: fname -> (label, verified)."""
+    lines = ["fname,label,manually_verified"]
+    for fname, (label, verified) in files.items():
+        lines.append(f"{fname},{label or ''},{int(verified)}")
+    lines += list(extra_rows)
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A small synthetic FSDKaggle2018 tree: 4 classes x 5 clips."""
+    from audiogan import synth
+
+    root = tmp_path_factory.mktemp("synth")
+    synth.synthesize(str(root), clips_per_class=5, seed=7)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """The one Ray instance of the test session (2 CPUs, no dashboard)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API: moto_server on 127.0.0.1, for pyarrow, s3fs and Ray workers alike."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or "moto_server"
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    process = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.2)
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """AWS variables pointing at the test server, and a fresh bucket; returns its name."""
+    import boto3
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"audiogan-{int(time.time() * 1e6)}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return bucket
+
+
+@pytest.fixture
+def write_wav():
+    """Writes audio with soundfile: write_wav(path, audio, rate, **soundfile kwargs)."""
+
+    def write(path: Path, audio: np.ndarray, rate_hz: int, **kwargs) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), audio, rate_hz, **kwargs)
+        return path
+
+    return write

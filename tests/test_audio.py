@@ -1,0 +1,241 @@
+"""Pure audio functions, without Ray."""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+from conftest import dominant_hz, tone
+
+from audiogan import audio
+from audiogan.audio import Rejected, clips_from_file
+from audiogan.config import PrepareConfig
+
+
+def encode(samples: np.ndarray, rate_hz: int, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate_hz, format=kwargs.pop("format", "WAV"), **kwargs)
+    return buffer.getvalue()
+
+
+def decode(data: bytes, cfg: PrepareConfig | None = None, key: str = "x.wav") -> audio.Decoded:
+    return clips_from_file(io.BytesIO(data), len(data), cfg or PrepareConfig(), key)
+
+
+def reject_reason(data: bytes, cfg: PrepareConfig | None = None) -> str:
+    with pytest.raises(Rejected) as caught:
+        decode(data, cfg)
+    return caught.value.reason
+
+
+def snr_db(signal: np.ndarray, reference: np.ndarray) -> float:
+    error = signal.astype(np.float64) - reference
+    return float(10 * np.log10(np.sum(reference**2) / np.sum(error**2)))
+
+
+@pytest.mark.parametrize("orig_hz", [44100, 22050, 96000, 8000])
+def test_resample_keeps_a_tone_and_meets_110_db_against_float64(orig_hz):
+    x = tone(1000, 2.0, orig_hz, amplitude=1.0)
+    y = audio.resample(x, orig_hz, 16000)
+    assert y.size == int(np.ceil(x.size * 16000 / orig_hz))
+    assert dominant_hz(y, 16000) == pytest.approx(1000, abs=0.5)
+    # float64 reference: the same tone computed directly at 16 kHz; edges hold filter warm-up.
+    reference = np.sin(2 * np.pi * 1000 * np.arange(y.size) / 16000)
+    inner = slice(300, -300)
+    # Measured: 121.8 dB (44.1k), 115.9 dB (22.05k), 131.7 dB (96k), 141.5 dB (8k, upsampled).
+    assert snr_db(y[inner], reference[inner]) > 110
+
+
+@pytest.mark.parametrize("orig_hz", [44100, 22050, 11025, 96000, 48000, 8000])
+def test_banded_resampler_matches_torchaudio(orig_hz):
+    x = np.random.default_rng(0).uniform(-1, 1, orig_hz).astype(np.float32)
+    ours = audio.resample(x, orig_hz, 16000, filter_width=16)
+    theirs = torchaudio.functional.resample(
+        torch.from_numpy(x)[None],
+        orig_hz,
+        16000,
+        lowpass_filter_width=16,
+        rolloff=0.9475937167399596,
+        resampling_method="sinc_interp_kaiser",
+        beta=14.769656459379492,
+    )[0].numpy()
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_a_strange_rate_is_nudged_to_a_small_kernel_and_keeps_pitch():
+    assert audio.resample_source_rate(44101, 16000) == 44100
+    assert audio.resample_source_rate(44100, 16000) == 44100
+    y = audio.resample(tone(1000, 1.0, 44101), 44101, 16000)
+    assert dominant_hz(y, 16000) == pytest.approx(1000, rel=1e-3)
+
+
+def test_read_mono_averages_channels_block_by_block():
+    left, right = tone(300, 2.0, 8000), tone(700, 2.0, 8000)
+    data = encode(np.stack([left, right], axis=1), 8000, subtype="FLOAT")
+    sound = audio.open_audio(io.BytesIO(data))
+    mono = audio.read_mono(sound, 0, 10**9)  # far more than the file holds
+    np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-6)
+
+
+def test_pcm16_fast_path_equals_libsndfile_float_conversion():
+    x = tone(440, 0.5, 16000, amplitude=0.9)
+    data = encode(x, 16000, subtype="PCM_16")
+    ours = audio.read_mono(audio.open_audio(io.BytesIO(data)), 0, 8000)
+    theirs, _ = sf.read(io.BytesIO(data), dtype="float32")
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_wav_truncation_is_spotted_from_the_header():
+    data = encode(tone(440, 1.0, 16000), 16000, subtype="PCM_16")
+    assert audio.wav_truncation(data, len(data)) is None
+    message = audio.wav_truncation(data[:5000], 5000)
+    assert message and message.startswith("truncated")
+    assert audio.wav_truncation(b"fLaC" + b"\0" * 40, 44) is None  # not a WAV: not its business
+
+
+def test_crop_offsets():
+    assert audio.crop_offsets(100, 40, "start") == [0]
+    assert audio.crop_offsets(100, 40, "center") == [30]
+    assert audio.crop_offsets(30, 40, "center") == [0]
+    assert audio.crop_offsets(100, 40, "windows") == [0, 40, 80]  # tail of 20 = half a clip: kept
+    assert audio.crop_offsets(119, 40, "windows") == [0, 40, 80]
+    assert audio.crop_offsets(90, 40, "windows") == [0, 40]  # tail 10 < 20: dropped
+    assert audio.crop_offsets(10, 40, "windows") == [0]  # shorter than a clip: one padded clip
+    offsets = {
+        audio.crop_offsets(100, 40, "random", np.random.default_rng(s))[0] for s in range(50)
+    }
+    assert offsets <= set(range(61)) and len(offsets) > 10
+
+
+def test_fit_length_pads_or_refuses():
+    x = np.ones(3, np.float32)
+    np.testing.assert_array_equal(audio.fit_length(x, 6, "end"), [1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(audio.fit_length(x, 6, "center"), [0, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(audio.fit_length(np.arange(8.0), 6, "end"), np.arange(6.0))
+    with pytest.raises(Rejected, match="too_short"):
+        audio.fit_length(x, 6, "none")
+
+
+def test_normalize_peak_and_rms():
+    x = tone(440, 1.0, 16000, amplitude=0.1)
+    peak = audio.normalize(x, "peak", 0.99, -20)
+    assert np.max(np.abs(peak)) == pytest.approx(0.99, abs=1e-6)
+    rms = audio.normalize(x, "rms", 0.99, -20)
+    assert np.sqrt(np.mean(rms.astype(np.float64) ** 2)) == pytest.approx(0.1, rel=1e-3)
+    # A spiky signal cannot reach the RMS target without clipping: the peak cap wins.
+    spiky = np.zeros(16000, np.float32)
+    spiky[::1000] = 0.5
+    capped = audio.normalize(spiky, "rms", 0.99, -20)
+    assert np.max(np.abs(capped)) == pytest.approx(0.99, abs=1e-6)
+
+
+def test_trim_silence():
+    x = np.concatenate([np.zeros(100), np.full(10, 0.5), np.zeros(50)]).astype(np.float32)
+    assert audio.trim_silence(x, -40).size == 10
+    assert audio.trim_silence(np.zeros(10, np.float32), -40).size == 0
+
+
+# --- one file end to end --------------------------------------------------------------------
+
+
+def test_a_440_hz_tone_at_96_khz_in_8_channels_becomes_one_mono_16_khz_clip():
+    x = tone(440, 5.0, 96000)
+    decoded = decode(encode(np.tile(x[:, None], (1, 8)), 96000, subtype="PCM_24"))
+    assert decoded.source_sample_rate_hz == 96000
+    assert decoded.source_seconds == pytest.approx(5.0)
+    [(window, clip)] = decoded.clips
+    assert window == 0 and clip.shape == (64000,) and clip.dtype == np.float32
+    assert dominant_hz(clip, 16000) == pytest.approx(440, abs=0.5)
+    assert np.max(np.abs(clip)) == pytest.approx(0.99, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "rate_hz,kwargs",
+    [
+        (8000, {"subtype": "PCM_16"}),
+        (44100, {"subtype": "PCM_24"}),
+        (22050, {"subtype": "FLOAT"}),
+        (48000, {"subtype": "DOUBLE"}),
+        (44100, {"format": "FLAC"}),
+        (32000, {"format": "OGG", "subtype": "VORBIS"}),
+    ],
+)
+def test_unusual_but_valid_files_become_correct_clips(rate_hz, kwargs):
+    decoded = decode(encode(tone(440, 2.0, rate_hz), rate_hz, **kwargs))
+    [(_, clip)] = decoded.clips
+    assert clip.shape == (64000,)
+    assert dominant_hz(clip[:32000], 16000) == pytest.approx(440, abs=1.0)
+    assert np.all(clip[32100:] == 0)  # 2 s of sound, then the padding
+
+
+def test_bad_files_are_rejected_with_their_reason():
+    assert reject_reason(b"") == "empty"
+    assert reject_reason(b"this is a text file, not audio\n" * 10) == "decode_error"
+    good = encode(tone(440, 1.0, 16000), 16000, subtype="PCM_16")
+    assert reject_reason(good[: len(good) // 2]) == "decode_error"  # truncated
+    assert reject_reason(good[:30]) == "decode_error"  # cut inside the header
+    nan = tone(440, 1.0, 16000)
+    nan[100] = np.nan
+    assert reject_reason(encode(nan, 16000, subtype="FLOAT")) == "non_finite"
+    inf = tone(440, 1.0, 16000)
+    inf[5] = np.inf
+    assert reject_reason(encode(inf, 16000, subtype="FLOAT")) == "non_finite"
+    assert reject_reason(encode(np.array([0.5], np.float32), 16000)) == "too_short"
+    assert reject_reason(encode(np.zeros(16000, np.float32), 16000)) == "silent"
+    assert reject_reason(encode(np.zeros((0,), np.float32), 16000)) == "empty"
+
+
+def test_a_header_that_claims_gigabytes_is_not_believed():
+    data = bytearray(encode(tone(440, 0.5, 16000), 16000, subtype="PCM_16"))
+    riff_size_at, data_size_at = 4, data.index(b"data") + 4
+    data[riff_size_at : riff_size_at + 4] = struct.pack("<I", 0xFFFFFFF0)
+    data[data_size_at : data_size_at + 4] = struct.pack("<I", 0xFFFFFFF0)
+    try:
+        decoded = decode(bytes(data))
+    except Rejected as rejected:  # rejecting is fine; allocating gigabytes is not
+        assert rejected.reason in ("decode_error", "unsupported")
+    else:
+        assert decoded.clips[0][1].shape == (64000,)
+
+
+def test_a_clip_with_silence_at_the_start_is_kept_whole_by_trim_and_refused_without():
+    x = np.concatenate([np.zeros(16000 * 5, np.float32), tone(440, 1.0, 16000)])
+    data = encode(x, 16000, subtype="PCM_16")
+    assert reject_reason(data) == "silent"
+    [(_, clip)] = decode(data, PrepareConfig(trim_silence=True)).clips
+    assert np.max(np.abs(clip[:100])) > 0.1  # the sound starts at the clip's start
+
+
+def test_windows_cut_a_long_file_into_several_clips():
+    data = encode(tone(440, 10.0, 16000), 16000, subtype="PCM_16")
+    decoded = decode(data, PrepareConfig(crop="windows"))
+    assert [window for window, _ in decoded.clips] == [0, 1, 2]  # 4 + 4 + 2 (half a clip) s
+    assert np.all(decoded.clips[2][1][32000:] == 0)
+
+
+def test_random_crop_depends_only_on_seed_and_file():
+    data = encode(np.random.default_rng(1).uniform(-1, 1, 16000 * 8).astype(np.float32), 16000)
+    cfg = PrepareConfig(crop="random", seed=3)
+    first = decode(data, cfg, "a.wav").clips[0][1]
+    np.testing.assert_array_equal(first, decode(data, cfg, "a.wav").clips[0][1])
+    assert not np.array_equal(first, decode(data, cfg, "b.wav").clips[0][1])
+    assert not np.array_equal(
+        first, decode(data, PrepareConfig(crop="random", seed=4), "a.wav").clips[0][1]
+    )
+
+
+def test_importing_the_pure_modules_does_not_import_ray():
+    code = (
+        "import sys, audiogan.audio, audiogan.synth, audiogan.config, audiogan.storage;"
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,313 @@
+"""prepare end to end on the shared Ray instance."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+import soundfile as sf
+from conftest import dominant_hz, tone, write_fsd
+
+from audiogan import data, storage
+from audiogan.audio import clips_from_file
+from audiogan.config import PrepareConfig
+
+pytestmark = pytest.mark.ray
+
+
+def read_clips(dest: Path) -> pa.Table:
+    return pads.dataset(str(dest / "clips"), format="parquet").to_table()
+
+
+def read_rejects(dest: Path) -> dict[str, str]:
+    table = pads.dataset(str(dest / "rejects"), format="parquet").to_table()
+    return dict(zip(table.column("source").to_pylist(), table.column("reason").to_pylist()))
+
+
+def run_prepare(source, dest, cfg=None, **kwargs) -> dict:
+    return data.prepare(
+        str(source), str(dest), cfg or PrepareConfig(), log=lambda _: None, **kwargs
+    )
+
+
+def test_synthetic_fsd_dataset_becomes_the_documented_contract(ray_session, synth_root, tmp_path):
+    dest = tmp_path / "prepared"
+    summary = run_prepare(synth_root, dest)
+    rows = list(csv.DictReader(open(synth_root / "train.csv")))
+    assert summary["clips"] == len(rows) == 20 and summary["rejects"] == 0
+
+    table = read_clips(dest)
+    assert table.schema == data.clip_schema(64000)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["labels"] == sorted({r["label"] for r in rows})
+    assert manifest["clip_samples"] == 64000 and manifest["sample_rate_hz"] == 16000
+    assert manifest["counts"]["clips"] == 20
+    assert sum(manifest["counts"]["per_label"].values()) == 20
+
+    by_source = {row["source"]: row for row in table.to_pylist()}
+    assert set(by_source) == {f"audio_train/{r['fname']}" for r in rows}
+    for row in rows:
+        clip = by_source[f"audio_train/{row['fname']}"]
+        assert clip["label"] == row["label"]
+        assert clip["label_id"] == manifest["labels"].index(row["label"])
+        assert clip["clip_id"] == f"audio_train/{row['fname']}#0"
+        assert clip["source_sample_rate"] == 44100
+        audio = np.asarray(clip["audio"], dtype=np.float32)
+        assert audio.shape == (64000,) and np.max(np.abs(audio)) == pytest.approx(0.99, abs=1e-4)
+        # The stored audio is exactly what the pure function makes of the file.
+        raw = (synth_root / "audio_train" / row["fname"]).read_bytes()
+        expected = clips_from_file(io.BytesIO(raw), len(raw), PrepareConfig(), clip["source"])
+        np.testing.assert_array_equal(audio, expected.clips[0][1])
+
+
+@pytest.fixture(scope="module")
+def zoo(synth_root, tmp_path_factory):
+    """Good synthetic clips beside every kind of bad and unusual file, in FSDKaggle2018 layout."""
+    root = tmp_path_factory.mktemp("zoo")
+    audio_dir = root / "audio_train"
+    audio_dir.mkdir()
+    files: dict[str, tuple[str | None, bool]] = {}
+    for row in csv.DictReader(open(synth_root / "train.csv")):
+        (audio_dir / row["fname"]).write_bytes(
+            (synth_root / "audio_train" / row["fname"]).read_bytes()
+        )
+        files[row["fname"]] = (row["label"], row["manually_verified"] == "1")
+
+    def add(name, audio_or_bytes, rate=16000, label="Odd", **kwargs):
+        path = audio_dir / name
+        if isinstance(audio_or_bytes, bytes):
+            path.write_bytes(audio_or_bytes)
+        else:
+            sf.write(str(path), audio_or_bytes, rate, **kwargs)
+        files[name] = (label, True)
+
+    good = io.BytesIO()
+    sf.write(good, tone(440, 1.0, 16000), 16000, format="WAV", subtype="PCM_16")
+    nan = tone(440, 1.0, 16000)
+    nan[::100] = np.nan
+    # bad
+    add("zero.wav", b"")
+    add("truncated.wav", good.getvalue()[:9000])
+    add("text.wav", b"just some text pretending to be audio\n" * 20)
+    add("nan.wav", nan, subtype="FLOAT")
+    add("one_sample.wav", np.array([0.3], np.float32))
+    add("silent.wav", np.zeros(32000, np.float32))
+    # unusual but valid: each a 440 Hz tone
+    add(
+        "eight_channels_96k.wav",
+        np.tile(tone(440, 3.0, 96000)[:, None], (1, 8)),
+        96000,
+        subtype="PCM_24",
+    )
+    add("low_8k.wav", tone(440, 3.0, 8000), 8000, subtype="PCM_16")
+    add("pcm24.wav", tone(440, 3.0, 44100), 44100, subtype="PCM_24")
+    add("float32.wav", tone(440, 3.0, 22050), 22050, subtype="FLOAT")
+    add("float64.wav", tone(440, 3.0, 48000), 48000, subtype="DOUBLE")
+    add("tone.flac", tone(440, 3.0, 44100), 44100, format="FLAC")
+    add("tone.ogg", tone(440, 3.0, 44100), 44100, format="OGG", subtype="VORBIS")
+    (root / "outside.wav").write_bytes(good.getvalue())
+    os.symlink(root / "outside.wav", audio_dir / "link_out.wav")
+    files["link_out.wav"] = ("Odd", True)
+    outside = tmp_path_factory.mktemp("elsewhere") / "secret.wav"
+    outside.write_bytes(good.getvalue())
+    os.symlink(outside, audio_dir / "link_far.wav")
+    files["link_far.wav"] = ("Odd", True)
+    write_fsd(
+        root,
+        files,
+        extra_rows=[
+            "not_there.wav,Odd,1",
+            "../../etc/passwd,Odd,1",
+            "/etc/passwd,Odd,1",
+            "sub/../../train.csv,Odd,1",
+        ],
+    )
+    return root
+
+
+UNUSUAL = ["eight_channels_96k.wav", "low_8k.wav", "pcm24.wav", "float32.wav", "float64.wav",
+           "tone.flac", "tone.ogg"]  # fmt: skip
+EXPECTED_REJECTS = {
+    "audio_train/zero.wav": "empty",
+    "audio_train/truncated.wav": "decode_error",
+    "audio_train/text.wav": "decode_error",
+    "audio_train/nan.wav": "non_finite",
+    "audio_train/one_sample.wav": "too_short",
+    "audio_train/silent.wav": "silent",
+    "audio_train/not_there.wav": "missing",
+    "../../etc/passwd": "unsafe_path",
+    "/etc/passwd": "unsafe_path",
+    "sub/../../train.csv": "unsafe_path",
+    "link_far.wav": "unsafe_path",
+}
+
+
+def test_bad_files_become_reject_rows_and_unusual_ones_correct_clips(
+    ray_session, zoo, synth_root, tmp_path
+):
+    dest = tmp_path / "zoo_prepared"
+    summary = run_prepare(zoo, dest, PrepareConfig(batch_size=4))
+    assert read_rejects(dest) == EXPECTED_REJECTS
+    assert summary["rejects_by_reason"] == {
+        "decode_error": 2, "empty": 1, "missing": 1, "non_finite": 1, "silent": 1,
+        "too_short": 1, "unsafe_path": 4,
+    }  # fmt: skip
+
+    clips = {row["source"]: row for row in read_clips(dest).to_pylist()}
+    good = {f"audio_train/{r['fname']}" for r in csv.DictReader(open(synth_root / "train.csv"))}
+    assert good <= set(clips)  # every good clip arrives, whatever else is in its batch
+    for name in UNUSUAL:
+        audio = np.asarray(clips[f"audio_train/{name}"]["audio"], dtype=np.float32)
+        assert audio.shape == (64000,)
+        assert dominant_hz(audio[:47000], 16000) == pytest.approx(440, abs=1.0), name
+        assert np.max(np.abs(audio)) <= 1.0
+    assert clips["audio_train/eight_channels_96k.wav"]["source_sample_rate"] == 96000
+    # A link inside the root to a file inside the root is fine.
+    assert "audio_train/link_out.wav" in clips
+    assert len(clips) == len(good) + len(UNUSUAL) + 1
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["rejects"] == summary["rejects_by_reason"]
+
+
+def test_a_plain_tree_with_labels_filters_and_unlabelled_files(ray_session, tmp_path, write_wav):
+    source = tmp_path / "tree"
+    write_wav(source / "dog" / "a.wav", tone(300, 1.0, 22050), 22050)
+    write_wav(source / "dog" / "deeper" / "b.flac", tone(300, 1.0, 22050), 22050, format="FLAC")
+    write_wav(source / "cat" / "c.wav", tone(600, 1.0, 22050), 22050)
+    write_wav(source / "loose.wav", tone(900, 1.0, 22050), 22050)
+    (source / "cat" / "notes.txt").write_text("not audio")
+
+    summary = run_prepare(source, tmp_path / "all")
+    rows = {r["source"]: r for r in read_clips(tmp_path / "all").to_pylist()}
+    assert {s: (r["label"], r["label_id"]) for s, r in rows.items()} == {
+        "dog/a.wav": ("dog", 1), "dog/deeper/b.flac": ("dog", 1), "cat/c.wav": ("cat", 0),
+        "loose.wav": (None, -1),
+    }  # fmt: skip
+    assert summary["skipped"] == {"not_audio": 1}
+
+    run_prepare(source, tmp_path / "dogs", PrepareConfig(labels=("dog",)))
+    assert {r["label"] for r in read_clips(tmp_path / "dogs").to_pylist()} == {"dog"}
+    with pytest.raises(data.PrepareError, match="needs an FSDKaggle2018 root"):
+        run_prepare(source, tmp_path / "x", PrepareConfig(verified_only=True))
+
+
+def test_labels_and_verified_filters_on_fsd(ray_session, synth_root, tmp_path):
+    rows = list(csv.DictReader(open(synth_root / "train.csv")))
+    cfg = PrepareConfig(labels=("Saxophone", "Trumpet"), verified_only=True)
+    summary = run_prepare(synth_root, tmp_path / "d", cfg)
+    expected = [r for r in rows if r["label"] in cfg.labels and r["manually_verified"] == "1"]
+    assert summary["clips"] == len(expected) > 0
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert set(manifest["labels"]) <= {"Saxophone", "Trumpet"}
+
+
+def test_windows_and_random_crops_are_deterministic(ray_session, synth_root, tmp_path):
+    cfg = PrepareConfig(crop="windows", clip_seconds=1.0)
+    run_prepare(synth_root, tmp_path / "w", cfg)
+    windows = read_clips(tmp_path / "w")
+    ids = windows.column("clip_id").to_pylist()
+    assert len(ids) == len(set(ids)) > 20  # long files give several 1 s clips
+    assert max(windows.column("window").to_pylist()) >= 5
+
+    random_cfg = PrepareConfig(crop="random", clip_seconds=1.0, seed=5)
+    run_prepare(synth_root, tmp_path / "r1", random_cfg)
+    run_prepare(synth_root, tmp_path / "r2", random_cfg)
+    first = read_clips(tmp_path / "r1").sort_by("clip_id")
+    second = read_clips(tmp_path / "r2").sort_by("clip_id")
+    assert first.column("audio").equals(second.column("audio"))
+
+
+def test_an_existing_dest_is_refused_unless_overwrite(ray_session, synth_root, tmp_path):
+    dest = tmp_path / "dest"
+    run_prepare(synth_root, dest, PrepareConfig(labels=("Trumpet",)))
+    before = sorted(p.name for p in (dest / "clips").iterdir())
+    with pytest.raises(data.PrepareError, match="--overwrite"):
+        run_prepare(synth_root, dest)
+    assert sorted(p.name for p in (dest / "clips").iterdir()) == before
+    summary = run_prepare(synth_root, dest, overwrite=True)
+    assert summary["clips"] == 20 == read_clips(dest).num_rows
+
+
+def test_a_missing_or_useless_source_fails_and_leaves_no_manifest(ray_session, tmp_path, write_wav):
+    with pytest.raises(data.PrepareError, match="does not exist"):
+        run_prepare(tmp_path / "nowhere", tmp_path / "d1")
+    assert not (tmp_path / "d1" / "manifest.json").exists()
+
+    bad = tmp_path / "bad"
+    (bad / "x").mkdir(parents=True)
+    (bad / "x" / "a.wav").write_bytes(b"")
+    write_wav(bad / "x" / "b.wav", np.zeros(16000, np.float32), 16000)
+    with pytest.raises(data.PrepareError, match="no usable clip"):
+        run_prepare(bad, tmp_path / "d2")
+    assert not (tmp_path / "d2" / "manifest.json").exists()
+    assert read_rejects(tmp_path / "d2") == {"x/a.wav": "empty", "x/b.wav": "silent"}
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.PrepareError, match="holds no audio files"):
+        run_prepare(tmp_path / "empty", tmp_path / "d3")
+
+
+def test_the_cli_prints_a_summary_and_json_and_fails_cleanly(ray_session, synth_root, tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    cli = [sys.executable, "-m", "audiogan.cli"]
+    done = subprocess.run(
+        cli + ["prepare", str(synth_root), str(tmp_path / "out"), "--clip-seconds", "1", "--json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert figures["clips"] == 20 and figures["rejects_by_reason"] == {}
+    assert figures["clips_per_second"] > 0
+    assert any("Saxophone" in line for line in lines[:-1])
+
+    again = subprocess.run(
+        cli + ["prepare", str(synth_root), str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 2
+    assert "exists and is not empty; pass --overwrite" in again.stderr
+    assert "Traceback" not in again.stderr
+
+    bad_option = subprocess.run(
+        cli + ["prepare", "a", "b", "--crop", "middle"], capture_output=True, text=True
+    )
+    assert bad_option.returncode == 2 and "invalid choice" in bad_option.stderr
+
+
+def test_help_explains_each_command():
+    for command in (
+        ["--help"],
+        ["prepare", "--help"],
+        ["synth", "--help"],
+        ["bench", "prepare", "--help"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "audiogan.cli", *command], capture_output=True, text=True
+        )
+        assert done.returncode == 0 and "usage: audiogan" in done.stdout
+
+
+def test_storage_listing_uses_paths_relative_to_the_source(synth_root):
+    fs, root = storage.resolve(str(synth_root))
+    listing = data.list_source(fs, root, PrepareConfig(), str(synth_root))
+    assert listing.layout == "fsd"
+    assert all(f["source"].startswith("audio_train/") for f in listing.files)
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [("a.wav", "audio_train/a.wav"), ("x/../b.wav", "audio_train/b.wav"), ("../a.wav", None),
+     ("/etc/passwd", None), ("..", None), ("C:\\\\x.wav", None), ("", None)],
+)  # fmt: skip
+def test_safe_relative_path(name, expected):
+    assert data.safe_relative_path("audio_train", name) == expected

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pyarrow.fs as pafs
+import pytest
+
+from audiogan import storage
+
+
+def test_local_paths_resolve_to_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fs, path = storage.resolve("data/x")
+    assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path / "data" / "x")
+    assert storage.resolve(f"file://{tmp_path}")[1] == str(tmp_path)
+
+
+def test_s3_urls_take_endpoint_region_and_keys_from_the_environment():
+    env = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+    }
+    fs, path = storage.resolve("s3://bucket/some/prefix/", env)
+    assert path == "bucket/some/prefix"
+    assert isinstance(fs, pafs.S3FileSystem)
+    assert fs.region == "eu-west-1"
+    assert "127.0.0.1:9000" in repr(fs.__reduce__())
+    s3_only = storage.s3_filesystem({"AWS_ENDPOINT_URL_S3": "https://minio.local"})
+    assert "minio.local" in repr(s3_only.__reduce__())
+
+
+def test_bad_urls_are_refused():
+    with pytest.raises(storage.StorageError, match="needs a bucket"):
+        storage.resolve("s3:///prefix")
+    with pytest.raises(storage.StorageError, match="only local paths and s3://"):
+        storage.resolve("gs://bucket/x")
+
+
+def test_display_drops_credentials_and_query():
+    assert storage.display("s3://key:secret@bucket/p?x=1") == "s3://bucket/p"
+    assert storage.display("/local/path") == "/local/path"
+
+
+def test_write_bytes_replaces_a_file_whole(tmp_path):
+    fs, root = storage.resolve(str(tmp_path))
+    target = storage.join(root, "a", "manifest.json")
+    storage.write_bytes(fs, target, b"one")
+    storage.write_bytes(fs, target, b"two")
+    assert storage.read_bytes(fs, target) == b"two"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json"]
+    storage.delete(fs, storage.join(root, "a"))
+    assert not storage.exists(fs, storage.join(root, "a"))
