@@ -102,7 +102,10 @@ def wav_truncation(head: bytes, file_size: int) -> str | None:
                 return None
             available = file_size - (position + 8)
             if chunk_bytes > available:
-                return f"truncated: the header declares {chunk_bytes} bytes of audio, the file holds {max(available, 0)}"
+                return (
+                    f"truncated: the header declares {chunk_bytes} bytes of audio, "
+                    f"the file holds {max(available, 0)}"
+                )
             return None
         position += 8 + chunk_bytes + (chunk_bytes & 1)
     return None

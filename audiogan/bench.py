@@ -66,8 +66,18 @@ def staged_prepare(files: list[dict], fs, cfg: PrepareConfig) -> tuple[int, dict
 def ray_prepare(source: str, cfg: PrepareConfig, num_cpus: int) -> dict:
     """`audiogan prepare --json` in a fresh process with its own local Ray of `num_cpus` CPUs."""
     with tempfile.TemporaryDirectory() as dest:
-        command = [sys.executable, "-m", "audiogan.cli", "prepare", source, dest, "--overwrite",
-                   "--json", "--num-cpus", str(num_cpus)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "audiogan.cli",
+            "prepare",
+            source,
+            dest,
+            "--overwrite",
+            "--json",
+            "--num-cpus",
+            str(num_cpus),
+        ]
         command += _prepare_flags(cfg)
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -78,9 +88,22 @@ def ray_prepare(source: str, cfg: PrepareConfig, num_cpus: int) -> dict:
 
 def _prepare_flags(cfg: PrepareConfig) -> list[str]:
     values = to_dict(cfg)
-    flags = ["--sample-rate", str(cfg.sample_rate_hz), "--clip-seconds", str(cfg.clip_seconds),
-             "--crop", cfg.crop, "--pad", cfg.pad, "--normalize", cfg.normalize,
-             "--seed", str(cfg.seed), "--batch-size", str(cfg.batch_size)]  # fmt: skip
+    flags = [
+        "--sample-rate",
+        str(cfg.sample_rate_hz),
+        "--clip-seconds",
+        str(cfg.clip_seconds),
+        "--crop",
+        cfg.crop,
+        "--pad",
+        cfg.pad,
+        "--normalize",
+        cfg.normalize,
+        "--seed",
+        str(cfg.seed),
+        "--batch-size",
+        str(cfg.batch_size),
+    ]
     if values["labels"]:
         flags += ["--labels", ",".join(values["labels"])]
     if cfg.trim_silence:

@@ -149,34 +149,73 @@ def cmd_bench_prepare(args: argparse.Namespace) -> None:
 
 def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
     d = lambda name: _default(PrepareConfig, name)  # noqa: E731
-    parser.add_argument("source", metavar="SOURCE", help="FSDKaggle2018 root (train.csv + "
-                        "audio_train/) or a folder tree <label>/*.wav; local path or s3://bucket/prefix")  # fmt: skip
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="FSDKaggle2018 root (train.csv + "
+        "audio_train/) or a folder tree <label>/*.wav; local path or s3://bucket/prefix",
+    )
     parser.add_argument("--labels", help="comma-separated labels to keep (default: all)")
-    parser.add_argument("--verified-only", action="store_true",
-                        help="FSDKaggle2018: keep only rows with manually_verified=1")  # fmt: skip
-    parser.add_argument("--sample-rate", type=int, metavar="HZ",
-                        help=f"output sample rate (default {d('sample_rate_hz')})")  # fmt: skip
-    parser.add_argument("--clip-seconds", type=float, metavar="S",
-                        help=f"clip length in seconds (default {d('clip_seconds')})")  # fmt: skip
-    parser.add_argument("--crop", choices=CROP_MODES,
-                        help="which part of a longer file to keep; windows cuts it into several "
-                        f"clips; random is seeded (default {d('crop')})")  # fmt: skip
-    parser.add_argument("--pad", choices=PAD_MODES,
-                        help="where a short file's zeros go; none rejects it as too_short "
-                        f"(default {d('pad')})")  # fmt: skip
-    parser.add_argument("--trim-silence", action="store_true",
-                        help="trim leading and trailing silence before cropping")  # fmt: skip
-    parser.add_argument("--silence-threshold-db", type=float, metavar="DB",
-                        help=f"peak level counted as silence (default {d('silence_threshold_db')})")  # fmt: skip
-    parser.add_argument("--normalize", choices=NORMALIZE_MODES,
-                        help=f"scale each clip by its peak or RMS (default {d('normalize')})")  # fmt: skip
+    parser.add_argument(
+        "--verified-only",
+        action="store_true",
+        help="FSDKaggle2018: keep only rows with manually_verified=1",
+    )
+    parser.add_argument(
+        "--sample-rate",
+        type=int,
+        metavar="HZ",
+        help=f"output sample rate (default {d('sample_rate_hz')})",
+    )
+    parser.add_argument(
+        "--clip-seconds",
+        type=float,
+        metavar="S",
+        help=f"clip length in seconds (default {d('clip_seconds')})",
+    )
+    parser.add_argument(
+        "--crop",
+        choices=CROP_MODES,
+        help="which part of a longer file to keep; windows cuts it into several "
+        f"clips; random is seeded (default {d('crop')})",
+    )
+    parser.add_argument(
+        "--pad",
+        choices=PAD_MODES,
+        help=f"where a short file's zeros go; none rejects it as too_short (default {d('pad')})",
+    )
+    parser.add_argument(
+        "--trim-silence",
+        action="store_true",
+        help="trim leading and trailing silence before cropping",
+    )
+    parser.add_argument(
+        "--silence-threshold-db",
+        type=float,
+        metavar="DB",
+        help=f"peak level counted as silence (default {d('silence_threshold_db')})",
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=NORMALIZE_MODES,
+        help=f"scale each clip by its peak or RMS (default {d('normalize')})",
+    )
     parser.add_argument("--seed", type=int, help=f"seed of the random crop (default {d('seed')})")
-    parser.add_argument("--batch-size", type=int, metavar="N",
-                        help=f"files per Ray Data batch (default {d('batch_size')})")  # fmt: skip
-    parser.add_argument("--num-cpus", type=int, metavar="N",
-                        help="CPUs of a local Ray instance (default: all; ignored with RAY_ADDRESS)")  # fmt: skip
-    parser.add_argument("--json", action="store_true",
-                        help="print the figures as one JSON object on the last line")  # fmt: skip
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"files per Ray Data batch (default {d('batch_size')})",
+    )
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        metavar="N",
+        help="CPUs of a local Ray instance (default: all; ignored with RAY_ADDRESS)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the figures as one JSON object on the last line"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,11 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
         "depends only on the seed.",
     )
     synth.add_argument("out_dir", metavar="OUT_DIR")
-    synth.add_argument("--clips-per-class", type=int, default=40, metavar="N",
-                       help="clips of each class (default 40)")  # fmt: skip
+    synth.add_argument(
+        "--clips-per-class",
+        type=int,
+        default=40,
+        metavar="N",
+        help="clips of each class (default 40)",
+    )
     synth.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    synth.add_argument("--layout", choices=("fsd", "tree"), default="fsd",
-                       help="fsd: train.csv + audio_train/; tree: <label>/<file>.wav (default fsd)")  # fmt: skip
+    synth.add_argument(
+        "--layout",
+        choices=("fsd", "tree"),
+        default="fsd",
+        help="fsd: train.csv + audio_train/; tree: <label>/<file>.wav (default fsd)",
+    )
     synth.add_argument("--json", action="store_true", help="print a JSON summary last")
     synth.set_defaults(run=cmd_synth)
 
@@ -218,8 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "dest", metavar="DEST", help="output folder: local path or s3://bucket/prefix"
     )
-    prepare.add_argument("--overwrite", action="store_true",
-                         help="replace an existing dataset at DEST (default: refuse)")  # fmt: skip
+    prepare.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing dataset at DEST (default: refuse)",
+    )
     prepare.set_defaults(run=cmd_prepare)
 
     bench = commands.add_parser("bench", help="benchmarks that print tables and a JSON line")
@@ -232,12 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
         "files of SOURCE (make one with `audiogan synth`).",
     )
     _add_prepare_options(bench_prepare)
-    bench_prepare.add_argument("--sample-files", type=int, default=300, metavar="N",
-                               help="files for the in-process measurements (default 300)")  # fmt: skip
-    bench_prepare.add_argument("--cpus", default="1,2", metavar="LIST",
-                               help="CPU counts of the end-to-end Ray runs (default 1,2)")  # fmt: skip
-    bench_prepare.add_argument("--no-naive", action="store_true",
-                               help="skip the librosa baseline")  # fmt: skip
+    bench_prepare.add_argument(
+        "--sample-files",
+        type=int,
+        default=300,
+        metavar="N",
+        help="files for the in-process measurements (default 300)",
+    )
+    bench_prepare.add_argument(
+        "--cpus",
+        default="1,2",
+        metavar="LIST",
+        help="CPU counts of the end-to-end Ray runs (default 1,2)",
+    )
+    bench_prepare.add_argument("--no-naive", action="store_true", help="skip the librosa baseline")
     bench_prepare.set_defaults(run=cmd_bench_prepare)
     return parser
 

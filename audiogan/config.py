@@ -105,7 +105,8 @@ def from_dict(cls: type, values: dict[str, typing.Any]):
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(
-            f"unknown {cls.__name__} key(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            f"unknown {cls.__name__} key(s): {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(names))}"
         )
     hints = typing.get_type_hints(cls)
     converted = {}

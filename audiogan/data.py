@@ -1,4 +1,4 @@
-"""Ray Data: list the source files, turn each into clips with `audio.clips_from_file`, write Parquet.
+"""Ray Data: list source files, turn each into clips with `audio.clips_from_file`, write Parquet.
 
 The driver only lists files and reads the small train.csv; reading, decoding and writing happen
 in Ray tasks, block by block, so a dataset larger than memory streams through and the same code
@@ -32,9 +32,20 @@ from audiogan.config import PrepareConfig, from_dict, to_dict
 from audiogan.errors import AudioganError
 
 AUDIO_EXTENSIONS = (
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf",
-    ".w64", ".rf64",
-)  # fmt: skip
+    ".wav",
+    ".wave",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".mp3",
+    ".aif",
+    ".aiff",
+    ".aifc",
+    ".au",
+    ".caf",
+    ".w64",
+    ".rf64",
+)
 FSD_CSV = "train.csv"
 FSD_AUDIO = "audio_train"
 MANIFEST = "manifest.json"

@@ -1,4 +1,4 @@
-"""`ray job submit -- python -m jobs.prepare SOURCE DEST [options]`: the same as `audiogan prepare`."""
+"""`ray job submit -- python -m jobs.prepare SOURCE DEST [...]`: the same as `audiogan prepare`."""
 
 import sys
 

@@ -30,7 +30,9 @@ def read_clips(dest: Path) -> pa.Table:
 
 def read_rejects(dest: Path) -> dict[str, str]:
     table = pads.dataset(str(dest / "rejects"), format="parquet").to_table()
-    return dict(zip(table.column("source").to_pylist(), table.column("reason").to_pylist()))
+    return dict(
+        zip(table.column("source").to_pylist(), table.column("reason").to_pylist(), strict=True)
+    )
 
 
 def run_prepare(source, dest, cfg=None, **kwargs) -> dict:
@@ -134,8 +136,15 @@ def zoo(synth_root, tmp_path_factory):
     return root
 
 
-UNUSUAL = ["eight_channels_96k.wav", "low_8k.wav", "pcm24.wav", "float32.wav", "float64.wav",
-           "tone.flac", "tone.ogg"]  # fmt: skip
+UNUSUAL = [
+    "eight_channels_96k.wav",
+    "low_8k.wav",
+    "pcm24.wav",
+    "float32.wav",
+    "float64.wav",
+    "tone.flac",
+    "tone.ogg",
+]
 EXPECTED_REJECTS = {
     "audio_train/zero.wav": "empty",
     "audio_train/truncated.wav": "decode_error",
@@ -158,9 +167,14 @@ def test_bad_files_become_reject_rows_and_unusual_ones_correct_clips(
     summary = run_prepare(zoo, dest, PrepareConfig(batch_size=4))
     assert read_rejects(dest) == EXPECTED_REJECTS
     assert summary["rejects_by_reason"] == {
-        "decode_error": 2, "empty": 1, "missing": 1, "non_finite": 1, "silent": 1,
-        "too_short": 1, "unsafe_path": 4,
-    }  # fmt: skip
+        "decode_error": 2,
+        "empty": 1,
+        "missing": 1,
+        "non_finite": 1,
+        "silent": 1,
+        "too_short": 1,
+        "unsafe_path": 4,
+    }
 
     clips = {row["source"]: row for row in read_clips(dest).to_pylist()}
     good = {f"audio_train/{r['fname']}" for r in csv.DictReader(open(synth_root / "train.csv"))}
@@ -189,9 +203,11 @@ def test_a_plain_tree_with_labels_filters_and_unlabelled_files(ray_session, tmp_
     summary = run_prepare(source, tmp_path / "all")
     rows = {r["source"]: r for r in read_clips(tmp_path / "all").to_pylist()}
     assert {s: (r["label"], r["label_id"]) for s, r in rows.items()} == {
-        "dog/a.wav": ("dog", 1), "dog/deeper/b.flac": ("dog", 1), "cat/c.wav": ("cat", 0),
+        "dog/a.wav": ("dog", 1),
+        "dog/deeper/b.flac": ("dog", 1),
+        "cat/c.wav": ("cat", 0),
         "loose.wav": (None, -1),
-    }  # fmt: skip
+    }
     assert summary["skipped"] == {"not_audio": 1}
 
     run_prepare(source, tmp_path / "dogs", PrepareConfig(labels=("dog",)))
@@ -261,8 +277,11 @@ def test_the_cli_prints_a_summary_and_json_and_fails_cleanly(ray_session, synth_
     cli = [sys.executable, "-m", "audiogan.cli"]
     done = subprocess.run(
         cli + ["prepare", str(synth_root), str(tmp_path / "out"), "--clip-seconds", "1", "--json"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     figures = json.loads(lines[-1])
@@ -272,8 +291,11 @@ def test_the_cli_prints_a_summary_and_json_and_fails_cleanly(ray_session, synth_
 
     again = subprocess.run(
         cli + ["prepare", str(synth_root), str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert again.returncode == 2
     assert "exists and is not empty; pass --overwrite" in again.stderr
     assert "Traceback" not in again.stderr
@@ -306,8 +328,15 @@ def test_storage_listing_uses_paths_relative_to_the_source(synth_root):
 
 @pytest.mark.parametrize(
     "name,expected",
-    [("a.wav", "audio_train/a.wav"), ("x/../b.wav", "audio_train/b.wav"), ("../a.wav", None),
-     ("/etc/passwd", None), ("..", None), ("C:\\\\x.wav", None), ("", None)],
-)  # fmt: skip
+    [
+        ("a.wav", "audio_train/a.wav"),
+        ("x/../b.wav", "audio_train/b.wav"),
+        ("../a.wav", None),
+        ("/etc/passwd", None),
+        ("..", None),
+        ("C:\\\\x.wav", None),
+        ("", None),
+    ],
+)
 def test_safe_relative_path(name, expected):
     assert data.safe_relative_path("audio_train", name) == expected

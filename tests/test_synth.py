@@ -47,7 +47,7 @@ def test_clips_vary_in_length_loudness_and_silence():
 
 
 def _timbre(audio: np.ndarray) -> np.ndarray:
-    """Four pitch-independent descriptors: noisiness, brightness over pitch, decay, decaying share."""
+    """Pitch-independent descriptors: noisiness, brightness over pitch, decay, decaying share."""
     frames = np.lib.stride_tricks.sliding_window_view(audio, 2048)[::512] * np.hanning(2048)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-12
     energy = power.sum(axis=1)

@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR := data/demo
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: demo test lint bench-prepare clean
+
+# Created once, and again whenever pyproject.toml changes.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test,bench]"
+	touch $@
+
+## demo: synthesise a small instrument dataset and prepare it with Ray Data (local mode)
+demo: $(BIN)/.installed
+	$(BIN)/audiogan synth $(DEMO_DIR)/raw --clips-per-class 40 --seed 0
+	$(BIN)/audiogan prepare $(DEMO_DIR)/raw $(DEMO_DIR)/prepared --overwrite
+
+## test: the whole suite (unit, Ray and S3 integration), on one shared Ray instance
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check audiogan jobs tests
+	$(BIN)/ruff format --check audiogan jobs tests
+
+## bench-prepare: the prepare benchmark of README.md on 2,000 synthetic clips
+bench-prepare: $(BIN)/.installed
+	$(BIN)/audiogan synth data/bench-synth --clips-per-class 500 --seed 1
+	$(BIN)/audiogan bench prepare data/bench-synth --json
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,30 @@
+"""The prepare benchmark runs and reports every figure (its timings are not asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from audiogan import bench
+from audiogan.config import PrepareConfig
+
+pytestmark = pytest.mark.ray
+
+
+def test_bench_prepare_reports_rows_stages_and_ratios(synth_root):
+    result = bench.bench_prepare(
+        str(synth_root), PrepareConfig(), sample_files=6, cpu_counts=(1,), log=lambda _: None
+    )
+    rows = {row["pipeline"]: row for row in result["rows"]}
+    assert set(rows) == {
+        "naive librosa.load, 1 process",
+        "audiogan stages, 1 process",
+        "audiogan prepare on Ray, 1 CPU",
+    }
+    assert rows["naive librosa.load, 1 process"]["clips"] == 6
+    assert rows["audiogan stages, 1 process"]["clips"] == 6
+    assert rows["audiogan prepare on Ray, 1 CPU"]["clips"] == 20
+    assert all(row["clips_per_second"] > 0 and row["x_naive_per_core"] > 0 for row in rows.values())
+    assert set(result["stages"]) == set(bench.STAGES)
+    assert all(stage["ms_per_clip"] > 0 for stage in result["stages"].values())
+    table = "\n".join(bench.format_prepare_table(result))
+    assert "| naive librosa.load, 1 process | 6 |" in table
