@@ -236,8 +236,6 @@ def list_source(fs: pafs.FileSystem, root: str, cfg: PrepareConfig, url: str) ->
     if not listing.files and not listing.rejects:
         what = "rows matching the filters" if is_fsd else "audio files"
         raise PrepareError(f"SOURCE {storage.display(url)} holds no {what}")
-    if cfg.labels and is_fsd is False and not listing.files:
-        raise PrepareError(f"no folder of SOURCE matches --labels {','.join(cfg.labels)}")
     return listing
 
 
