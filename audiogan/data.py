@@ -370,10 +370,13 @@ def prepare(
     try:
         if not storage.exists(src_fs, src_root):
             raise PrepareError(f"SOURCE {storage.display(source_url)} does not exist")
-        _claim_destination(dst_fs, dst_root, dest_url, overwrite)
         listing = list_source(src_fs, src_root, cfg, source_url)
     except OSError as error:
         raise storage.unreachable(source_url, error) from error
+    try:
+        _claim_destination(dst_fs, dst_root, dest_url, overwrite)
+    except OSError as error:
+        raise storage.unreachable(dest_url, error) from error
 
     labels = listing.labels
     label_ids = {label: index for index, label in enumerate(labels)}
@@ -406,7 +409,16 @@ def prepare(
                 "rejects_fs": dst_fs,
             },
         )
-        dataset.write_parquet(clips_dir, filesystem=dst_fs, **CLIP_PARQUET_OPTIONS)
+        try:
+            dataset.write_parquet(clips_dir, filesystem=dst_fs, **CLIP_PARQUET_OPTIONS)
+        except ray.exceptions.RayTaskError as error:
+            # Tasks re-raise only storage errors (a bad file is a reject row): name both ends.
+            if isinstance(error.cause, OSError):
+                ends = f"{storage.display(source_url)} -> {storage.display(dest_url)}"
+                raise storage.unreachable(ends, error.cause) from error
+            raise
+        except OSError as error:
+            raise storage.unreachable(dest_url, error) from error
 
     clip_labels = _read_column_counts(dst_fs, clips_dir, "label")
     reject_reasons = _read_column_counts(dst_fs, rejects_dir, "reason")

@@ -216,6 +216,15 @@ def test_a_plain_tree_with_labels_filters_and_unlabelled_files(ray_session, tmp_
         run_prepare(source, tmp_path / "x", PrepareConfig(verified_only=True))
 
 
+def test_large_files_read_by_range_give_the_same_clips(ray_session, synth_root, tmp_path):
+    run_prepare(synth_root, tmp_path / "whole", PrepareConfig(labels=("Saxophone",)))
+    ranged = PrepareConfig(labels=("Saxophone",), whole_file_max_bytes=0)
+    run_prepare(synth_root, tmp_path / "ranged", ranged)
+    whole = read_clips(tmp_path / "whole").sort_by("clip_id")
+    assert whole.num_rows == 5
+    assert whole.equals(read_clips(tmp_path / "ranged").sort_by("clip_id"))
+
+
 def test_labels_and_verified_filters_on_fsd(ray_session, synth_root, tmp_path):
     rows = list(csv.DictReader(open(synth_root / "train.csv")))
     cfg = PrepareConfig(labels=("Saxophone", "Trumpet"), verified_only=True)

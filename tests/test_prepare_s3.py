@@ -40,7 +40,8 @@ def test_prepare_reads_and_writes_s3(ray_session, s3_env, synth_root):
     again = data.prepare(
         f"s3://{bucket}/raw/fsd",
         f"s3://{bucket}/prepared/v1",
-        PrepareConfig(labels=("Trumpet",)),
+        # Every file through ranged reads, as files over whole_file_max_bytes are read.
+        PrepareConfig(labels=("Trumpet",), whole_file_max_bytes=0),
         overwrite=True,
         log=lambda _: None,
     )
@@ -68,3 +69,10 @@ def test_a_storage_server_that_is_down_is_named_without_credentials(monkeypatch,
     message = str(caught.value)
     assert "s3://bucket/raw" in message and "testing-secret-value" not in message
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_dest_bucket_that_does_not_exist_is_named(ray_session, s3_env, synth_root):
+    with pytest.raises(storage.StorageError) as caught:
+        data.prepare(str(synth_root), "s3://no-such-bucket-here/out", PrepareConfig())
+    assert "s3://no-such-bucket-here/out" in str(caught.value)
+    assert "testing-secret-value" not in str(caught.value)
