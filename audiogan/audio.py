@@ -41,7 +41,10 @@ MAX_CHANNELS = 256
 # Frames decoded per read (6 s at 44.1 kHz, so most clips take one read): the multichannel
 # buffer never exceeds this, whatever the header says.
 READ_BLOCK_FRAMES = 262_144
-# Bytes peeked at the start of a file to check a WAV header against the file's real size.
+# Decoding never goes past this many frames (2^26: 268 MB as mono float32), whatever the
+# configured seconds allow at a high rate.
+MAX_DECODE_FRAMES = 1 << 26
+# Bytes peeked at the start of a file to check a WAV or AIFF header against the file's real size.
 HEADER_PEEK_BYTES = 65_536
 # A resampling kernel is (new/g) x (orig/g) taps; past this product it grows to gigabytes.
 MAX_RESAMPLE_RATIO_PRODUCT = 1_000_000
@@ -82,20 +85,25 @@ def stable_rng(seed: int, key: str) -> np.random.Generator:
 # Decoding
 
 
-def wav_truncation(head: bytes, file_size: int) -> str | None:
-    """Says why a RIFF/WAVE file is truncated, or None when its data chunk fits in the file.
+def container_truncation(head: bytes, file_size: int) -> str | None:
+    """Says why a WAV or AIFF file is truncated, or None when its audio chunk fits in the file.
 
-    libsndfile quietly shortens a WAV whose data chunk runs past the end of the file, so the
+    libsndfile quietly shortens a file whose audio chunk runs past the end of the file, so the
     check is made on the header itself.
     """
-    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+    if len(head) < 12:
         return None
-    endian = "<" if head[:4] == b"RIFF" else ">"
+    if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+        endian, audio_chunk = ("<" if head[:4] == b"RIFF" else ">"), b"data"
+    elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        endian, audio_chunk = ">", b"SSND"
+    else:
+        return None
     position = 12
     while position + 8 <= len(head):
         chunk_id = head[position : position + 4]
         (chunk_bytes,) = struct.unpack(endian + "I", head[position + 4 : position + 8])
-        if chunk_id == b"data":
+        if chunk_id == audio_chunk:
             # 0 and 0xFFFFFFFF mark a stream whose writer never knew the length.
             if chunk_bytes in (0, 0xFFFFFFFF):
                 return None
@@ -371,6 +379,56 @@ def _timed(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
             timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
+class _ErrorRecordingReader:
+    """A file wrapper that remembers the I/O error libsndfile's read callback swallows.
+
+    soundfile's callbacks turn an exception into "0 bytes read", so a storage failure in the
+    middle of a file would otherwise look like a short file.
+    """
+
+    def __init__(self, inner: BinaryIO):
+        self._inner = inner
+        self.error: OSError | None = None
+
+    def _recorded(self, call, failed, *args):
+        try:
+            return call(*args)
+        except OSError as error:
+            # Answer as end-of-file (what libsndfile would make of it anyway) and keep the
+            # error for raise_if_failed, rather than raise through the C callback.
+            self.error = self.error or error
+            return failed
+
+    def read(self, size: int = -1) -> bytes:
+        return self._recorded(self._inner.read, b"", size)
+
+    def readinto(self, buffer) -> int:
+        return self._recorded(self._inner.readinto, 0, buffer)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._recorded(self._inner.seek, -1, offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def resample_alignment(orig_hz: int, new_hz: int, filter_width: int) -> tuple[int, int, int]:
+    """(rate, unit, reach) for reading part of a file at `orig_hz`.
+
+    `rate` is the rate resampling will treat the source as; input offsets that are multiples of
+    `unit` frames land exactly on output samples; the filter looks `reach` frames either side.
+    """
+    rate = resample_source_rate(orig_hz, new_hz)
+    g = math.gcd(rate, new_hz)
+    orig, new = rate // g, new_hz // g
+    reach = math.ceil(filter_width * orig / (min(orig, new) * RESAMPLE_ROLLOFF))
+    return rate, orig, reach
+
+
 def clips_from_file(
     file: BinaryIO,
     size_bytes: int,
@@ -380,7 +438,8 @@ def clips_from_file(
 ) -> Decoded:
     """Decodes one source file into normalised clips of exactly `cfg.clip_samples`.
 
-    Only the frames a clip needs are decoded, unless the whole file matters (windows, trim).
+    Only the frames a clip needs (and the resampling filter's reach either side) are decoded,
+    unless the whole file matters (windows, trim).
 
     Args:
         file: the file's bytes, seekable and positioned at the start.
@@ -392,34 +451,55 @@ def clips_from_file(
 
     Raises:
         Rejected: the file yields no clip; `reason` says why.
+        OSError: reading the file's bytes failed (the storage's fault, not the file's).
     """
     if size_bytes == 0:
         raise Rejected("empty", "the file has 0 bytes")
+    reader = _ErrorRecordingReader(file)
     with _timed(timings, "decode"):
-        truncation = wav_truncation(file.read(HEADER_PEEK_BYTES), size_bytes)
+        truncation = container_truncation(reader.read(HEADER_PEEK_BYTES), size_bytes)
         if truncation:
             raise Rejected("decode_error", truncation)
-        file.seek(0)
-        sound = open_audio(file)
+        reader.seek(0)
+        try:
+            sound = open_audio(reader)
+        except Rejected:
+            reader.raise_if_failed()
+            raise
         source_hz, header_frames = sound.samplerate, max(sound.frames, 0)
         if header_frames == 0:
             raise Rejected("empty", "the file holds no audio frames")
         if header_frames < cfg.min_source_seconds * source_hz:
             raise Rejected("too_short", f"{header_frames} frames at {source_hz} Hz")
+        rate, unit, reach = resample_alignment(
+            source_hz, cfg.sample_rate_hz, cfg.resample_filter_width
+        )
 
         whole_file = cfg.crop == "windows" or cfg.trim_silence
         if whole_file:
-            start, count = 0, min(header_frames, int(cfg.max_source_seconds * source_hz))
+            limit = min(int(cfg.max_source_seconds * source_hz), MAX_DECODE_FRAMES)
+            start, left, count = 0, 0, min(header_frames, limit)
         else:
-            # A few extra frames keep the resampling filter's tail off the clip's last samples.
-            count = math.ceil(cfg.clip_seconds * source_hz) + 64
-            spare = max(header_frames - count, 0)
+            clip_frames = math.ceil(cfg.clip_seconds * rate)
+            spare = max(header_frames - clip_frames, 0)
             start = {
                 "start": 0,
                 "center": spare // 2,
                 "random": int(stable_rng(cfg.seed, key).integers(0, spare + 1)),
             }[cfg.crop]
-        audio = read_mono(sound, start, count)
+            # The filter needs real audio either side of the clip, not the zeros a cut gives;
+            # offsets in whole units keep the dropped margin an exact number of output samples.
+            start -= start % unit
+            left = min(start, math.ceil(reach / unit) * unit)
+            count = left + clip_frames + reach + unit
+        audio = read_mono(sound, start - left, count)
+        reader.raise_if_failed()
+        expected = min(count, header_frames - (start - left))
+        if audio.size < expected and sound.format != "MP3":  # an MP3's frame count is a guess
+            raise Rejected(
+                "decode_error",
+                f"truncated: {audio.size} of {expected} frames could be decoded",
+            )
     if audio.size == 0:
         raise Rejected("empty", "no audio frames could be decoded")
     if not np.all(np.isfinite(audio)):
@@ -427,6 +507,7 @@ def clips_from_file(
 
     with _timed(timings, "resample"):
         audio = resample(audio, source_hz, cfg.sample_rate_hz, cfg.resample_filter_width)
+        audio = audio[left * cfg.sample_rate_hz // rate :]
 
     with _timed(timings, "crop_normalize"):
         silence = db_to_amplitude(cfg.silence_threshold_db)
@@ -441,6 +522,9 @@ def clips_from_file(
         if whole_file:
             rng = stable_rng(cfg.seed, key)
             offsets = crop_offsets(audio.size, cfg.clip_samples, cfg.crop, rng)
+            if cfg.pad == "none" and len(offsets) > 1:
+                # A partial last window cannot be padded: keep the full ones.
+                offsets = [o for o in offsets if o + cfg.clip_samples <= audio.size]
         clips = []
         for window, offset in enumerate(offsets):
             clip = fit_length(audio[offset : offset + cfg.clip_samples], cfg.clip_samples, cfg.pad)

@@ -29,40 +29,41 @@ STAGES = ("read", "decode", "resample", "crop_normalize", "write")
 
 
 def naive_prepare(paths: list[str], cfg: PrepareConfig) -> tuple[int, float]:
-    """The baseline loop; returns (clips, seconds)."""
+    """The baseline loop on one BLAS thread; returns (clips, seconds)."""
     import librosa
+    from threadpoolctl import threadpool_limits
 
     librosa.load(paths[0], sr=cfg.sample_rate_hz)  # first call loads and compiles; not timed
-    started = time.perf_counter()
-    clips = 0
-    for path in paths:
-        audio, _ = librosa.load(path, sr=cfg.sample_rate_hz)
-        audio = np.pad(audio[: cfg.clip_samples], (0, max(cfg.clip_samples - audio.size, 0)))
-        peak = np.max(np.abs(audio))
-        if peak > 0:
-            audio = audio / peak
-        clips += 1
-    return clips, time.perf_counter() - started
+    with threadpool_limits(limits=1):
+        started = time.perf_counter()
+        for path in paths:
+            audio, _ = librosa.load(path, sr=cfg.sample_rate_hz)
+            audio = np.pad(audio[: cfg.clip_samples], (0, max(cfg.clip_samples - audio.size, 0)))
+            peak = np.max(np.abs(audio))
+            if peak > 0:
+                audio = audio / peak
+        seconds = time.perf_counter() - started
+    return len(paths), seconds
 
 
 def staged_prepare(files: list[dict], fs, cfg: PrepareConfig) -> tuple[int, dict[str, float]]:
-    """audiogan's per-file functions in this process; returns (clips, seconds per stage)."""
-    import torch
+    """audiogan's per-file functions in this process on one BLAS thread, as in a 1-CPU Ray
+    task; returns (clips, seconds per stage)."""
+    from threadpoolctl import threadpool_limits
 
     from audiogan.data import CLIP_PARQUET_OPTIONS, FILES_PER_BLOCK, clips_table, process_files
 
-    torch.set_num_threads(1)  # as in a 1-CPU Ray task, where OMP_NUM_THREADS=1
     label_ids = {label: i for i, label in enumerate(sorted({str(f["label"]) for f in files}))}
     timings: dict[str, float] = {}
-    clips, _ = process_files(files, fs, cfg, label_ids, timings)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
+    with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as folder:
+        clips, _ = process_files(files, fs, cfg, label_ids, timings)
+        started = time.perf_counter()
         # One Parquet file per block of files, as each Ray task writes.
         for first in range(0, len(clips), FILES_PER_BLOCK):
             table = clips_table(clips[first : first + FILES_PER_BLOCK], cfg.clip_samples)
             path = os.path.join(folder, f"clips-{first}.parquet")
             pq.write_table(table, path, **CLIP_PARQUET_OPTIONS)
-    timings["write"] = time.perf_counter() - started
+        timings["write"] = time.perf_counter() - started
     return len(clips), timings
 
 

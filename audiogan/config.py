@@ -79,7 +79,10 @@ class PrepareConfig:
         _require(0 < self.peak_target <= 1, "peak_target must be in (0, 1]")
         _require(self.rms_target_db < 0, "rms_target_db must be below 0 dBFS")
         _require(self.silence_threshold_db < 0, "silence_threshold_db must be below 0 dBFS")
-        _require(self.min_source_seconds >= 0, "min_source_seconds must be >= 0")
+        _require(
+            0 <= self.min_source_seconds <= self.clip_seconds,
+            "min_source_seconds must be between 0 and clip_seconds",
+        )
         _require(
             self.max_source_seconds >= self.clip_seconds,
             "max_source_seconds must be at least clip_seconds",

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import ray
 
 from audiogan import __version__, storage
-from audiogan.audio import Rejected, clips_from_file
+from audiogan.audio import Rejected, clips_from_file, resample_source_rate
 from audiogan.config import PrepareConfig, from_dict, to_dict
 from audiogan.errors import AudioganError
 
@@ -51,6 +51,10 @@ FSD_AUDIO = "audio_train"
 MANIFEST = "manifest.json"
 CLIPS = "clips"
 REJECTS = "rejects"
+# Marks a storage failure inside a task, so Ray Data retries the block (STORAGE_RETRIES times,
+# with backoff) and the driver can tell it from a bug.
+STORAGE_FAILURE = "audiogan storage failure"
+STORAGE_RETRIES = 3
 # Files per Ray Data block: each block becomes one task and one Parquet file of clips.
 FILES_PER_BLOCK = 64
 
@@ -103,15 +107,28 @@ class Listing:
 # Listing (driver side, no audio read)
 
 
-def _list_files(fs: pafs.FileSystem, root: str) -> dict[str, int]:
-    """Relative path -> size for every file under root, in one recursive listing."""
+def _list_files(fs: pafs.FileSystem, root: str) -> tuple[dict[str, int], int]:
+    """(relative path -> size for every file under root, files seen twice), in one listing.
+
+    On a local disk a file reachable twice (a folder link, a link loop) is kept once, under
+    the first of its names in sorted order.
+    """
     selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
     prefix = root.rstrip("/") + "/"
-    return {
-        info.path[len(prefix) :]: info.size
-        for info in fs.get_file_info(selector)
-        if info.type == pafs.FileType.File
-    }
+    infos = sorted(
+        (info for info in fs.get_file_info(selector) if info.type == pafs.FileType.File),
+        key=lambda info: info.path,
+    )
+    files: dict[str, int] = {}
+    seen: set[str] = set()
+    for info in infos:
+        if isinstance(fs, pafs.LocalFileSystem):
+            real = os.path.realpath(info.path)
+            if real in seen:
+                continue
+            seen.add(real)
+        files[info.path[len(prefix) :]] = info.size
+    return files, len(infos) - len(files)
 
 
 def _escapes_root(fs: pafs.FileSystem, root: str, relative: str) -> bool:
@@ -148,7 +165,9 @@ def list_fsd(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
             f"{FSD_CSV} lacks the column(s) {', '.join(sorted(missing_columns))}; "
             "expected fname,label,manually_verified"
         )
-    present = _list_files(fs, storage.join(root, FSD_AUDIO))
+    present, repeated = _list_files(fs, storage.join(root, FSD_AUDIO))
+    if repeated:
+        listing.skipped["same_file_twice"] = repeated
     wanted = set(cfg.labels) if cfg.labels else None
     seen: set[str] = set()
     for row in reader:
@@ -196,7 +215,10 @@ def list_tree(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
         raise PrepareError("--verified-only needs an FSDKaggle2018 root (train.csv)")
     listing = Listing("tree")
     wanted = set(cfg.labels) if cfg.labels else None
-    for relative, size in sorted(_list_files(fs, root).items()):
+    files, repeated = _list_files(fs, root)
+    if repeated:
+        listing.skipped["same_file_twice"] = repeated
+    for relative, size in sorted(files.items()):
         parts = relative.split("/")
         if any(part.startswith(".") for part in parts):
             continue
@@ -275,8 +297,14 @@ def process_files(
         except Rejected as rejected:
             rejects.append({"source": source, "reason": rejected.reason, "detail": rejected.detail})
             continue
-        except OSError:
-            raise  # storage trouble is the job's problem, not this file's: let Ray retry the task
+        except OSError as error:
+            if not isinstance(fs, pafs.LocalFileSystem):
+                # The store failing (after the S3 client's own retries) is the job's problem,
+                # not this file's: prepare turns it into a StorageError naming the store.
+                raise
+            detail = f"unreadable: {' '.join(str(error).split())[:200]}"
+            rejects.append({"source": source, "reason": "decode_error", "detail": detail})
+            continue
         except Exception as error:  # noqa: BLE001 - any decoder failure must only cost this file
             detail = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
             rejects.append({"source": source, "reason": "decode_error", "detail": detail})
@@ -320,6 +348,10 @@ def write_rejects(fs: pafs.FileSystem, folder: str, rows: list[dict], name: str)
     storage.write_bytes(fs, storage.join(folder, name), sink.getvalue().to_pybytes())
 
 
+def _storage_error_in_task(error: OSError) -> storage.StorageError:
+    return storage.StorageError(f"{STORAGE_FAILURE}: {' '.join(str(error).split())}")
+
+
 def _prepare_block(
     batch: pa.Table,
     *,
@@ -331,11 +363,14 @@ def _prepare_block(
 ) -> pa.Table:
     cfg = from_dict(PrepareConfig, cfg_dict)
     files = batch.to_pylist()
-    clips, rejects = process_files(files, fs, cfg, label_ids)
-    if rejects:
-        # Named by content, so a retried task rewrites the same file instead of adding one.
-        digest = hashlib.sha1("\n".join(f["source"] for f in files).encode()).hexdigest()[:16]
-        write_rejects(rejects_fs, rejects_dir, rejects, f"part-{digest}.parquet")
+    try:
+        clips, rejects = process_files(files, fs, cfg, label_ids)
+        if rejects:
+            # Named by content, so a retried task rewrites the same file instead of adding one.
+            digest = hashlib.sha1("\n".join(f["source"] for f in files).encode()).hexdigest()[:16]
+            write_rejects(rejects_fs, rejects_dir, rejects, f"part-{digest}.parquet")
+    except OSError as error:
+        raise _storage_error_in_task(error) from None
     return clips_table(clips, cfg.clip_samples)
 
 
@@ -367,6 +402,7 @@ def prepare(
     started = time.perf_counter()
     src_fs, src_root = storage.resolve(source_url)
     dst_fs, dst_root = storage.resolve(dest_url)
+    _check_job(source_url, dest_url, src_root, dst_root, cfg)
     try:
         if not storage.exists(src_fs, src_root):
             raise PrepareError(f"SOURCE {storage.display(source_url)} does not exist")
@@ -396,6 +432,9 @@ def prepare(
             files.slice(offset, FILES_PER_BLOCK)
             for offset in range(0, files.num_rows, FILES_PER_BLOCK)
         ]
+        context = ray.data.DataContext.get_current()
+        context.retried_map_errors = [STORAGE_FAILURE]
+        context.max_map_retries = STORAGE_RETRIES
         dataset = ray.data.from_arrow(blocks).map_batches(
             _prepare_block,
             batch_format="pyarrow",
@@ -412,11 +451,12 @@ def prepare(
         try:
             dataset.write_parquet(clips_dir, filesystem=dst_fs, **CLIP_PARQUET_OPTIONS)
         except ray.exceptions.RayTaskError as error:
-            # Tasks re-raise only storage errors (a bad file is a reject row): name both ends.
-            if isinstance(error.cause, OSError):
-                ends = f"{storage.display(source_url)} -> {storage.display(dest_url)}"
-                raise storage.unreachable(ends, error.cause) from error
-            raise
+            # Tasks raise only for storage trouble (a bad file is a reject row): name both ends.
+            failure = storage_failure(error)
+            if failure is None:
+                raise
+            ends = f"{storage.display(source_url)} -> {storage.display(dest_url)}"
+            raise storage.StorageError(f"storage at {ends} failed: {failure[:300]}") from None
         except OSError as error:
             raise storage.unreachable(dest_url, error) from error
 
@@ -468,6 +508,42 @@ def prepare(
         dst_fs, storage.join(dst_root, MANIFEST), json.dumps(manifest, indent=2).encode()
     )
     return summary
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """The message of a storage failure inside a Ray task, or None for any other failure.
+
+    Ray Data hands the driver a RayTaskError(UserCodeException) that keeps the task's
+    exception only as text, so tasks mark storage failures with STORAGE_FAILURE.
+    """
+    for line in str(error).splitlines():
+        if STORAGE_FAILURE in line:
+            return line.split(STORAGE_FAILURE, 1)[1].lstrip(": ").strip()
+    return None
+
+
+def _check_job(source_url: str, dest_url: str, src_root: str, dst_root: str, cfg) -> None:
+    """Refusals that need no file read: overlapping folders, local paths on a cluster, a rate."""
+    if storage.is_s3(source_url) == storage.is_s3(dest_url):
+        inside = (src_root + "/").startswith(dst_root + "/") or (dst_root + "/").startswith(
+            src_root + "/"
+        )
+        if inside:
+            raise PrepareError("DEST must not be SOURCE, nor inside it, nor contain it")
+    local = [url for url in (source_url, dest_url) if not storage.is_s3(url)]
+    if local and ray.is_initialized() and sum(n["Alive"] for n in ray.nodes()) > 1:
+        raise PrepareError(
+            f"{storage.display(local[0])} is a local path, but this Ray cluster has several "
+            "nodes that do not share it: use s3:// for SOURCE and DEST"
+        )
+    for common_hz in (44100, 48000):
+        try:
+            resample_source_rate(common_hz, cfg.sample_rate_hz)
+        except Rejected:
+            raise PrepareError(
+                f"--sample-rate {cfg.sample_rate_hz} cannot be reached exactly from common rates "
+                "(44.1 or 48 kHz); choose a rate such as 8000, 16000, 22050, 24000 or 32000"
+            ) from None
 
 
 def _claim_destination(fs: pafs.FileSystem, root: str, url: str, overwrite: bool) -> None:

@@ -71,6 +71,8 @@ def resolve(url: str, env: Mapping[str, str] | None = None) -> tuple[pafs.FileSy
         parts = urlsplit(url)
         if not parts.netloc:
             raise StorageError(f"{display(url)}: an S3 URL needs a bucket (s3://bucket/prefix)")
+        if ".." in parts.path.split("/"):
+            raise StorageError(f"{display(url)}: '..' is not allowed in an S3 URL")
         path = posixpath.normpath(f"{parts.netloc}/{parts.path.lstrip('/')}")
         return s3_filesystem(env), path.rstrip("/")
     if "://" in url and not url.startswith("file://"):

@@ -95,10 +95,12 @@ def test_pcm16_fast_path_equals_libsndfile_float_conversion():
 
 def test_wav_truncation_is_spotted_from_the_header():
     data = encode(tone(440, 1.0, 16000), 16000, subtype="PCM_16")
-    assert audio.wav_truncation(data, len(data)) is None
-    message = audio.wav_truncation(data[:5000], 5000)
+    assert audio.container_truncation(data, len(data)) is None
+    message = audio.container_truncation(data[:5000], 5000)
     assert message and message.startswith("truncated")
-    assert audio.wav_truncation(b"fLaC" + b"\0" * 40, 44) is None  # not a WAV: not its business
+    assert (
+        audio.container_truncation(b"fLaC" + b"\0" * 40, 44) is None
+    )  # not a WAV: not its business
 
 
 def test_crop_offsets():
@@ -239,3 +241,61 @@ def test_importing_the_pure_modules_does_not_import_ray():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("orig_hz", [44100, 22050, 96000, 8000])
+def test_a_clip_cut_from_the_middle_equals_resampling_the_whole_file_then_cutting(orig_hz):
+    """No click at the cut: the filter sees real audio either side of the decoded part."""
+    noise = np.random.default_rng(2).uniform(-0.5, 0.5, orig_hz * 9).astype(np.float32)
+    cfg = PrepareConfig(crop="center", normalize="peak", peak_target=1.0)
+    [(_, clip)] = decode(encode(noise, orig_hz, subtype="FLOAT"), cfg).clips
+    whole = audio.resample(noise, orig_hz, 16000)
+
+    def error_at(start: int) -> float:
+        segment = whole[start : start + 64000]
+        return float(np.max(np.abs(segment / np.max(np.abs(segment)) - clip)))
+
+    # Where in the whole the clip sits: near the centre, within one alignment unit.
+    errors = {start: error_at(start) for start in range(40000 - 400, 40000 + 400)}
+    assert min(errors.values()) < 1e-5
+
+
+def test_truncated_files_of_other_formats_are_decode_errors():
+    x = tone(440, 6.0, 44100)
+    for kwargs in ({"format": "AIFF", "subtype": "PCM_16"}, {"format": "FLAC"}):
+        data = encode(x, 44100, **kwargs)
+        assert reject_reason(data[: len(data) // 3]) == "decode_error", kwargs
+
+
+def test_windows_with_pad_none_keep_the_full_windows():
+    data = encode(tone(440, 10.0, 16000), 16000, subtype="PCM_16")
+    decoded = decode(data, PrepareConfig(crop="windows", pad="none"))
+    assert [window for window, _ in decoded.clips] == [0, 1]
+
+
+def test_an_implausible_sample_rate_is_unsupported():
+    assert reject_reason(encode(tone(100, 1.0, 500), 500, subtype="PCM_16")) == "unsupported"
+
+
+class FailingFile(io.BytesIO):
+    """Reads like a file whose storage goes away after `good_bytes`."""
+
+    def __init__(self, data: bytes, good_bytes: int):
+        super().__init__(data)
+        self.good_bytes = good_bytes
+
+    def read(self, size=-1):
+        if self.tell() >= self.good_bytes:
+            raise ConnectionResetError("storage went away")
+        return super().read(size)
+
+    def readinto(self, buffer):
+        if self.tell() >= self.good_bytes:
+            raise ConnectionResetError("storage went away")
+        return super().readinto(buffer)
+
+
+def test_a_storage_error_mid_file_is_raised_not_taken_for_a_short_file():
+    data = encode(tone(440, 20.0, 16000), 16000, subtype="PCM_16")
+    with pytest.raises(OSError, match="storage went away"):
+        clips_from_file(FailingFile(data, 200_000), len(data), PrepareConfig(crop="windows"), "k")

@@ -32,6 +32,7 @@ def test_from_dict_round_trips_and_turns_lists_into_tuples():
         ({"normalize": "loud"}, "normalize must be one of"),
         ({"labels": []}, "labels must not be empty"),
         ({"sample_rate_hz": 100}, "at least 1000"),
+        ({"clip_seconds": 1.0, "min_source_seconds": 2.0}, "between 0 and clip_seconds"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_that_names_them(values, message):

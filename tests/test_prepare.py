@@ -245,7 +245,8 @@ def test_windows_and_random_crops_are_deterministic(ray_session, synth_root, tmp
 
     random_cfg = PrepareConfig(crop="random", clip_seconds=1.0, seed=5)
     run_prepare(synth_root, tmp_path / "r1", random_cfg)
-    run_prepare(synth_root, tmp_path / "r2", random_cfg)
+    # Another batching gives the same rows: each file's crop depends on (seed, path) alone.
+    run_prepare(synth_root, tmp_path / "r2", PrepareConfig(**{**vars(random_cfg), "batch_size": 3}))
     first = read_clips(tmp_path / "r1").sort_by("clip_id")
     second = read_clips(tmp_path / "r2").sort_by("clip_id")
     assert first.column("audio").equals(second.column("audio"))
@@ -349,3 +350,48 @@ def test_storage_listing_uses_paths_relative_to_the_source(synth_root):
 )
 def test_safe_relative_path(name, expected):
     assert data.safe_relative_path("audio_train", name) == expected
+
+
+def test_a_link_loop_in_a_tree_does_not_repeat_clips(ray_session, tmp_path, write_wav):
+    source = tmp_path / "tree"
+    write_wav(source / "dog" / "a.wav", tone(300, 1.0, 16000), 16000)
+    os.symlink("..", source / "dog" / "loop")
+    summary = run_prepare(source, tmp_path / "out")
+    assert summary["clips"] == 1
+    assert summary["skipped"]["same_file_twice"] >= 1
+
+
+def test_an_unreadable_local_file_is_a_reject_not_a_crash(tmp_path):
+    fs, _ = storage.resolve(str(tmp_path))
+    files = [{"path": str(tmp_path), "source": "folder.wav", "label": None, "size_bytes": 10}]
+    clips, rejects = data.process_files(files, fs, PrepareConfig(), {})
+    assert clips == [] and rejects[0]["reason"] == "decode_error"
+    assert rejects[0]["detail"].startswith("unreadable")
+
+
+def test_a_storage_error_inside_a_ray_task_is_retried_then_named(ray_session, tmp_path):
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+
+    def fail(batch):
+        (attempts / str(len(list(attempts.iterdir())))).touch()
+        raise data._storage_error_in_task(ConnectionResetError("storage went away"))
+
+    context = ray_session.data.DataContext.get_current()
+    context.retried_map_errors, context.max_map_retries = [data.STORAGE_FAILURE], 2
+    with pytest.raises(ray_session.exceptions.RayTaskError) as caught:
+        ray_session.data.from_items([{"x": 1}]).map_batches(fail).materialize()
+    assert data.storage_failure(caught.value) == "storage went away"
+    assert len(list(attempts.iterdir())) == 3  # the first try and two retries
+    assert data.storage_failure(ValueError("a bug, not storage")) is None
+
+
+def test_jobs_that_cannot_work_are_refused_before_any_read(ray_session, synth_root, tmp_path):
+    with pytest.raises(data.PrepareError, match="must not be SOURCE, nor inside it"):
+        run_prepare(synth_root, synth_root / "prepared")
+    with pytest.raises(data.PrepareError, match="must not be SOURCE, nor inside it"):
+        run_prepare(synth_root / "audio_train", synth_root)
+    with pytest.raises(data.PrepareError, match="cannot be reached exactly"):
+        run_prepare(synth_root, tmp_path / "odd", PrepareConfig(sample_rate_hz=16001))
+    with pytest.raises(storage.StorageError, match="not allowed"):
+        run_prepare("s3://bucket/../other", tmp_path / "x")
