@@ -123,6 +123,7 @@ def bench_prepare(
     sample_files: int = 300,
     cpu_counts: tuple[int, ...] = (1, 2),
     naive: bool = True,
+    repeats: int = 3,
     log: Callable[[str], None] = print,
 ) -> dict:
     from audiogan.data import list_source
@@ -162,11 +163,19 @@ def bench_prepare(
     result["rows"].append(_row("audiogan stages, 1 process", clips, sum(timings.values()), 1))
 
     for cpus in cpu_counts:
-        log(f"bench: audiogan prepare on Ray with {cpus} CPU(s), {len(listing.files)} files ...")
-        summary = ray_prepare(source, cfg, cpus)
-        result["rows"].append(
-            _row(f"audiogan prepare on Ray, {cpus} CPU", summary["clips"], summary["seconds"], cpus)
+        runs = []
+        for run in range(1, repeats + 1):
+            log(f"bench: audiogan prepare on Ray, {cpus} CPU(s), run {run}/{repeats} ...")
+            runs.append(ray_prepare(source, cfg, cpus))
+        seconds = sorted(summary["seconds"] for summary in runs)
+        row = _row(
+            f"audiogan prepare on Ray, {cpus} CPU",
+            runs[0]["clips"],
+            seconds[len(seconds) // 2],
+            cpus,
         )
+        row["seconds_all_runs"] = seconds
+        result["rows"].append(row)
 
     naive_row = next((r for r in result["rows"] if r["pipeline"].startswith("naive")), None)
     for row in result["rows"]:
@@ -201,14 +210,16 @@ def format_prepare_table(result: dict) -> list[str]:
         f"prepare benchmark: {result['files']} files in {result['source']} "
         f"({result['sample_files']} for the one-process rows), {result['cpu_count']} cores",
         "",
-        "| pipeline | clips | seconds | clips/s | clips/s per core | x naive per core |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| pipeline | clips | seconds | clips/s | clips/s per core | x naive per core "
+        "| seconds of each run |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in result["rows"]:
         ratio = row.get("x_naive_per_core")
+        runs = ", ".join(str(s) for s in row.get("seconds_all_runs", []))
         lines.append(
             f"| {row['pipeline']} | {row['clips']} | {row['seconds']} | {row['clips_per_second']} "
-            f"| {row['clips_per_second_per_core']} | {'' if ratio is None else ratio} |"
+            f"| {row['clips_per_second_per_core']} | {'' if ratio is None else ratio} | {runs} |"
         )
     lines += ["", "| stage (one process) | ms per clip | clips/s |", "|---|---:|---:|"]
     for stage, figures in result["stages"].items():

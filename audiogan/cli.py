@@ -138,6 +138,7 @@ def cmd_bench_prepare(args: argparse.Namespace) -> None:
         sample_files=args.sample_files,
         cpu_counts=tuple(int(x) for x in args.cpus.split(",")),
         naive=not args.no_naive,
+        repeats=args.repeats,
         log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     _emit(result, args.json, bench.format_prepare_table(result))
@@ -295,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="1,2",
         metavar="LIST",
         help="CPU counts of the end-to-end Ray runs (default 1,2)",
+    )
+    bench_prepare.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        metavar="N",
+        help="end-to-end runs per CPU count; the table shows the median (default 3)",
     )
     bench_prepare.add_argument("--no-naive", action="store_true", help="skip the librosa baseline")
     bench_prepare.set_defaults(run=cmd_bench_prepare)

@@ -12,7 +12,12 @@ pytestmark = pytest.mark.ray
 
 def test_bench_prepare_reports_rows_stages_and_ratios(synth_root):
     result = bench.bench_prepare(
-        str(synth_root), PrepareConfig(), sample_files=6, cpu_counts=(1,), log=lambda _: None
+        str(synth_root),
+        PrepareConfig(),
+        sample_files=6,
+        cpu_counts=(1,),
+        repeats=1,
+        log=lambda _: None,
     )
     rows = {row["pipeline"]: row for row in result["rows"]}
     assert set(rows) == {
@@ -28,3 +33,4 @@ def test_bench_prepare_reports_rows_stages_and_ratios(synth_root):
     assert all(stage["ms_per_clip"] > 0 for stage in result["stages"].values())
     table = "\n".join(bench.format_prepare_table(result))
     assert "| naive librosa.load, 1 process | 6 |" in table
+    assert len(rows["audiogan prepare on Ray, 1 CPU"]["seconds_all_runs"]) == 1
