@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
+
+import yaml
 
 from audiogan.errors import AudioganError
 
@@ -93,6 +96,126 @@ class PrepareConfig:
         _require(self.labels is None or len(self.labels) > 0, "labels must not be empty")
 
 
+MODELS = ("dcgan", "wavegan")
+LOSSES = ("bce", "wgan-gp")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One GAN training run: model, optimisation, bookkeeping; flat, so Tune can search any key."""
+
+    # dcgan: the 2019 baseline; wavegan: Donahue et al. 2019.
+    model: str = "wavegan"
+    # bce: the baseline's cross-entropy (non-saturating for G); wgan-gp: Wasserstein + penalty.
+    loss: str = "wgan-gp"
+    # Size of the noise vector z (WaveGAN used 100, the baseline 500).
+    latent_dim: int = 100
+    # Dropout after D's convolutions (and the baseline G's); WaveGAN used none.
+    dropout: float = 0.0
+    # Width d: channels grow as d, 2d, 4d, ... (64 in the WaveGAN paper; small for CPU runs).
+    model_dim: int = 64
+    # WaveGAN's phase shuffle: D's activations move by up to this many samples per layer.
+    phase_shuffle: int = 2
+    # Adam for G and D separately, WaveGAN's defaults (two learning rates, so Tune can search both).
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, ...] = (0.5, 0.9)
+    # Clips per worker per D update.
+    batch_size: int = 64
+    # D updates per G update (WGAN-GP uses 5; the baseline 1).
+    n_critic: int = 5
+    # WGAN-GP's lambda.
+    gp_weight: float = 10.0
+    # One model for all classes of the dataset (label embedding in G, projection in D).
+    conditional: bool = False
+    # Decay of the EMA copy of G used for samples; 0 keeps no copy.
+    ema_decay: float = 0.999
+    # G updates in the whole run (a resumed run may raise it).
+    max_steps: int = 2000
+    # How often (in G steps) to log metrics, write samples, evaluate and save a checkpoint.
+    log_every: int = 10
+    sample_every: int = 200
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    # Checkpoints kept in storage (oldest deleted first); 0 keeps all.
+    keep_checkpoints: int = 3
+    # Clips in the fixed noise batch written at each sample step.
+    num_samples: int = 8
+    # Worker failures Ray Train recovers from (restarting from the latest checkpoint).
+    max_failures: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        _require(self.model in MODELS, f"model must be one of {', '.join(MODELS)}")
+        _require(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}")
+        _require(self.latent_dim >= 1, "latent_dim must be at least 1")
+        _require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
+        _require(self.model_dim >= 1, "model_dim must be at least 1")
+        _require(self.phase_shuffle >= 0, "phase_shuffle must be >= 0")
+        _require(self.lr_g > 0 and self.lr_d > 0, "lr_g and lr_d must be positive")
+        _require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "betas must be two numbers in [0, 1)",
+        )
+        _require(self.batch_size >= 1, "batch_size must be at least 1")
+        _require(self.n_critic >= 1, "n_critic must be at least 1")
+        _require(self.gp_weight >= 0, "gp_weight must be >= 0")
+        _require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
+        _require(self.max_steps >= 1, "max_steps must be at least 1")
+        for name in ("log_every", "sample_every", "eval_every", "checkpoint_every"):
+            _require(getattr(self, name) >= 1, f"{name} must be at least 1")
+        _require(self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0")
+        _require(self.num_samples >= 1, "num_samples must be at least 1")
+        _require(self.max_failures >= -1, "max_failures must be >= -1 (-1: unlimited)")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-4` as a string; this loader reads it as the float everyone means."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, typing.Any]:
+    """`key=value` strings into a dict; values are read as YAML (`1e-4`, `[0.5, 0.9]`, `true`)."""
+    values = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected key=value, got {pair!r}")
+        values[key.strip()] = _yaml(text)
+    return values
+
+
+def load_config(cls: type, path: str | None = None, overrides: dict | None = None):
+    """A config from defaults, then a YAML file, then overrides; unknown keys are errors."""
+    values: dict[str, typing.Any] = {}
+    if path:
+        try:
+            with open(path) as handle:
+                loaded = _yaml(handle.read()) or {}
+        except OSError as error:
+            raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of keys to values")
+        values.update(loaded)
+    values.update(overrides or {})
+    return from_dict(cls, values)
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -168,9 +291,14 @@ def _describe(hint) -> str:
 __all__ = [
     "CROP_MODES",
     "ConfigError",
+    "LOSSES",
+    "MODELS",
     "NORMALIZE_MODES",
     "PAD_MODES",
     "PrepareConfig",
+    "TrainConfig",
+    "load_config",
+    "parse_overrides",
     "check_types",
     "from_dict",
     "to_dict",

@@ -38,3 +38,62 @@ def test_from_dict_round_trips_and_turns_lists_into_tuples():
 def test_bad_values_are_refused_with_a_message_that_names_them(values, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(PrepareConfig, values)
+
+
+# --- TrainConfig -------------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from audiogan.config import TrainConfig, load_config, parse_overrides  # noqa: E402
+
+PRESETS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in PRESETS.glob("*.yaml")))
+def test_every_preset_loads(preset):
+    cfg = load_config(TrainConfig, str(PRESETS / preset))
+    assert isinstance(cfg.lr_g, float) and cfg.lr_g > 0
+
+
+def test_presets_hold_the_published_settings():
+    baseline = load_config(TrainConfig, str(PRESETS / "dcgan.yaml"))
+    assert (baseline.model, baseline.loss, baseline.latent_dim, baseline.n_critic) == (
+        "dcgan", "bce", 500, 1,
+    )  # fmt: skip
+    wave = load_config(TrainConfig, str(PRESETS / "wavegan.yaml"))
+    assert (wave.model_dim, wave.n_critic, wave.gp_weight, wave.betas) == (64, 5, 10.0, (0.5, 0.9))
+
+
+def test_overrides_beat_the_file_and_read_as_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr_g: 1e-4\nbatch_size: 8\n")
+    cfg = load_config(
+        TrainConfig, str(path), parse_overrides(["batch_size=4", "betas=[0.0, 0.99]"])
+    )
+    assert (cfg.lr_g, cfg.batch_size, cfg.betas) == (1e-4, 4, (0.0, 0.99))
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("lr_gen: 1e-4\n", "unknown TrainConfig key"),
+        ("lr_g: -1e-4\n", "must be positive"),
+        ("batch_size: 0\n", "batch_size must be at least 1"),
+        ("batch_size: eight\n", "batch_size must be int"),
+        ("model: biggan\n", "model must be one of"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("lr_g: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_yaml_configs_are_refused(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, str(path))
+
+
+def test_bad_overrides_are_refused():
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["lr_g"])
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(TrainConfig, "/no/such/file.yaml")

@@ -1,0 +1,93 @@
+"""Training state <-> a checkpoint folder; no Ray. A checkpoint is data, never code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+import torch
+
+from audiogan.config import TrainConfig, from_dict, to_dict
+from audiogan.errors import AudioganError
+from audiogan.step import GAN, unwrap
+
+STATE_FILE = "state.pt"
+FORMAT = "audiogan.checkpoint/1"
+
+
+class CheckpointError(AudioganError):
+    """A checkpoint that is missing, unfinished, incompatible or unsafe to load."""
+
+
+def training_state(gan: GAN, step: int, dataset: dict[str, Any]) -> dict[str, Any]:
+    """Everything a resumed run needs, as tensors and plain values (loadable weights_only)."""
+    return {
+        "format": FORMAT,
+        "step": step,
+        "config": to_dict(gan.cfg),
+        "dataset": dataset,  # sample rate, clip samples, labels: what generate needs
+        "generator": unwrap(gan.generator).state_dict(),
+        "discriminator": unwrap(gan.discriminator).state_dict(),
+        "opt_g": gan.opt_g.state_dict(),
+        "opt_d": gan.opt_d.state_dict(),
+        "ema": None if gan.ema is None else gan.ema.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def save(folder: str, state: dict[str, Any]) -> str:
+    """Writes state to folder/state.pt through a temporary name, so a reader never sees half."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, STATE_FILE)
+    temporary = path + ".partial"
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def load(folder_or_file: str) -> dict[str, Any]:
+    """Loads a checkpoint with weights_only=True: tensors and plain values, no code."""
+    path = folder_or_file
+    if os.path.isdir(path):
+        path = os.path.join(path, STATE_FILE)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {folder_or_file} (expected {STATE_FILE})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
+        if unsafe:  # a pickle that names functions or classes: it could run code
+            raise CheckpointError(
+                f"{path} holds more than tensors and plain values; refused ({unsafe[0][:200]})"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (not a torch file)") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({error})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an audiogan checkpoint")
+    return state
+
+
+def restore(gan: GAN, state: dict[str, Any]) -> int:
+    """Loads the networks, optimisers, EMA and RNG from a state; returns the step it was at."""
+    saved = from_dict(TrainConfig, state["config"])
+    if (saved.model, saved.latent_dim, saved.model_dim, saved.conditional) != (
+        gan.cfg.model,
+        gan.cfg.latent_dim,
+        gan.cfg.model_dim,
+        gan.cfg.conditional,
+    ):
+        raise CheckpointError(
+            "the checkpoint's model (model, latent_dim, model_dim, conditional) = "
+            f"({saved.model}, {saved.latent_dim}, {saved.model_dim}, {saved.conditional}) "
+            "differs from this run's configuration"
+        )
+    unwrap(gan.generator).load_state_dict(state["generator"])
+    unwrap(gan.discriminator).load_state_dict(state["discriminator"])
+    gan.opt_g.load_state_dict(state["opt_g"])
+    gan.opt_d.load_state_dict(state["opt_d"])
+    if gan.ema is not None and state["ema"] is not None:
+        gan.ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
