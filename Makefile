@@ -13,10 +13,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -e ".[test,bench]"
 	touch $@
 
-## demo: synthesise a small instrument dataset and prepare it with Ray Data (local mode)
+## demo: synthesise instruments, prepare 1 s clips (Ray Data), train a small WaveGAN on 2 CPU
+## workers (Ray Train), and generate new clips from its checkpoint
 demo: $(BIN)/.installed
 	$(BIN)/audiogan synth $(DEMO_DIR)/raw --clips-per-class 40 --seed 0
-	$(BIN)/audiogan prepare $(DEMO_DIR)/raw $(DEMO_DIR)/prepared --overwrite
+	$(BIN)/audiogan prepare $(DEMO_DIR)/raw $(DEMO_DIR)/prepared --clip-seconds 1 --overwrite
+	rm -rf $(DEMO_DIR)/runs/demo
+	$(BIN)/audiogan train --data $(DEMO_DIR)/prepared --storage $(DEMO_DIR)/runs --name demo \
+		--config jobs/configs/small_cpu.yaml --workers 2
+	$(BIN)/audiogan generate $(DEMO_DIR)/runs/demo $(DEMO_DIR)/generated --n 8
 
 ## test: the whole suite (unit, Ray and S3 integration), on one shared Ray instance.
 ## Ray 2.60 binds some of its servers to every interface, so the suite runs in a network

@@ -125,6 +125,63 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# train and generate
+
+
+def train_config_from_args(args: argparse.Namespace):
+    from audiogan.config import TrainConfig, load_config, parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    if args.model:
+        overrides["model"] = args.model
+    if args.max_steps:
+        overrides["max_steps"] = args.max_steps
+    return load_config(TrainConfig, args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from audiogan import train
+
+    cfg = train_config_from_args(args)
+    if args.workers < 0:
+        raise AudioganError("--workers must be 0 (in-process) or more")
+    spec = train.RunSpec(args.data, args.storage, args.name, args.workers, args.gpu)
+    _init_ray(args.num_cpus)
+    print(
+        f"train: {cfg.model} ({cfg.loss}) on {args.data}, {args.workers or 'in-process'} "
+        f"worker(s){' with GPUs' if args.gpu else ''}, to step {cfg.max_steps} -> "
+        f"{spec.storage_url.rstrip('/')}/{spec.name}",
+        flush=True,
+    )
+    summary = train.train(cfg, spec)
+    if summary["error"]:
+        raise AudioganError(f"training failed: {summary['error']}")
+    lines = [
+        f"train: {summary['steps']} steps in {summary['run']}: d_loss {summary['d_loss']}, "
+        f"g_loss {summary['g_loss']}, {summary['samples_per_s']} samples/s",
+        f"  checkpoint: {summary['checkpoint']}",
+        f"  samples:    {summary['run']}/samples/",
+        f"  plots:      {summary['run']}/plots/losses.png",
+        f"  metrics:    {summary['run']}/metrics.jsonl",
+    ]
+    _emit(summary, args.json, lines)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from audiogan import generate
+
+    summary = generate.generate(args.checkpoint, args.out_dir, args.n, args.label, args.seed)
+    _emit(
+        summary,
+        args.json,
+        [
+            f"generate: {summary['clips']} clips at {summary['sample_rate_hz']} Hz from step "
+            f"{summary['step']} -> {summary['out']} (generated_*.wav, generated.png)"
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # bench
 
 
@@ -273,6 +330,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an existing dataset at DEST (default: refuse)",
     )
     prepare.set_defaults(run=cmd_prepare)
+
+    train = commands.add_parser(
+        "train",
+        help="train a GAN on a prepared dataset with Ray Train (resumes an existing run)",
+        description="Trains G and D with DDP on N Ray Train workers (gloo on CPU, NCCL and bf16 "
+        "on GPU), each reading its shard of DEST/clips. Writes STORAGE/NAME/checkpoint_XXXXXX/, "
+        "samples/step_XXXXXX/ (WAVs and a PNG), metrics.jsonl and plots/losses.png. Running the "
+        "same command again continues from the latest checkpoint (raise --max-steps to go on). "
+        "Configuration: the dataclass defaults, then --config FILE.yaml, then key=value pairs "
+        "(see jobs/configs/ and audiogan/config.py TrainConfig).",
+    )
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    train.add_argument("--data", required=True, help="a prepared dataset (audiogan prepare DEST)")
+    train.add_argument("--storage", required=True, help="runs folder: local path or s3://...")
+    train.add_argument("--name", required=True, help="run name; the same name resumes the run")
+    train.add_argument("--model", choices=("dcgan", "wavegan"), help="shorthand for model=...")
+    train.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="Ray Train workers; 0 runs the loop in this process (default 2)",
+    )
+    train.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    train.add_argument("--max-steps", type=int, metavar="N", help="shorthand for max_steps=N")
+    train.add_argument(
+        "--config", metavar="FILE.yaml", help="a preset, e.g. jobs/configs/wavegan.yaml"
+    )
+    train.add_argument(
+        "--num-cpus",
+        type=int,
+        metavar="N",
+        help="CPUs of a local Ray instance (default: all; ignored with RAY_ADDRESS)",
+    )
+    train.add_argument(
+        "--json", action="store_true", help="print the figures as one JSON object on the last line"
+    )
+    train.set_defaults(run=cmd_train)
+
+    generate = commands.add_parser(
+        "generate",
+        help="write new clips from a checkpoint (WAV and a PNG)",
+        description="Loads CHECKPOINT (a checkpoint_XXXXXX folder, local or s3://) with "
+        "weights_only=True and writes N clips from its EMA generator (or G) as 16-bit WAVs at "
+        "the dataset's sample rate, plus generated.png, into OUT_DIR.",
+    )
+    generate.add_argument("checkpoint", metavar="CHECKPOINT")
+    generate.add_argument("out_dir", metavar="OUT_DIR")
+    generate.add_argument("--n", type=int, default=8, help="clips to write (default 8)")
+    generate.add_argument("--label", help="class to generate (conditional models only)")
+    generate.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    generate.add_argument("--json", action="store_true", help="print a JSON summary last")
+    generate.set_defaults(run=cmd_generate)
 
     bench = commands.add_parser("bench", help="benchmarks that print tables and a JSON line")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")

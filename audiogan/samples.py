@@ -1,0 +1,65 @@
+"""Audible and visible output: WAV bytes, waveform/spectrogram PNGs, loss curves. No Ray."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display where training runs
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+
+def wav_bytes(audio: np.ndarray, sample_rate_hz: int) -> bytes:
+    """16-bit PCM WAV of a mono clip in [-1, 1]."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(audio, -1, 1), sample_rate_hz, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def clips_png(
+    generated: np.ndarray, sample_rate_hz: int, real: np.ndarray | None = None, title: str = ""
+) -> bytes:
+    """Waveforms and log spectrograms: generated clips in the left columns, real on the right."""
+    columns = [("generated", clip) for clip in generated]
+    if real is not None:
+        columns += [("real", clip) for clip in real]
+    figure, axes = plt.subplots(2, len(columns), figsize=(2.6 * len(columns), 4.2), squeeze=False)
+    for i, (kind, clip) in enumerate(columns):
+        seconds = np.arange(clip.size) / sample_rate_hz
+        axes[0, i].plot(
+            seconds, clip, linewidth=0.3, color="tab:blue" if kind == "generated" else "tab:green"
+        )
+        axes[0, i].set_ylim(-1.05, 1.05)
+        axes[0, i].set_title(kind, fontsize=8)
+        axes[1, i].specgram(clip + 1e-9, NFFT=512, Fs=sample_rate_hz, noverlap=384, cmap="magma")
+        for ax in axes[:, i]:
+            ax.tick_params(labelsize=6)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def losses_png(history: list[dict]) -> bytes:
+    """D and G losses (and the gradient penalty, if any) against the step."""
+    figure, ax = plt.subplots(figsize=(7, 3.5))
+    steps = [row["step"] for row in history]
+    for key in ("d_loss", "g_loss", "gp"):
+        values = [row.get(key) for row in history]
+        if any(v for v in values):
+            ax.plot(steps, values, label=key, linewidth=1)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return _png(figure)

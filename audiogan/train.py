@@ -1,0 +1,250 @@
+"""Ray Train: `train_loop_per_worker` and `build_trainer`, the only Ray Train code.
+
+The loop adapts a Ray dataset shard to `step.gan_step`; rank 0 writes samples, plots and
+metrics.jsonl into the run folder (Ray Train V2 does not sync workers' files), and attaches the
+checkpoint to `ray.train.report`, which every rank calls equally often.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs as pafs
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from audiogan import checkpoint, models, samples, storage
+from audiogan.config import TrainConfig, from_dict, to_dict
+from audiogan.data import CLIPS, read_manifest
+from audiogan.errors import AudioganError
+from audiogan.step import gan_step, make_gan, sample_latent, unwrap
+
+METRICS = "metrics.jsonl"
+
+
+class TrainError(AudioganError):
+    """A run that cannot start: no dataset, a bad storage URL, too few resources."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Where a run reads and writes; shipped to the workers with the config."""
+
+    data_url: str
+    storage_url: str
+    name: str
+    workers: int
+    gpu: bool
+
+
+def _batches(cfg: TrainConfig, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (audio (B, 1, T), label_id (B,)) batches of this shard, epoch after epoch."""
+    shard = ray.train.get_dataset_shard("train")
+    while True:
+        for batch in shard.iter_torch_batches(
+            batch_size=cfg.batch_size, drop_last=True, device=device
+        ):
+            yield batch["audio"].unsqueeze(1), batch["label_id"].long()
+
+
+class _RunFolder:
+    """Rank 0's writes into STORAGE/NAME: samples, plots, metrics.jsonl."""
+
+    def __init__(self, fs: pafs.FileSystem, root: str):
+        self.fs, self.root = fs, root
+
+    def write(self, relative: str, data: bytes) -> None:
+        storage.write_bytes(self.fs, storage.join(self.root, relative), data)
+
+    def read_metrics(self, up_to_step: int) -> list[dict]:
+        path = storage.join(self.root, METRICS)
+        if not storage.exists(self.fs, path):
+            return []
+        rows = [json.loads(line) for line in storage.read_bytes(self.fs, path).splitlines() if line]
+        return [row for row in rows if row["step"] <= up_to_step]
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    cfg = from_dict(TrainConfig, config["train"])
+    dataset = config["dataset"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    generator, discriminator = models.build(cfg, dataset["clip_samples"], len(dataset["labels"]))
+    generator = ray.train.torch.prepare_model(generator)
+    discriminator = ray.train.torch.prepare_model(discriminator)
+    gan = make_gan(generator, discriminator, cfg)
+
+    step = 0
+    restored = ray.train.get_checkpoint()
+    if restored:
+        with restored.as_directory() as folder:
+            step = checkpoint.restore(gan, checkpoint.load(folder))
+    torch.manual_seed(cfg.seed * 1000 + rank + step)  # different noise on each rank and restart
+
+    folder = _RunFolder(config["storage_fs"], config["run_dir"])
+    history = folder.read_metrics(step) if rank == 0 else []
+    use_bf16 = device.type == "cuda"
+
+    def autocast():
+        if use_bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    batches = _batches(cfg, device)
+    fixed = torch.Generator().manual_seed(cfg.seed)
+    fixed_z = sample_latent(cfg, cfg.num_samples, "cpu", fixed).to(device)
+    classes = max(len(dataset["labels"]), 1)
+    fixed_labels = (torch.arange(cfg.num_samples) % classes).to(device)
+    real_examples = None
+    window_start, window_samples = time.perf_counter(), 0
+    started = time.perf_counter()
+
+    while step < cfg.max_steps:
+        reals, labels = zip(*(next(batches) for _ in range(cfg.n_critic)), strict=True)
+        if real_examples is None:
+            real_examples = reals[0][:2, 0].float().cpu().numpy()
+        result = gan_step(
+            gan, reals, labels if cfg.conditional else [None] * cfg.n_critic, autocast
+        )
+        step += 1
+        window_samples += cfg.n_critic * cfg.batch_size * world
+
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            elapsed = time.perf_counter() - window_start
+            row = {
+                "step": step,
+                **{k: round(v, 6) for k, v in result.items()},
+                "samples_per_s": round(window_samples / elapsed, 2),
+                "wall_s": round(time.perf_counter() - started, 2),
+            }
+            window_start, window_samples = time.perf_counter(), 0
+            if rank == 0:
+                history.append(row)
+                folder.write(METRICS, "".join(json.dumps(r) + "\n" for r in history).encode())
+                print(
+                    f"step {step}/{cfg.max_steps}  d_loss {row['d_loss']:.4f}  "
+                    f"g_loss {row['g_loss']:.4f}  gp {row['gp']:.4f}  "
+                    f"{row['samples_per_s']:.1f} samples/s",
+                    flush=True,
+                )
+
+        if rank == 0 and (step % cfg.sample_every == 0 or step == cfg.max_steps):
+            _write_samples(gan, folder, step, fixed_z, fixed_labels, cfg, dataset, real_examples)
+            folder.write("plots/losses.png", samples.losses_png(history))
+
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            # Every rank reports its G's weights checksum: DDP must keep them identical.
+            checksum = sum(p.double().sum().item() for p in unwrap(gan.generator).parameters())
+            metrics = {"step": step, **result, "rank": rank, "g_checksum": checksum}
+            if rank == 0:
+                with tempfile.TemporaryDirectory() as temporary:
+                    checkpoint.save(temporary, checkpoint.training_state(gan, step, dataset))
+                    ray.train.report(
+                        metrics,
+                        checkpoint=ray.train.Checkpoint.from_directory(temporary),
+                        checkpoint_dir_name=f"checkpoint_{step:06d}",
+                    )
+            else:
+                ray.train.report(metrics)
+
+
+@torch.no_grad()
+def _write_samples(gan, folder, step, fixed_z, fixed_labels, cfg, dataset, real_examples) -> None:
+    model = gan.ema if gan.ema is not None else unwrap(gan.generator)
+    was_training = model.training
+    model.eval()
+    audio = model(fixed_z, fixed_labels if cfg.conditional else None)[:, 0].float().cpu().numpy()
+    model.train(was_training)
+    rate = dataset["sample_rate_hz"]
+    prefix = f"samples/step_{step:06d}"
+    for i, clip in enumerate(audio):
+        folder.write(f"{prefix}/sample_{i:02d}.wav", samples.wav_bytes(clip, rate))
+    png = samples.clips_png(audio[:4], rate, real_examples, title=f"step {step}")
+    folder.write(f"{prefix}/clips.png", png)
+
+
+def build_trainer(
+    cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None
+) -> ray.train.torch.TorchTrainer:
+    """The TorchTrainer of a run; `audiogan train` and the Tune trials both build it here."""
+    manifest = read_manifest(spec.data_url)
+    data_fs, data_root = storage.resolve(spec.data_url)
+    run_fs, run_root = storage.resolve(spec.storage_url)
+    dataset_info = {
+        "clip_samples": manifest["clip_samples"],
+        "sample_rate_hz": manifest["sample_rate_hz"],
+        "labels": manifest["labels"],
+    }
+    train_data = ray.data.read_parquet(
+        storage.join(data_root, CLIPS), filesystem=data_fs
+    ).select_columns(["audio", "label_id"])
+    if spec.gpu:
+        resources = {"CPU": 1, "GPU": 1}
+    else:
+        # Half a CPU each leaves room for Ray Data's read tasks (2 full-CPU workers on a 2-core
+        # machine starve them and the run hangs).
+        resources = {"CPU": 0.5}
+    return ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": to_dict(cfg),
+            "dataset": dataset_info,
+            "storage_fs": run_fs,
+            "run_dir": storage.join(run_root, spec.name),
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=spec.workers, use_gpu=spec.gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=spec.name,
+            storage_path=run_root,
+            storage_filesystem=run_fs,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints or None),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            callbacks=callbacks or [],
+        ),
+        datasets={"train": train_data},
+    )
+
+
+def latest_checkpoint_dir(spec: RunSpec) -> str | None:
+    """The newest checkpoint_XXXXXX folder of a run, as a URL-style path, or None."""
+    fs, root = storage.resolve(spec.storage_url)
+    run = storage.join(root, spec.name)
+    selector = pafs.FileSelector(run, allow_not_found=True)
+    names = sorted(
+        info.base_name
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
+    )
+    if not names:
+        return None
+    prefix = "s3://" if storage.is_s3(spec.storage_url) else ""
+    return prefix + storage.join(run, names[-1])
+
+
+def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dict:
+    """Runs (or resumes) a training run and returns its summary."""
+    result = build_trainer(cfg, spec, callbacks).fit()
+    fs, root = storage.resolve(spec.storage_url)
+    history = _RunFolder(fs, storage.join(root, spec.name)).read_metrics(cfg.max_steps)
+    last = history[-1] if history else {}
+    return {
+        "run": storage.display(spec.storage_url.rstrip("/") + "/" + spec.name),
+        "steps": last.get("step", 0),
+        "d_loss": last.get("d_loss"),
+        "g_loss": last.get("g_loss"),
+        "samples_per_s": last.get("samples_per_s"),
+        "checkpoint": latest_checkpoint_dir(spec),
+        "error": None if result.error is None else str(result.error),
+    }

@@ -1,0 +1,127 @@
+"""Training on Ray Train: the run layout, DDP, resume, S3, and generate from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+import ray.cloudpickle
+import ray.train
+import soundfile as sf
+
+from audiogan import data, generate, storage, train
+from audiogan.checkpoint import CheckpointError
+from audiogan.config import PrepareConfig, TrainConfig
+from audiogan.errors import AudioganError
+
+pytestmark = pytest.mark.ray
+# The callback below runs in Ray Train's controller actor, which cannot import this file.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+TINY = dict(model_dim=4, latent_dim=16, batch_size=4, n_critic=2, log_every=1,
+            sample_every=2, checkpoint_every=2, num_samples=2, ema_decay=0.9)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def one_second_clips(ray_session, synth_root, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("prepared_1s")
+    data.prepare(str(synth_root), str(dest), PrepareConfig(clip_seconds=1.0), log=lambda _: None)
+    return str(dest)
+
+
+class RecordReports(ray.train.UserCallback):
+    """Writes every rank's reported metrics to a file (the callback runs in another process)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def after_report(self, run_context, metrics, checkpoint):
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(one_second_clips, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    reports = runs / "reports.jsonl"
+    spec = train.RunSpec(one_second_clips, str(runs), "tiny", workers=2, gpu=False)
+    summary = train.train(TrainConfig(max_steps=4, **TINY), spec, [RecordReports(str(reports))])
+    return runs / "tiny", spec, summary, reports
+
+
+def test_a_two_worker_run_writes_the_documented_layout(two_worker_run):
+    run, _, summary, _ = two_worker_run
+    assert summary["steps"] == 4 and summary["error"] is None
+    assert summary["checkpoint"].endswith("tiny/checkpoint_000004")
+    assert (run / "checkpoint_000002" / "state.pt").exists()
+    for step in ("000002", "000004"):
+        wavs = sorted((run / "samples" / f"step_{step}").glob("*.wav"))
+        assert len(wavs) == 2 and (run / "samples" / f"step_{step}" / "clips.png").exists()
+        audio, rate = sf.read(str(wavs[0]))
+        assert rate == 16000 and audio.shape == (16000,)
+    assert (run / "plots" / "losses.png").stat().st_size > 1000
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(np.isfinite([r["d_loss"], r["g_loss"], r["gp"]]).all() for r in rows)
+    assert all(r["samples_per_s"] > 0 for r in rows)
+
+
+def test_ddp_keeps_the_generator_identical_on_both_ranks(two_worker_run):
+    _, _, _, reports = two_worker_run
+    for line in reports.read_text().splitlines():
+        per_rank = json.loads(line)
+        assert sorted(m["rank"] for m in per_rank) == [0, 1]
+        assert per_rank[0]["g_checksum"] == per_rank[1]["g_checksum"]
+        # ...while each rank drew its own noise and data, so their losses differ.
+        assert per_rank[0]["d_loss"] != per_rank[1]["d_loss"]
+
+
+def test_running_again_resumes_at_the_next_step(two_worker_run):
+    run, spec, _, _ = two_worker_run
+    summary = train.train(TrainConfig(max_steps=6, **TINY), spec)
+    assert summary["steps"] == 6
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # no gap, no repeat
+    assert (run / "checkpoint_000006").exists()
+
+
+def test_generate_writes_clips_from_a_checkpoint(two_worker_run, tmp_path):
+    _, _, summary, _ = two_worker_run
+    result = generate.generate(summary["checkpoint"], str(tmp_path / "out"), 3, None, seed=1)
+    assert result["clips"] == 3 and result["sample_rate_hz"] == 16000
+    audio, rate = sf.read(str(tmp_path / "out" / "generated_002.wav"))
+    assert rate == 16000 and audio.shape == (16000,) and np.abs(audio).max() <= 1
+    assert (tmp_path / "out" / "generated.png").exists()
+    again = generate.generate(summary["checkpoint"], str(tmp_path / "again"), 3, None, seed=1)
+    assert again == {**result, "out": str(tmp_path / "again")}
+    from_run_folder = generate.generate(
+        summary["checkpoint"].rsplit("/", 1)[0], str(tmp_path / "r"), 1, None, 1
+    )
+    assert from_run_folder["step"] >= 4  # the run's newest checkpoint
+    with pytest.raises(AudioganError, match="needs a conditional model"):
+        generate.generate(summary["checkpoint"], str(tmp_path / "x"), 1, "Saxophone", seed=1)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        generate.generate(str(tmp_path / "missing"), str(tmp_path / "x"), 1, None, seed=1)
+
+
+@pytest.mark.s3
+def test_a_run_against_the_s3_server_writes_everything_there(one_second_clips, s3_env, tmp_path):
+    bucket = s3_env
+    spec = train.RunSpec(one_second_clips, f"s3://{bucket}/runs", "s3run", workers=2, gpu=False)
+    summary = train.train(TrainConfig(max_steps=2, **TINY), spec)
+    assert summary["checkpoint"] == f"s3://{bucket}/runs/s3run/checkpoint_000002"
+    fs, _ = storage.resolve(f"s3://{bucket}")
+    names = {
+        info.path.split("s3run/", 1)[1]
+        for info in fs.get_file_info(pafs.FileSelector(f"{bucket}/runs/s3run", recursive=True))
+        if info.type == pafs.FileType.File
+    }
+    expected = {"metrics.jsonl", "plots/losses.png", "checkpoint_000002/state.pt",
+                "samples/step_000002/sample_00.wav", "samples/step_000002/clips.png"}  # fmt: skip
+    assert expected <= names
+    result = generate.generate(summary["checkpoint"], f"s3://{bucket}/generated", 2, None, seed=0)
+    assert result["clips"] == 2
+    assert storage.exists(fs, f"{bucket}/generated/generated_001.wav")
