@@ -20,6 +20,7 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+from ray.data.expressions import col
 
 from audiogan import checkpoint, models, samples, storage
 from audiogan.config import TrainConfig, from_dict, to_dict
@@ -52,7 +53,7 @@ def _batches(cfg: TrainConfig, device) -> Iterator[tuple[torch.Tensor, torch.Ten
         for batch in shard.iter_torch_batches(
             batch_size=cfg.batch_size, drop_last=True, device=device
         ):
-            yield batch["audio"].unsqueeze(1), batch["label_id"].long()
+            yield batch["audio"].float().unsqueeze(1), batch["label_id"].long()
 
 
 class _RunFolder:
@@ -188,6 +189,11 @@ def build_trainer(
     train_data = ray.data.read_parquet(
         storage.join(data_root, CLIPS), filesystem=data_fs
     ).select_columns(["audio", "label_id"])
+    if cfg.conditional:
+        if not manifest["labels"]:
+            raise TrainError(f"conditional=true needs labels; {spec.data_url} has none")
+        # Clips without a label (label_id -1) cannot condition anything.
+        train_data = train_data.filter(expr=col("label_id") >= 0)
     if spec.gpu:
         resources = {"CPU": 1, "GPU": 1}
     else:

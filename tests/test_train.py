@@ -125,3 +125,21 @@ def test_a_run_against_the_s3_server_writes_everything_there(one_second_clips, s
     result = generate.generate(summary["checkpoint"], f"s3://{bucket}/generated", 2, None, seed=0)
     assert result["clips"] == 2
     assert storage.exists(fs, f"{bucket}/generated/generated_001.wav")
+
+
+def test_a_conditional_run_in_process_and_generating_one_class(one_second_clips, tmp_path):
+    spec = train.RunSpec(one_second_clips, str(tmp_path / "runs"), "cond", workers=0, gpu=False)
+    summary = train.train(TrainConfig(max_steps=2, conditional=True, **TINY), spec)
+    assert summary["steps"] == 2 and summary["error"] is None
+    assert (tmp_path / "runs" / "cond" / "samples" / "step_000002" / "sample_00.wav").exists()
+
+
+def test_conditional_training_needs_labels(ray_session, tmp_path, write_wav):
+    from conftest import tone
+
+    write_wav(tmp_path / "raw" / "loose.wav", tone(440, 1.5, 16000), 16000)
+    data.prepare(str(tmp_path / "raw"), str(tmp_path / "prep"), PrepareConfig(clip_seconds=1.0),
+                 log=lambda _: None)  # fmt: skip
+    spec = train.RunSpec(str(tmp_path / "prep"), str(tmp_path / "runs"), "x", 2, False)
+    with pytest.raises(train.TrainError, match="needs labels"):
+        train.build_trainer(TrainConfig(conditional=True, **TINY), spec)
