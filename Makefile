@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := data/demo
 
-.PHONY: demo test lint bench-prepare clean
+.PHONY: demo test lint bench-prepare bench-train clean
 
 # Created once, and again whenever pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -42,6 +42,11 @@ lint: $(BIN)/.installed
 bench-prepare: $(BIN)/.installed
 	$(BIN)/audiogan synth data/bench-synth --clips-per-class 500 --seed 1
 	$(BIN)/audiogan bench prepare data/bench-synth --json
+
+## bench-train: the training benchmark of README.md (plain loop vs Ray Train, 1 and 2 workers)
+bench-train: $(BIN)/.installed
+	$(BIN)/audiogan bench train --model wavegan --steps 20 --json
+	$(BIN)/audiogan bench train --model dcgan --steps 20 --json
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -228,3 +228,188 @@ def format_prepare_table(result: dict) -> list[str]:
         s = result["scaling"]
         lines += ["", f"scaling: {s['cpus'][0]} -> {s['cpus'][1]} CPUs: x{s['speedup']}"]
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+PRESETS = {"dcgan": "dcgan.yaml", "wavegan": "small_cpu.yaml"}
+
+
+def matmul_peak_gflops(size: int = 1024, repeats: int = 10) -> float:
+    """fp32 matrix-product throughput of one thread: the yardstick for achieved FLOP/s."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.rand(size, size), torch.rand(size, size)
+        a @ b
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        seconds = (time.perf_counter() - started) / repeats
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * size**3 / seconds / 1e9
+
+
+def count_flops(run) -> int:
+    """FLOPs of the matrix products and convolutions `run()` executes (torch's own formulas).
+
+    FlopCounterMode's module tracker cannot follow the gradient penalty's autograd.grad, so the
+    same formula registry is applied from a plain dispatch mode.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    registry = FlopCounterMode(display=False).flop_registry
+
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = registry.get(func._overloadpacket)
+            if formula is not None:
+                Counter.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Counter():
+        run()
+    return Counter.total
+
+
+def plain_training_rate(cfg, clip_samples: int, steps: int) -> dict:
+    """The same gan_step in a plain loop: one process, one thread, tensors already in memory."""
+    import torch
+
+    from audiogan.models import build
+    from audiogan.step import gan_step, make_gan
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(cfg.seed)
+        generator, discriminator = build(cfg, clip_samples)
+        gan = make_gan(generator, discriminator, cfg)
+        real = [torch.rand(cfg.batch_size, 1, clip_samples) * 2 - 1 for _ in range(cfg.n_critic)]
+        labels = [None] * cfg.n_critic
+        gan_step(gan, real, labels)  # warm-up
+        flops = count_flops(lambda: gan_step(gan, real, labels))
+        started = time.perf_counter()
+        for _ in range(steps):
+            gan_step(gan, real, labels)
+        seconds = (time.perf_counter() - started) / steps
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "seconds_per_step": seconds,
+        "samples_per_s": cfg.n_critic * cfg.batch_size / seconds,
+        "flops_per_step": flops,
+    }
+
+
+def ray_training_rate(cfg, data_url: str, workers: int, steps: int, runs_dir: str) -> dict:
+    """samples/s of `audiogan train` with N workers, over the second half of `steps`."""
+    from audiogan import train
+
+    spec = train.RunSpec(data_url, runs_dir, f"bench-{cfg.model}-{workers}", workers, False)
+    summary = train.train(cfg, spec)
+    if summary["error"]:
+        raise AudioganError(f"training with {workers} worker(s) failed: {summary['error']}")
+    return {"samples_per_s": summary["samples_per_s"]}
+
+
+def bench_train(
+    model: str, steps: int = 20, worker_counts: tuple[int, ...] = (1, 2), log=print
+) -> dict:
+    """Plain loop vs Ray Train with 1 and 2 CPU workers, on the preset's model and clip length."""
+    from pathlib import Path
+
+    import ray
+
+    from audiogan import synth
+    from audiogan.config import TrainConfig, load_config
+    from audiogan.data import prepare
+
+    preset = Path(__file__).resolve().parent.parent / "jobs" / "configs" / PRESETS[model]
+    half = max(steps // 2, 1)
+    cfg = load_config(
+        TrainConfig,
+        str(preset),
+        {"max_steps": 2 * half, "log_every": half, "checkpoint_every": 2 * half,
+         "sample_every": 10**9, "eval_every": 10**9, "ema_decay": 0.0},
+    )  # fmt: skip
+    clip_seconds = 1.0 if model == "wavegan" else 4.0
+    clip_samples = round(16000 * clip_seconds)
+    result: dict = {"model": model, "preset": preset.name, "config": to_dict(cfg), "rows": []}
+
+    log("bench: matrix-product peak (fp32, 1 thread) ...")
+    peak = matmul_peak_gflops()
+    result["matmul_peak_gflops"] = round(peak, 1)
+    log(f"bench: plain gan_step loop, {model}, {2 * half} steps ...")
+    plain = plain_training_rate(cfg, clip_samples, 2 * half)
+    achieved = plain["flops_per_step"] / plain["seconds_per_step"] / 1e9
+    result["flops_per_step"] = plain["flops_per_step"]
+    result["rows"].append(
+        {"pipeline": "plain PyTorch loop, 1 process, 1 thread", "workers": 1,
+         "samples_per_s": round(plain["samples_per_s"], 1),
+         "gflops": round(achieved, 2), "percent_of_peak": round(100 * achieved / peak, 1)}
+    )  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as scratch:
+        raw, prepared = os.path.join(scratch, "raw"), os.path.join(scratch, "prepared")
+        synth.synthesize(raw, clips_per_class=8, seed=0)
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)
+        prepare(raw, prepared, PrepareConfig(clip_seconds=clip_seconds), log=lambda _: None)
+        for workers in worker_counts:
+            log(f"bench: Ray Train, {workers} CPU worker(s), {2 * half} steps ...")
+            rate = ray_training_rate(
+                cfg, prepared, workers, 2 * half, os.path.join(scratch, "runs")
+            )
+            gflops = (
+                rate["samples_per_s"]
+                / (cfg.n_critic * cfg.batch_size)
+                * plain["flops_per_step"]
+                / 1e9
+            )
+            result["rows"].append(
+                {"pipeline": f"Ray Train, {workers} CPU worker(s)", "workers": workers,
+                 "samples_per_s": rate["samples_per_s"], "gflops": round(gflops, 2),
+                 "percent_of_peak": round(100 * gflops / (peak * workers), 1)}
+            )  # fmt: skip
+
+    rows = {row["workers"]: row for row in result["rows"][1:]}
+    plain_rate = result["rows"][0]["samples_per_s"]
+    if 1 in rows:
+        result["ray_overhead_percent"] = round(100 * (1 - rows[1]["samples_per_s"] / plain_rate), 1)
+    if 1 in rows and 2 in rows:
+        result["scaling_efficiency_2_workers"] = round(
+            rows[2]["samples_per_s"] / (2 * rows[1]["samples_per_s"]), 2
+        )
+    return result
+
+
+def format_train_table(result: dict) -> list[str]:
+    lines = [
+        f"training benchmark: {result['model']} ({result['preset']}), "
+        f"{result['flops_per_step'] / 1e9:.2f} GFLOP per gan_step, "
+        f"matrix-product peak {result['matmul_peak_gflops']} GFLOP/s per thread",
+        "",
+        "| pipeline | samples/s | GFLOP/s | % of peak |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['pipeline']} | {row['samples_per_s']} | {row['gflops']} "
+            f"| {row['percent_of_peak']} |"
+        )
+    if "ray_overhead_percent" in result:
+        lines.append(f"\nRay overhead (1 worker vs plain): {result['ray_overhead_percent']}%")
+    if "scaling_efficiency_2_workers" in result:
+        lines.append(f"2-worker scaling efficiency: {result['scaling_efficiency_2_workers']}")
+    return lines

@@ -46,14 +46,39 @@ class RunSpec:
     gpu: bool
 
 
-def _batches(cfg: TrainConfig, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (audio (B, 1, T), label_id (B,)) batches of this shard, epoch after epoch."""
+def _batches(cfg: TrainConfig, device, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (audio (B, 1, T), label_id (B,)) batches of this shard, epoch after epoch.
+
+    Every epoch of a Ray Data shard restarts its streaming split (about a second here), so a
+    shard that fits in `cfg.shard_cache_mb` is kept after the first epoch and reshuffled in
+    memory; a larger one streams every epoch.
+    """
     shard = ray.train.get_dataset_shard("train")
-    while True:
-        for batch in shard.iter_torch_batches(
-            batch_size=cfg.batch_size, drop_last=True, device=device
-        ):
+
+    def stream():
+        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True):
             yield batch["audio"].float().unsqueeze(1), batch["label_id"].long()
+
+    cached, cached_bytes = [], 0
+    for audio, labels in stream():
+        if cached is not None:
+            cached_bytes += audio.nbytes
+            cached = (
+                cached + [(audio, labels)] if cached_bytes <= cfg.shard_cache_mb << 20 else None
+            )
+        yield audio.to(device), labels.to(device)
+    if not cached:
+        while True:
+            for audio, labels in stream():
+                yield audio.to(device), labels.to(device)
+    audio = torch.cat([a for a, _ in cached]).to(device)  # (N, 1, T)
+    labels = torch.cat([lab for _, lab in cached]).to(device)
+    order_rng = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(audio), generator=order_rng)
+        for start in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+            pick = order[start : start + cfg.batch_size].to(device)
+            yield audio[pick], labels[pick]
 
 
 class _RunFolder:
@@ -101,7 +126,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    batches = _batches(cfg, device)
+    batches = _batches(cfg, device, seed=cfg.seed * 1000 + rank + step)
     fixed = torch.Generator().manual_seed(cfg.seed)
     fixed_z = sample_latent(cfg, cfg.num_samples, "cpu", fixed).to(device)
     classes = max(len(dataset["labels"]), 1)

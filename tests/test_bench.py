@@ -34,3 +34,19 @@ def test_bench_prepare_reports_rows_stages_and_ratios(synth_root):
     table = "\n".join(bench.format_prepare_table(result))
     assert "| naive librosa.load, 1 process | 6 |" in table
     assert len(rows["audiogan prepare on Ray, 1 CPU"]["seconds_all_runs"]) == 1
+
+
+def test_flops_are_counted_through_a_gradient_penalty():
+    import torch
+
+    a, b = torch.rand(8, 16), torch.rand(16, 4)
+    assert bench.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+
+    x = torch.rand(3, 5, requires_grad=True)
+    w = torch.rand(5, 2)
+
+    def penalty():  # a double backward, as WGAN-GP's, must not break the counter
+        (grad,) = torch.autograd.grad(((x @ w) ** 2).sum(), x, create_graph=True)
+        grad.sum().backward()
+
+    assert bench.count_flops(penalty) > 2 * 3 * 5 * 2
