@@ -6,6 +6,7 @@ import os
 import pickle
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 
 from audiogan.config import TrainConfig, from_dict, to_dict
@@ -34,6 +35,17 @@ def training_state(gan: GAN, step: int, dataset: dict[str, Any]) -> dict[str, An
         "ema": None if gan.ema is None else gan.ema.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
+
+
+def latest(fs: pafs.FileSystem, run: str) -> str | None:
+    """The path of a run folder's newest checkpoint_XXXXXX folder, or None."""
+    selector = pafs.FileSelector(run, allow_not_found=True)
+    names = sorted(
+        info.base_name
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
+    )
+    return f"{run.rstrip('/')}/{names[-1]}" if names else None
 
 
 def save(folder: str, state: dict[str, Any]) -> str:

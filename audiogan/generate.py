@@ -6,7 +6,6 @@ import os
 import tempfile
 
 import numpy as np
-import pyarrow.fs as pafs
 import torch
 
 from audiogan import checkpoint, models, samples, storage
@@ -15,23 +14,11 @@ from audiogan.errors import AudioganError
 from audiogan.step import sample_latent
 
 
-def _latest_checkpoint(fs, path: str) -> str:
-    """`path` itself, or its newest checkpoint_XXXXXX folder when `path` is a run folder."""
-    if storage.exists(fs, storage.join(path, checkpoint.STATE_FILE)):
-        return path
-    selector = pafs.FileSelector(path, allow_not_found=True)
-    names = sorted(
-        info.base_name
-        for info in fs.get_file_info(selector)
-        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
-    )
-    return storage.join(path, names[-1]) if names else path
-
-
 def generate(checkpoint_url: str, out_url: str, n: int, label: str | None, seed: int) -> dict:
     """N clips from a checkpoint's (EMA) generator as WAVs, plus a PNG; no Ray needed."""
     fs, path = storage.resolve(checkpoint_url)
-    path = _latest_checkpoint(fs, path)
+    if not storage.exists(fs, storage.join(path, checkpoint.STATE_FILE)):
+        path = checkpoint.latest(fs, path) or path  # a run folder: its newest checkpoint
     with tempfile.TemporaryDirectory() as local:
         source = storage.join(path, checkpoint.STATE_FILE)
         if not storage.exists(fs, source):

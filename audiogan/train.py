@@ -249,19 +249,12 @@ def build_trainer(
 
 
 def latest_checkpoint_dir(spec: RunSpec) -> str | None:
-    """The newest checkpoint_XXXXXX folder of a run, as a URL-style path, or None."""
+    """The newest checkpoint_XXXXXX folder of a run, as a URL (s3://...) or local path."""
     fs, root = storage.resolve(spec.storage_url)
-    run = storage.join(root, spec.name)
-    selector = pafs.FileSelector(run, allow_not_found=True)
-    names = sorted(
-        info.base_name
-        for info in fs.get_file_info(selector)
-        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
-    )
-    if not names:
+    path = checkpoint.latest(fs, storage.join(root, spec.name))
+    if path is None:
         return None
-    prefix = "s3://" if storage.is_s3(spec.storage_url) else ""
-    return prefix + storage.join(run, names[-1])
+    return f"s3://{path}" if storage.is_s3(spec.storage_url) else path
 
 
 def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dict:
