@@ -423,10 +423,8 @@ def resample_alignment(orig_hz: int, new_hz: int, filter_width: int) -> tuple[in
     `unit` frames land exactly on output samples; the filter looks `reach` frames either side.
     """
     rate = resample_source_rate(orig_hz, new_hz)
-    g = math.gcd(rate, new_hz)
-    orig, new = rate // g, new_hz // g
-    reach = math.ceil(filter_width * orig / (min(orig, new) * RESAMPLE_ROLLOFF))
-    return rate, orig, reach
+    plan = _resample_plan(rate, new_hz, filter_width)
+    return rate, plan.orig, plan.width
 
 
 def clips_from_file(

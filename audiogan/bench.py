@@ -312,8 +312,8 @@ def plain_training_rate(cfg, clip_samples: int, steps: int) -> dict:
     }
 
 
-def ray_training_rate(cfg, data_url: str, workers: int, steps: int, runs_dir: str) -> dict:
-    """samples/s of `audiogan train` with N workers, over the second half of `steps`."""
+def ray_training_rate(cfg, data_url: str, workers: int, runs_dir: str) -> dict:
+    """samples/s of `audiogan train` with N workers, over the second half of its steps."""
     from audiogan import train
 
     spec = train.RunSpec(data_url, runs_dir, f"bench-{cfg.model}-{workers}", workers, False)
@@ -368,9 +368,7 @@ def bench_train(
         prepare(raw, prepared, PrepareConfig(clip_seconds=clip_seconds), log=lambda _: None)
         for workers in worker_counts:
             log(f"bench: Ray Train, {workers} CPU worker(s), {2 * half} steps ...")
-            rate = ray_training_rate(
-                cfg, prepared, workers, 2 * half, os.path.join(scratch, "runs")
-            )
+            rate = ray_training_rate(cfg, prepared, workers, os.path.join(scratch, "runs"))
             gflops = (
                 rate["samples_per_s"]
                 / (cfg.n_critic * cfg.batch_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from typing import Any
@@ -59,14 +60,27 @@ def save(folder: str, state: dict[str, Any]) -> str:
 
 
 def load(folder_or_file: str) -> dict[str, Any]:
-    """Loads a checkpoint with weights_only=True: tensors and plain values, no code."""
+    """Loads a local checkpoint with weights_only=True: tensors and plain values, no code."""
     path = folder_or_file
     if os.path.isdir(path):
         path = os.path.join(path, STATE_FILE)
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {folder_or_file} (expected {STATE_FILE})")
+    return _load(path, path)
+
+
+def load_from(fs: pafs.FileSystem, folder: str) -> dict[str, Any]:
+    """Loads folder/state.pt from any filesystem (local or S3) without a local copy."""
+    path = f"{folder.rstrip('/')}/{STATE_FILE}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise CheckpointError(f"no checkpoint at {folder} (expected {STATE_FILE})")
+    with fs.open_input_stream(path) as stream:
+        return _load(io.BytesIO(stream.read()), path)
+
+
+def _load(source, path: str) -> dict[str, Any]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         unsafe = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
         if unsafe:  # a pickle that names functions or classes: it could run code

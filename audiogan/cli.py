@@ -275,12 +275,18 @@ def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"files per Ray Data batch (default {d('batch_size')})",
     )
-    parser.add_argument(
-        "--num-cpus",
-        type=int,
-        metavar="N",
-        help="CPUs of a local Ray instance (default: all; ignored with RAY_ADDRESS)",
-    )
+    _add_output_options(parser, local_ray=True)
+
+
+def _add_output_options(parser: argparse.ArgumentParser, local_ray: bool) -> None:
+    """--json for every command; --num-cpus for those that start a local Ray."""
+    if local_ray:
+        parser.add_argument(
+            "--num-cpus",
+            type=int,
+            metavar="N",
+            help="CPUs of a local Ray instance (default: all; ignored with RAY_ADDRESS)",
+        )
     parser.add_argument(
         "--json", action="store_true", help="print the figures as one JSON object on the last line"
     )
@@ -317,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="fsd",
         help="fsd: train.csv + audio_train/; tree: <label>/<file>.wav (default fsd)",
     )
-    synth.add_argument("--json", action="store_true", help="print a JSON summary last")
+    _add_output_options(synth, local_ray=False)
     synth.set_defaults(run=cmd_synth)
 
     prepare = commands.add_parser(
@@ -367,15 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--config", metavar="FILE.yaml", help="a preset, e.g. jobs/configs/wavegan.yaml"
     )
-    train.add_argument(
-        "--num-cpus",
-        type=int,
-        metavar="N",
-        help="CPUs of a local Ray instance (default: all; ignored with RAY_ADDRESS)",
-    )
-    train.add_argument(
-        "--json", action="store_true", help="print the figures as one JSON object on the last line"
-    )
+    _add_output_options(train, local_ray=True)
     train.set_defaults(run=cmd_train)
 
     generate = commands.add_parser(
@@ -390,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--n", type=int, default=8, help="clips to write (default 8)")
     generate.add_argument("--label", help="class to generate (conditional models only)")
     generate.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    generate.add_argument("--json", action="store_true", help="print a JSON summary last")
+    _add_output_options(generate, local_ray=False)
     generate.set_defaults(run=cmd_generate)
 
     bench = commands.add_parser("bench", help="benchmarks that print tables and a JSON line")
@@ -437,8 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_train.add_argument("--model", choices=("dcgan", "wavegan"), default="wavegan")
     bench_train.add_argument("--steps", type=int, default=20, help="training steps per run")
-    bench_train.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray")
-    bench_train.add_argument("--json", action="store_true", help="print a JSON line last")
+    _add_output_options(bench_train, local_ray=True)
     bench_train.set_defaults(run=cmd_bench_train)
     return parser
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import torch
 
@@ -19,13 +16,9 @@ def generate(checkpoint_url: str, out_url: str, n: int, label: str | None, seed:
     fs, path = storage.resolve(checkpoint_url)
     if not storage.exists(fs, storage.join(path, checkpoint.STATE_FILE)):
         path = checkpoint.latest(fs, path) or path  # a run folder: its newest checkpoint
-    with tempfile.TemporaryDirectory() as local:
-        source = storage.join(path, checkpoint.STATE_FILE)
-        if not storage.exists(fs, source):
-            raise checkpoint.CheckpointError(f"no checkpoint at {storage.display(checkpoint_url)}")
-        with open(os.path.join(local, checkpoint.STATE_FILE), "wb") as handle:
-            handle.write(storage.read_bytes(fs, source))
-        state = checkpoint.load(local)
+    if not storage.exists(fs, storage.join(path, checkpoint.STATE_FILE)):
+        raise checkpoint.CheckpointError(f"no checkpoint at {storage.display(checkpoint_url)}")
+    state = checkpoint.load_from(fs, path)
     cfg = from_dict(TrainConfig, state["config"])
     dataset = state["dataset"]
     labels = dataset["labels"]

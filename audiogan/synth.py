@@ -252,7 +252,7 @@ def synthesize(
         "out_dir": out_dir,
         "layout": layout,
         "clips": len(specs),
-        "per_label": {label: clips_per_class for label in CLASSES},
+        "per_label": dict.fromkeys(CLASSES, clips_per_class),
         "verified": sum(s.verified for s in specs),
         "sample_rate_hz": SAMPLE_RATE_HZ,
         "seed": seed,

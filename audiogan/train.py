@@ -63,9 +63,10 @@ def _batches(cfg: TrainConfig, device, seed: int) -> Iterator[tuple[torch.Tensor
     for audio, labels in stream():
         if cached is not None:
             cached_bytes += audio.nbytes
-            cached = (
-                cached + [(audio, labels)] if cached_bytes <= cfg.shard_cache_mb << 20 else None
-            )
+            if cached_bytes <= cfg.shard_cache_mb << 20:
+                cached.append((audio, labels))
+            else:
+                cached = None
         yield audio.to(device), labels.to(device)
     if not cached:
         while True:
@@ -115,7 +116,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if restored:
         with restored.as_directory() as folder:
             step = checkpoint.restore(gan, checkpoint.load(folder))
-    torch.manual_seed(cfg.seed * 1000 + rank + step)  # different noise on each rank and restart
+    noise_seed = cfg.seed * 1000 + rank + step  # different noise and order per rank and restart
+    torch.manual_seed(noise_seed)
 
     folder = _RunFolder(config["storage_fs"], config["run_dir"])
     history = folder.read_metrics(step) if rank == 0 else []
@@ -126,7 +128,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    batches = _batches(cfg, device, seed=cfg.seed * 1000 + rank + step)
+    batches = _batches(cfg, device, seed=noise_seed)
     fixed = torch.Generator().manual_seed(cfg.seed)
     fixed_z = sample_latent(cfg, cfg.num_samples, "cpu", fixed).to(device)
     classes = max(len(dataset["labels"]), 1)
