@@ -45,8 +45,8 @@ bench-prepare: $(BIN)/.installed
 
 ## bench-train: the training benchmark of README.md (plain loop vs Ray Train, 1 and 2 workers)
 bench-train: $(BIN)/.installed
-	$(BIN)/audiogan bench train --model wavegan --steps 20 --json
-	$(BIN)/audiogan bench train --model dcgan --steps 20 --json
+	$(BIN)/audiogan bench train --model wavegan --json
+	$(BIN)/audiogan bench train --model dcgan --steps 30 --json
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -282,8 +282,11 @@ def count_flops(run) -> int:
     return Counter.total
 
 
-def plain_training_rate(cfg, clip_samples: int, steps: int) -> dict:
-    """The same gan_step in a plain loop: one process, one thread, tensors already in memory."""
+def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict:
+    """The same gan_step in a plain loop: one process, one thread, tensors already in memory.
+
+    Timed in windows of `window` steps, as the Ray runs log them; the rate is the median window.
+    """
     import torch
 
     from audiogan.models import build
@@ -299,34 +302,63 @@ def plain_training_rate(cfg, clip_samples: int, steps: int) -> dict:
         labels = [None] * cfg.n_critic
         gan_step(gan, real, labels)  # warm-up
         flops = count_flops(lambda: gan_step(gan, real, labels))
-        started = time.perf_counter()
-        for _ in range(steps):
-            gan_step(gan, real, labels)
-        seconds = (time.perf_counter() - started) / steps
+        rates = []
+        for _ in range(max(steps // window, 1)):
+            started = time.perf_counter()
+            for _ in range(window):
+                gan_step(gan, real, labels)
+            seconds = time.perf_counter() - started
+            rates.append(window * cfg.n_critic * cfg.batch_size / seconds)
     finally:
         torch.set_num_threads(threads)
+    rate = _median(rates)
     return {
-        "seconds_per_step": seconds,
-        "samples_per_s": cfg.n_critic * cfg.batch_size / seconds,
+        "samples_per_s": rate,
+        "window_rates": [round(r, 1) for r in rates],
+        "seconds_per_step": cfg.n_critic * cfg.batch_size / rate,
         "flops_per_step": flops,
     }
 
 
-def ray_training_rate(cfg, data_url: str, workers: int, runs_dir: str) -> dict:
-    """samples/s of `audiogan train` with N workers, over the second half of its steps."""
+def ray_training_rate(cfg, data_url: str, workers: int, runs_dir: str, skip: int) -> dict:
+    """samples/s of `audiogan train` with N workers: the median of its logged windows after the
+    first `skip` (the first epoch streams from Ray Data; later ones come from the shard cache)."""
     from audiogan import train
 
     spec = train.RunSpec(data_url, runs_dir, f"bench-{cfg.model}-{workers}", workers, False)
     summary = train.train(cfg, spec)
     if summary["error"]:
         raise AudioganError(f"training with {workers} worker(s) failed: {summary['error']}")
-    return {"samples_per_s": summary["samples_per_s"]}
+    fs, root = storage.resolve(runs_dir)
+    history = train._RunFolder(fs, storage.join(root, spec.name)).read_metrics(cfg.max_steps)
+    measured = history[skip:] or history
+    return {
+        "samples_per_s": _median([row["samples_per_s"] for row in measured]),
+        "window_rates": [row["samples_per_s"] for row in measured],
+        "data_wait": _median([row["data_wait"] for row in measured]),
+    }
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def bench_train(
-    model: str, steps: int = 20, worker_counts: tuple[int, ...] = (1, 2), log=print
+    model: str,
+    steps: int = 60,
+    window: int = 5,
+    worker_counts: tuple[int, ...] = (1, 2),
+    log=print,
 ) -> dict:
-    """Plain loop vs Ray Train with 1 and 2 CPU workers, on the preset's model and clip length."""
+    """Plain loop vs Ray Train with 1 and 2 CPU workers, on the preset's model and clip length.
+
+    Every pipeline runs `steps` training steps timed in windows of `window` steps; each rate is
+    the median window, which the page cache and other processes disturb far less than a mean.
+    """
     from pathlib import Path
 
     import ray
@@ -335,28 +367,36 @@ def bench_train(
     from audiogan.config import TrainConfig, load_config
     from audiogan.data import prepare
 
+    if steps < 2 * window:
+        raise AudioganError(f"--steps must be at least 2 windows of {window} steps, got {steps}")
     preset = Path(__file__).resolve().parent.parent / "jobs" / "configs" / PRESETS[model]
-    half = max(steps // 2, 1)
     cfg = load_config(
         TrainConfig,
         str(preset),
-        {"max_steps": 2 * half, "log_every": half, "checkpoint_every": 2 * half,
+        {"max_steps": steps, "log_every": window, "checkpoint_every": steps,
          "sample_every": 10**9, "eval_every": 10**9, "ema_decay": 0.0},
     )  # fmt: skip
     clip_seconds = 1.0 if model == "wavegan" else 4.0
     clip_samples = round(16000 * clip_seconds)
-    result: dict = {"model": model, "preset": preset.name, "config": to_dict(cfg), "rows": []}
+    result: dict = {
+        "model": model,
+        "preset": preset.name,
+        "steps": steps,
+        "window": window,
+        "config": to_dict(cfg),
+        "rows": [],
+    }
 
     log("bench: matrix-product peak (fp32, 1 thread) ...")
     peak = matmul_peak_gflops()
     result["matmul_peak_gflops"] = round(peak, 1)
-    log(f"bench: plain gan_step loop, {model}, {2 * half} steps ...")
-    plain = plain_training_rate(cfg, clip_samples, 2 * half)
+    log(f"bench: plain gan_step loop, {model}, {steps} steps ...")
+    plain = plain_training_rate(cfg, clip_samples, steps, window)
     achieved = plain["flops_per_step"] / plain["seconds_per_step"] / 1e9
     result["flops_per_step"] = plain["flops_per_step"]
     result["rows"].append(
         {"pipeline": "plain PyTorch loop, 1 process, 1 thread", "workers": 1,
-         "samples_per_s": round(plain["samples_per_s"], 1),
+         "samples_per_s": round(plain["samples_per_s"], 1), "window_rates": plain["window_rates"],
          "gflops": round(achieved, 2), "percent_of_peak": round(100 * achieved / peak, 1)}
     )  # fmt: skip
 
@@ -367,8 +407,8 @@ def bench_train(
             ray.init(include_dashboard=False, log_to_driver=False)
         prepare(raw, prepared, PrepareConfig(clip_seconds=clip_seconds), log=lambda _: None)
         for workers in worker_counts:
-            log(f"bench: Ray Train, {workers} CPU worker(s), {2 * half} steps ...")
-            rate = ray_training_rate(cfg, prepared, workers, os.path.join(scratch, "runs"))
+            log(f"bench: Ray Train, {workers} CPU worker(s), {steps} steps ...")
+            rate = ray_training_rate(cfg, prepared, workers, os.path.join(scratch, "runs"), skip=2)
             gflops = (
                 rate["samples_per_s"]
                 / (cfg.n_critic * cfg.batch_size)
@@ -377,7 +417,9 @@ def bench_train(
             )
             result["rows"].append(
                 {"pipeline": f"Ray Train, {workers} CPU worker(s)", "workers": workers,
-                 "samples_per_s": rate["samples_per_s"], "gflops": round(gflops, 2),
+                 "samples_per_s": round(rate["samples_per_s"], 1),
+                 "window_rates": rate["window_rates"], "data_wait": rate["data_wait"],
+                 "gflops": round(gflops, 2),
                  "percent_of_peak": round(100 * gflops / (peak * workers), 1)}
             )  # fmt: skip
 
@@ -398,13 +440,18 @@ def format_train_table(result: dict) -> list[str]:
         f"{result['flops_per_step'] / 1e9:.2f} GFLOP per gan_step, "
         f"matrix-product peak {result['matmul_peak_gflops']} GFLOP/s per thread",
         "",
-        "| pipeline | samples/s | GFLOP/s | % of peak |",
-        "|---|---:|---:|---:|",
+        f"{result['steps']} steps per pipeline, timed in windows of {result['window']}; "
+        "samples/s is the median window",
+        "",
+        "| pipeline | samples/s | GFLOP/s | % of peak | waiting for data | every window |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for row in result["rows"]:
+        wait = row.get("data_wait")
         lines.append(
             f"| {row['pipeline']} | {row['samples_per_s']} | {row['gflops']} "
-            f"| {row['percent_of_peak']} |"
+            f"| {row['percent_of_peak']} | {'' if wait is None else f'{100 * wait:.1f}%'} "
+            f"| {', '.join(str(r) for r in row['window_rates'])} |"
         )
     if "ray_overhead_percent" in result:
         lines.append(f"\nRay overhead (1 worker vs plain): {result['ray_overhead_percent']}%")

@@ -38,15 +38,26 @@ def training_state(gan: GAN, step: int, dataset: dict[str, Any]) -> dict[str, An
     }
 
 
-def latest(fs: pafs.FileSystem, run: str) -> str | None:
-    """The path of a run folder's newest checkpoint_XXXXXX folder, or None."""
+def all_checkpoints(fs: pafs.FileSystem, run: str) -> list[str]:
+    """The paths of a run folder's checkpoint_XXXXXX folders that hold a state, oldest first."""
     selector = pafs.FileSelector(run, allow_not_found=True)
     names = sorted(
         info.base_name
         for info in fs.get_file_info(selector)
         if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
     )
-    return f"{run.rstrip('/')}/{names[-1]}" if names else None
+    folders = [f"{run.rstrip('/')}/{name}" for name in names]
+    return [
+        folder
+        for folder in folders
+        if fs.get_file_info(f"{folder}/{STATE_FILE}").type == pafs.FileType.File
+    ]
+
+
+def latest(fs: pafs.FileSystem, run: str) -> str | None:
+    """The path of a run folder's newest finished checkpoint_XXXXXX folder, or None."""
+    folders = all_checkpoints(fs, run)
+    return folders[-1] if folders else None
 
 
 def save(folder: str, state: dict[str, Any]) -> str:

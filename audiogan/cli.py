@@ -206,7 +206,10 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
 
     _init_ray(args.num_cpus)
     result = bench.bench_train(
-        args.model, steps=args.steps, log=lambda m: print(m, file=sys.stderr, flush=True)
+        args.model,
+        steps=args.steps,
+        window=args.window,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     _emit(result, args.json, bench.format_train_table(result))
 
@@ -434,7 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
         "jobs/configs/small_cpu.yaml (WaveGAN, 1 s).",
     )
     bench_train.add_argument("--model", choices=("dcgan", "wavegan"), default="wavegan")
-    bench_train.add_argument("--steps", type=int, default=20, help="training steps per run")
+    bench_train.add_argument(
+        "--steps", type=int, default=60, help="training steps per pipeline (default 60)"
+    )
+    bench_train.add_argument(
+        "--window",
+        type=int,
+        default=5,
+        help="steps per timing window; each rate is the median window (default 5)",
+    )
     _add_output_options(bench_train, local_ray=True)
     bench_train.set_defaults(run=cmd_bench_train)
     return parser

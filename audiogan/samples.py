@@ -19,6 +19,14 @@ def wav_bytes(audio: np.ndarray, sample_rate_hz: int) -> bytes:
     return buffer.getvalue()
 
 
+def log_spectrogram(clip: np.ndarray, nfft: int = 512, hop: int = 128) -> np.ndarray:
+    """Power in dB (floored at -120 dB, so silence plots as the floor), (nfft // 2 + 1, frames)."""
+    clip = np.pad(np.asarray(clip, dtype=np.float64), (0, max(nfft - clip.size, 0)))
+    frames = np.lib.stride_tricks.sliding_window_view(clip, nfft)[::hop] * np.hanning(nfft)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    return 10 * np.log10(np.maximum(power, 1e-12)).T
+
+
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
@@ -41,7 +49,15 @@ def clips_png(
         )
         axes[0, i].set_ylim(-1.05, 1.05)
         axes[0, i].set_title(kind, fontsize=8)
-        axes[1, i].specgram(clip + 1e-9, NFFT=512, Fs=sample_rate_hz, noverlap=384, cmap="magma")
+        decibels = log_spectrogram(clip)
+        axes[1, i].imshow(
+            decibels,
+            vmin=decibels.max() - 90,  # 90 dB of range below the loudest bin
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            extent=(0, clip.size / sample_rate_hz, 0, sample_rate_hz / 2),
+        )
         for ax in axes[:, i]:
             ax.tick_params(labelsize=6)
     if title:

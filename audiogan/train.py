@@ -8,6 +8,7 @@ checkpoint to `ray.train.report`, which every rank calls equally often.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import tempfile
 import time
@@ -91,6 +92,17 @@ class _RunFolder:
     def write(self, relative: str, data: bytes) -> None:
         storage.write_bytes(self.fs, storage.join(self.root, relative), data)
 
+    def write_checkpoint(self, step: int, state: dict, keep: int) -> None:
+        """checkpoint_XXXXXX/state.pt written whole, then all but the newest `keep` deleted
+        (0 keeps all)."""
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        name = f"checkpoint_{step:06d}"
+        self.write(f"{name}/{checkpoint.STATE_FILE}", buffer.getvalue())
+        if keep:
+            for old in checkpoint.all_checkpoints(self.fs, self.root)[:-keep]:
+                storage.delete(self.fs, old)
+
     def read_metrics(self, up_to_step: int) -> list[dict]:
         path = storage.join(self.root, METRICS)
         if not storage.exists(self.fs, path):
@@ -111,15 +123,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     discriminator = ray.train.torch.prepare_model(discriminator)
     gan = make_gan(generator, discriminator, cfg)
 
+    folder = _RunFolder(config["storage_fs"], config["run_dir"])
     step = 0
     restored = ray.train.get_checkpoint()
     if restored:
-        with restored.as_directory() as folder:
-            step = checkpoint.restore(gan, checkpoint.load(folder))
+        with restored.as_directory() as local_folder:
+            step = checkpoint.restore(gan, checkpoint.load(local_folder))
+    else:
+        # Local mode (--workers 0) keeps no Ray checkpoint state, and a run may switch between
+        # local and distributed: the run folder's newest checkpoint is the one to continue from.
+        newest = checkpoint.latest(folder.fs, folder.root)
+        if newest:
+            step = checkpoint.restore(gan, checkpoint.load_from(folder.fs, newest))
     noise_seed = cfg.seed * 1000 + rank + step  # different noise and order per rank and restart
     torch.manual_seed(noise_seed)
 
-    folder = _RunFolder(config["storage_fs"], config["run_dir"])
     history = folder.read_metrics(step) if rank == 0 else []
     use_bf16 = device.type == "cuda"
 
@@ -134,11 +152,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     classes = max(len(dataset["labels"]), 1)
     fixed_labels = (torch.arange(cfg.num_samples) % classes).to(device)
     real_examples = None
-    window_start, window_samples = time.perf_counter(), 0
+    window_start, window_samples, window_data_s = time.perf_counter(), 0, 0.0
     started = time.perf_counter()
 
     while step < cfg.max_steps:
+        waited = time.perf_counter()
         reals, labels = zip(*(next(batches) for _ in range(cfg.n_critic)), strict=True)
+        window_data_s += time.perf_counter() - waited
         if real_examples is None:
             real_examples = reals[0][:2, 0].float().cpu().numpy()
         result = gan_step(
@@ -153,9 +173,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "step": step,
                 **{k: round(v, 6) for k, v in result.items()},
                 "samples_per_s": round(window_samples / elapsed, 2),
+                # The share of the window spent waiting for batches: high means input-bound.
+                "data_wait": round(window_data_s / elapsed, 4),
                 "wall_s": round(time.perf_counter() - started, 2),
             }
-            window_start, window_samples = time.perf_counter(), 0
+            window_start, window_samples, window_data_s = time.perf_counter(), 0, 0.0
             if rank == 0:
                 history.append(row)
                 folder.write(METRICS, "".join(json.dumps(r) + "\n" for r in history).encode())
@@ -174,7 +196,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # Every rank reports its G's weights checksum: DDP must keep them identical.
             checksum = sum(p.double().sum().item() for p in unwrap(gan.generator).parameters())
             metrics = {"step": step, **result, "rank": rank, "g_checksum": checksum}
-            if rank == 0:
+            if config["local"]:
+                # Ray Train's local mode stores no checkpoints: rank 0 (the only one) writes its
+                # own in the same layout and keeps the newest cfg.keep_checkpoints.
+                state = checkpoint.training_state(gan, step, dataset)
+                folder.write_checkpoint(step, state, cfg.keep_checkpoints)
+                ray.train.report(metrics)
+            elif rank == 0:
                 with tempfile.TemporaryDirectory() as temporary:
                     checkpoint.save(temporary, checkpoint.training_state(gan, step, dataset))
                     ray.train.report(
@@ -234,6 +262,7 @@ def build_trainer(
             "dataset": dataset_info,
             "storage_fs": run_fs,
             "run_dir": storage.join(run_root, spec.name),
+            "local": spec.workers == 0,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.workers, use_gpu=spec.gpu, resources_per_worker=resources

@@ -127,6 +127,22 @@ def test_a_run_against_the_s3_server_writes_everything_there(one_second_clips, s
     assert storage.exists(fs, f"{bucket}/generated/generated_001.wav")
 
 
+def test_an_in_process_run_keeps_its_checkpoints_and_resumes(one_second_clips, tmp_path):
+    spec = train.RunSpec(one_second_clips, str(tmp_path / "runs"), "local", workers=0, gpu=False)
+    tiny = {**TINY, "keep_checkpoints": 2}
+    run = tmp_path / "runs" / "local"
+    first = train.train(TrainConfig(max_steps=4, **tiny), spec)
+    assert first["checkpoint"] == str(run / "checkpoint_000004")
+    (run / "checkpoint_000099").mkdir()  # an unfinished checkpoint (no state.pt): not resumed
+    second = train.train(TrainConfig(max_steps=6, **tiny), spec)
+    assert second["steps"] == 6 and second["checkpoint"] == str(run / "checkpoint_000006")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(0 <= r["data_wait"] <= 1 for r in rows)
+    kept = sorted(p.name for p in run.glob("checkpoint_*") if (p / "state.pt").exists())
+    assert kept == ["checkpoint_000004", "checkpoint_000006"]  # keep_checkpoints=2
+
+
 def test_a_conditional_run_in_process_and_generating_one_class(one_second_clips, tmp_path):
     spec = train.RunSpec(one_second_clips, str(tmp_path / "runs"), "cond", workers=0, gpu=False)
     summary = train.train(TrainConfig(max_steps=2, conditional=True, **TINY), spec)
