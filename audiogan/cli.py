@@ -1,4 +1,4 @@
-"""The `audiogan` command: synth, prepare and bench (training and sweeps come with later stages)."""
+"""The `audiogan` command: synth, prepare, train, generate, evaluator fit, evaluate, bench."""
 
 from __future__ import annotations
 
@@ -179,6 +179,45 @@ def cmd_generate(args: argparse.Namespace) -> None:
             f"{summary['step']} -> {summary['out']} (generated_*.wav, generated.png)"
         ],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_evaluator_fit(args: argparse.Namespace) -> None:
+    from audiogan import evaluator
+
+    summary = evaluator.fit(args.data, args.out, epochs=args.epochs, seed=args.seed, log=_stderr)
+    per_class = ", ".join(
+        f"{label} {accuracy}" for label, accuracy in summary["held_out_accuracy_per_class"].items()
+    )
+    lines = [
+        f"evaluator: {len(summary['labels'])} classes, {summary['train_clips']} training and "
+        f"{summary['held_out_clips']} held-out clips, {summary['seconds']} s",
+        f"  held-out accuracy {summary['held_out_accuracy']} ({per_class})",
+        f"  saved: {summary['path']}",
+    ]
+    _emit(summary, args.json, lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from audiogan import evaluate
+
+    result = evaluate.evaluate(
+        args.data,
+        checkpoint_url=args.checkpoint,
+        samples_url=args.samples,
+        n=args.n,
+        seed=args.seed,
+        evaluator_url=args.evaluator,
+        log=_stderr,
+    )
+    _emit(result, args.json, evaluate.format_table(result))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +432,53 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     _add_output_options(generate, local_ray=False)
     generate.set_defaults(run=cmd_generate)
+
+    evaluator_parser = commands.add_parser(
+        "evaluator", help="the evaluation classifier behind Inception Score and classifier FD"
+    )
+    evaluator_commands = evaluator_parser.add_subparsers(
+        dest="evaluator", required=True, metavar="ACTION"
+    )
+    fit = evaluator_commands.add_parser(
+        "fit",
+        help="train the evaluation classifier on a prepared dataset's labels",
+        description="Trains a log-mel CNN (in the style of the WaveGAN paper's SC09 classifier) "
+        "on DEST's labelled clips, holding out the clips of one source file in five, and saves "
+        "it with its held-out accuracy (default DEST/evaluator/state.pt). `audiogan evaluate` "
+        "uses it for Inception Score, the classifier Frechet distance and label accuracy. "
+        "No Ray.",
+    )
+    fit.add_argument("--data", required=True, help="a prepared dataset with at least 2 labels")
+    fit.add_argument("--out", help="where to save it, local or s3:// (default DEST/evaluator)")
+    fit.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    fit.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    _add_output_options(fit, local_ray=False)
+    fit.set_defaults(run=cmd_evaluator_fit)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score generated clips beside real held-out clips",
+        description="Generates N clips from CHECKPOINT (or reads the WAVs of --samples DIR) and "
+        "prints mel_fd, the classifier Frechet distance, Inception Score (and, for a "
+        "conditional model, label accuracy) beside the same figures for as many real clips the "
+        "classifier never saw, with the ratio generated/real, then diagnostics (silent share, "
+        "RMS, spectral centroid). Needs the dataset's evaluation classifier (audiogan evaluator "
+        "fit). No Ray.",
+    )
+    evaluate.add_argument("--data", required=True, help="the prepared dataset G was trained on")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint_XXXXXX folder or a run folder")
+    source.add_argument("--samples", metavar="DIR", help="a folder of WAVs at the dataset's rate")
+    evaluate.add_argument(
+        "--n",
+        type=int,
+        default=256,
+        help="clips to score (default 256; at most as many as the held-out real clips)",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    evaluate.add_argument("--evaluator", help="the classifier (default DEST/evaluator)")
+    _add_output_options(evaluate, local_ray=False)
+    evaluate.set_defaults(run=cmd_evaluate)
 
     bench = commands.add_parser("bench", help="benchmarks that print tables and a JSON line")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")

@@ -141,6 +141,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     # Clips in the fixed noise batch written at each sample step.
     num_samples: int = 8
+    # Generated and real clips compared by mel_fd at each evaluation step (rank 0).
+    eval_clips: int = 64
     # A worker keeps its shard in memory (reshuffled each epoch) when it fits in this many MiB,
     # instead of restarting Ray Data's streaming split every epoch; 0 always streams.
     shard_cache_mb: int = 1024
@@ -170,6 +172,7 @@ class TrainConfig:
             _require(getattr(self, name) >= 1, f"{name} must be at least 1")
         _require(self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0")
         _require(self.num_samples >= 1, "num_samples must be at least 1")
+        _require(self.eval_clips >= 2, "eval_clips must be at least 2")
         _require(self.shard_cache_mb >= 0, "shard_cache_mb must be >= 0")
         _require(self.max_failures >= -1, "max_failures must be >= -1 (-1: unlimited)")
 

@@ -11,8 +11,9 @@ from audiogan.errors import AudioganError
 from audiogan.step import sample_latent
 
 
-def generate(checkpoint_url: str, out_url: str, n: int, label: str | None, seed: int) -> dict:
-    """N clips from a checkpoint's (EMA) generator as WAVs, plus a PNG; no Ray needed."""
+def load_generator(checkpoint_url: str) -> tuple[torch.nn.Module, TrainConfig, dict]:
+    """(the EMA generator, or G, in eval mode; its config; the checkpoint state) from a
+    checkpoint folder or a run folder (its newest checkpoint), local or S3."""
     fs, path = storage.resolve(checkpoint_url)
     if not storage.exists(fs, storage.join(path, checkpoint.STATE_FILE)):
         path = checkpoint.latest(fs, path) or path  # a run folder: its newest checkpoint
@@ -21,7 +22,23 @@ def generate(checkpoint_url: str, out_url: str, n: int, label: str | None, seed:
     state = checkpoint.load_from(fs, path)
     cfg = from_dict(TrainConfig, state["config"])
     dataset = state["dataset"]
-    labels = dataset["labels"]
+    generator, _ = models.build(cfg, dataset["clip_samples"], len(dataset["labels"]))
+    generator.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
+    return generator.eval(), cfg, state
+
+
+@torch.no_grad()
+def generate_clips(
+    generator: torch.nn.Module,
+    cfg: TrainConfig,
+    labels: list[str],
+    n: int,
+    label: str | None,
+    seed: int,
+    batch: int = 64,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, T) clips and, for a conditional model, the label id each was asked for (one label,
+    or all labels in turn)."""
     if n < 1:
         raise AudioganError("--n must be at least 1")
     if label is not None and label not in labels:
@@ -30,9 +47,6 @@ def generate(checkpoint_url: str, out_url: str, n: int, label: str | None, seed:
         )
     if label is not None and not cfg.conditional:
         raise AudioganError("--label needs a conditional model (trained with conditional=true)")
-    generator, _ = models.build(cfg, dataset["clip_samples"], len(labels))
-    generator.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
-    generator.eval()
     rng = torch.Generator().manual_seed(seed)
     z = sample_latent(cfg, n, "cpu", rng)
     label_ids = None
@@ -40,8 +54,19 @@ def generate(checkpoint_url: str, out_url: str, n: int, label: str | None, seed:
         chosen = labels.index(label) if label is not None else None
         ids = [chosen if chosen is not None else i % len(labels) for i in range(n)]
         label_ids = torch.tensor(ids)
-    with torch.no_grad():
-        audio = generator(z, label_ids)[:, 0].numpy()
+    parts = [
+        generator(z[i : i + batch], None if label_ids is None else label_ids[i : i + batch])
+        for i in range(0, n, batch)
+    ]
+    audio = torch.cat(parts)[:, 0].float().numpy()
+    return audio, None if label_ids is None else label_ids.numpy()
+
+
+def generate(checkpoint_url: str, out_url: str, n: int, label: str | None, seed: int) -> dict:
+    """N clips from a checkpoint's (EMA) generator as WAVs, plus a PNG; no Ray needed."""
+    generator, cfg, state = load_generator(checkpoint_url)
+    dataset = state["dataset"]
+    audio, _ = generate_clips(generator, cfg, dataset["labels"], n, label, seed)
     out_fs, out_root = storage.resolve(out_url)
     rate = dataset["sample_rate_hz"]
     written = []

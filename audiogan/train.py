@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow.fs as pafs
 import ray
 import ray.train
@@ -23,7 +24,8 @@ import ray.train.torch
 import torch
 from ray.data.expressions import col
 
-from audiogan import checkpoint, models, samples, storage
+from audiogan import checkpoint, models, report, samples, storage
+from audiogan import metrics as quality_metrics
 from audiogan.config import TrainConfig, from_dict, to_dict
 from audiogan.data import CLIPS, read_manifest
 from audiogan.errors import AudioganError
@@ -151,7 +153,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     fixed_z = sample_latent(cfg, cfg.num_samples, "cpu", fixed).to(device)
     classes = max(len(dataset["labels"]), 1)
     fixed_labels = (torch.arange(cfg.num_samples) % classes).to(device)
-    real_examples = None
+    quality = _Quality(cfg, dataset, device) if rank == 0 else None
     window_start, window_samples, window_data_s = time.perf_counter(), 0, 0.0
     started = time.perf_counter()
 
@@ -159,16 +161,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         waited = time.perf_counter()
         reals, labels = zip(*(next(batches) for _ in range(cfg.n_critic)), strict=True)
         window_data_s += time.perf_counter() - waited
-        if real_examples is None:
-            real_examples = reals[0][:2, 0].float().cpu().numpy()
+        if quality is not None:
+            quality.keep_real(reals)
         result = gan_step(
             gan, reals, labels if cfg.conditional else [None] * cfg.n_critic, autocast
         )
         step += 1
         window_samples += cfg.n_critic * cfg.batch_size * world
+        step_done = time.perf_counter()
+        last = step == cfg.max_steps
+        evaluating = step % cfg.eval_every == 0 or last
+        checkpointing = step % cfg.checkpoint_every == 0 or last
+        if quality is not None and evaluating:
+            result["mel_fd"] = quality.mel_fd(gan)
 
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            elapsed = time.perf_counter() - window_start
+        if step % cfg.log_every == 0 or evaluating or last:
+            # A window runs from the end of one logged step to the end of the next one's
+            # gan_step, so evaluation, samples and checkpoints count in the next window.
+            elapsed = step_done - window_start
             row = {
                 "step": step,
                 **{k: round(v, 6) for k, v in result.items()},
@@ -177,32 +187,37 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "data_wait": round(window_data_s / elapsed, 4),
                 "wall_s": round(time.perf_counter() - started, 2),
             }
-            window_start, window_samples, window_data_s = time.perf_counter(), 0, 0.0
+            window_start, window_samples, window_data_s = step_done, 0, 0.0
             if rank == 0:
                 history.append(row)
                 folder.write(METRICS, "".join(json.dumps(r) + "\n" for r in history).encode())
+                quality_note = f"  mel_fd {row['mel_fd']:.3f}" if "mel_fd" in row else ""
                 print(
                     f"step {step}/{cfg.max_steps}  d_loss {row['d_loss']:.4f}  "
                     f"g_loss {row['g_loss']:.4f}  gp {row['gp']:.4f}  "
-                    f"{row['samples_per_s']:.1f} samples/s",
+                    f"{row['samples_per_s']:.1f} samples/s{quality_note}",
                     flush=True,
                 )
 
-        if rank == 0 and (step % cfg.sample_every == 0 or step == cfg.max_steps):
-            _write_samples(gan, folder, step, fixed_z, fixed_labels, cfg, dataset, real_examples)
+        if quality is not None and (step % cfg.sample_every == 0 or last):
+            _write_samples(gan, folder, step, fixed_z, fixed_labels, cfg, dataset, quality)
             folder.write("plots/losses.png", samples.losses_png(history))
 
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            # Every rank reports its G's weights checksum: DDP must keep them identical.
+        if rank == 0 and checkpointing:
+            report.write(folder.fs, folder.root, to_dict(cfg))
+
+        if checkpointing or evaluating:
+            # Every rank reports equally often (Ray Train requires it), with its G's checksum:
+            # DDP must keep them identical. Rank 0's metrics (with mel_fd) are what Tune sees.
             checksum = sum(p.double().sum().item() for p in unwrap(gan.generator).parameters())
             metrics = {"step": step, **result, "rank": rank, "g_checksum": checksum}
-            if config["local"]:
+            if checkpointing and config["local"]:
                 # Ray Train's local mode stores no checkpoints: rank 0 (the only one) writes its
                 # own in the same layout and keeps the newest cfg.keep_checkpoints.
                 state = checkpoint.training_state(gan, step, dataset)
                 folder.write_checkpoint(step, state, cfg.keep_checkpoints)
                 ray.train.report(metrics)
-            elif rank == 0:
+            elif checkpointing and rank == 0:
                 with tempfile.TemporaryDirectory() as temporary:
                     checkpoint.save(temporary, checkpoint.training_state(gan, step, dataset))
                     ray.train.report(
@@ -214,18 +229,68 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ray.train.report(metrics)
 
 
+class _Quality:
+    """Rank 0's view of quality during training: a fixed set of real clips from its shard (the
+    first `eval_clips` it trains on), their log-mel Gaussian, and a fixed noise batch whose
+    clips are scored against it with `mel_fd` at every evaluation step."""
+
+    def __init__(self, cfg: TrainConfig, dataset: dict, device: torch.device):
+        self.cfg, self.rate = cfg, dataset["sample_rate_hz"]
+        self.real: list[torch.Tensor] = []
+        self.kept = 0
+        self.reference: quality_metrics.MelReference | None = None
+        noise = torch.Generator().manual_seed(cfg.seed + 1)
+        self.z = sample_latent(cfg, cfg.eval_clips, "cpu", noise).to(device)
+        classes = max(len(dataset["labels"]), 1)
+        self.labels = (torch.arange(cfg.eval_clips) % classes).to(device)
+
+    def keep_real(self, batches: tuple[torch.Tensor, ...]) -> None:
+        for batch in batches:
+            if self.kept >= self.cfg.eval_clips:
+                return
+            clips = batch[: self.cfg.eval_clips - self.kept, 0].float().cpu()
+            self.real.append(clips)
+            self.kept += len(clips)
+
+    def real_examples(self, n: int) -> np.ndarray:
+        return torch.cat(self.real)[:n].numpy()
+
+    @torch.no_grad()
+    def mel_fd(self, gan) -> float:
+        if self.reference is None:
+            self.reference = quality_metrics.MelReference(torch.cat(self.real), self.rate)
+        model = gan.ema if gan.ema is not None else unwrap(gan.generator)
+        was_training = model.training
+        model.eval()
+        labels = self.labels if self.cfg.conditional else None
+        fakes = torch.cat(
+            [
+                model(self.z[i : i + 64], None if labels is None else labels[i : i + 64])
+                for i in range(0, len(self.z), 64)
+            ]
+        )
+        model.train(was_training)
+        return self.reference.distance(fakes[:, 0].float().cpu())
+
+
 @torch.no_grad()
-def _write_samples(gan, folder, step, fixed_z, fixed_labels, cfg, dataset, real_examples) -> None:
+def _write_samples(gan, folder, step, fixed_z, fixed_labels, cfg, dataset, quality) -> None:
+    """samples/step_XXXXXX/: the fixed noise batch as WAVs and a PNG beside real clips; real
+    clips themselves go to samples/real/ once, for the report."""
     model = gan.ema if gan.ema is not None else unwrap(gan.generator)
     was_training = model.training
     model.eval()
     audio = model(fixed_z, fixed_labels if cfg.conditional else None)[:, 0].float().cpu().numpy()
     model.train(was_training)
     rate = dataset["sample_rate_hz"]
+    real = quality.real_examples(report.CLIPS_SHOWN)
+    if not storage.exists(folder.fs, storage.join(folder.root, report.REAL_DIR)):
+        for i, clip in enumerate(real):
+            folder.write(f"{report.REAL_DIR}/real_{i:02d}.wav", samples.wav_bytes(clip, rate))
     prefix = f"samples/step_{step:06d}"
     for i, clip in enumerate(audio):
         folder.write(f"{prefix}/sample_{i:02d}.wav", samples.wav_bytes(clip, rate))
-    png = samples.clips_png(audio[:4], rate, real_examples, title=f"step {step}")
+    png = samples.clips_png(audio[:4], rate, real[:2], title=f"step {step}")
     folder.write(f"{prefix}/clips.png", png)
 
 

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.ray
 # The callback below runs in Ray Train's controller actor, which cannot import this file.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-TINY = dict(model_dim=4, latent_dim=16, batch_size=4, n_critic=2, log_every=1,
-            sample_every=2, checkpoint_every=2, num_samples=2, ema_decay=0.9)  # fmt: skip
+TINY = dict(model_dim=4, latent_dim=16, batch_size=4, n_critic=2, log_every=1, sample_every=2,
+            checkpoint_every=2, eval_every=2, eval_clips=8, num_samples=2,
+            ema_decay=0.9)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,13 @@ def test_a_two_worker_run_writes_the_documented_layout(two_worker_run):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(np.isfinite([r["d_loss"], r["g_loss"], r["gp"]]).all() for r in rows)
     assert all(r["samples_per_s"] > 0 for r in rows)
+    # mel_fd at every evaluation step (eval_every=2), and only there
+    assert [r["step"] for r in rows if "mel_fd" in r] == [2, 4]
+    assert all(r["mel_fd"] > 0 and np.isfinite(r["mel_fd"]) for r in rows if "mel_fd" in r)
+    assert len(list((run / "samples" / "real").glob("real_*.wav"))) == 4
+    page = (run / "report.html").read_text()
+    assert page.count("<audio") == 2 + 2 + 4  # steps 2 and 4, and the real clips
+    assert "step_000004" in page and "mel_fd" in page
 
 
 def test_ddp_keeps_the_generator_identical_on_both_ranks(two_worker_run):
@@ -74,6 +82,7 @@ def test_ddp_keeps_the_generator_identical_on_both_ranks(two_worker_run):
     for line in reports.read_text().splitlines():
         per_rank = json.loads(line)
         assert sorted(m["rank"] for m in per_rank) == [0, 1]
+        assert "mel_fd" in per_rank[0] or "mel_fd" in per_rank[1]  # rank 0's, for Tune
         assert per_rank[0]["g_checksum"] == per_rank[1]["g_checksum"]
         # ...while each rank drew its own noise and data, so their losses differ.
         assert per_rank[0]["d_loss"] != per_rank[1]["d_loss"]

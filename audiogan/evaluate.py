@@ -1,0 +1,197 @@
+"""`audiogan evaluate`: generated clips beside real held-out clips, in numbers (no Ray).
+
+Every metric is computed twice, on the same number of clips: for the generated clips and for
+real clips the evaluation classifier never saw (its held-out split). The real figure is the
+reference, as in the WaveGAN paper (real SC09 data: Inception Score 9.18; WaveGAN about 4-5):
+
+- mel_fd and classifier_fd: Frechet distances to the Gaussian of the training split's clips
+  (log-mel frames; the classifier's penultimate features). Real held-out clips give the floor
+  that sampling alone causes; ratio = generated / real (1 is as good as real data).
+- inception_score: from the classifier's class probabilities, 10 splits; ratio = generated / real
+  (1 is as good as real data; the maximum score is the number of classes).
+- label_accuracy (conditional models): how often a clip is classified as the label it was asked
+  for, beside the classifier's accuracy on real held-out clips.
+- diagnostics: silent share, RMS and spectral-centroid distributions of both sets.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow.fs as pafs
+import soundfile as sf
+
+from audiogan import evaluator, metrics, storage
+from audiogan.errors import AudioganError
+
+# The training split's clips fitted for the Frechet references, at most this many (memory).
+MAX_REFERENCE_CLIPS = 1000
+
+
+def read_samples(url: str, sample_rate_hz: int, clip_samples: int, n: int) -> np.ndarray:
+    """Up to N WAV (or FLAC/OGG) files of a folder, sorted by name, as (N, clip_samples) mono.
+
+    Files must be at the dataset's rate; shorter ones are zero-padded and longer ones cut, as
+    prepare does. Anything unreadable is an error naming the file.
+    """
+    fs, root = storage.resolve(url)
+    selector = pafs.FileSelector(root, allow_not_found=True)
+    names = sorted(
+        info.path
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.File
+        and info.base_name.lower().endswith((".wav", ".flac", ".ogg"))
+    )[:n]
+    if not names:
+        raise AudioganError(f"no .wav, .flac or .ogg files in {storage.display(url)}")
+    clips = np.zeros((len(names), clip_samples), dtype=np.float32)
+    for i, path in enumerate(names):
+        try:
+            audio, rate = sf.read(io.BytesIO(storage.read_bytes(fs, path)), dtype="float32")
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise AudioganError(f"cannot decode {path}: {error}") from None
+        if rate != sample_rate_hz:
+            raise AudioganError(
+                f"{path} is at {rate} Hz; the dataset is at {sample_rate_hz} Hz "
+                "(prepare or resample the samples first)"
+            )
+        audio = audio.mean(axis=1) if audio.ndim == 2 else audio
+        clips[i, : min(audio.size, clip_samples)] = audio[:clip_samples]
+    return clips
+
+
+def evaluate(
+    data_url: str,
+    checkpoint_url: str | None = None,
+    samples_url: str | None = None,
+    n: int = 256,
+    seed: int = 0,
+    evaluator_url: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Metrics of N generated (or read) clips beside the same metrics for real held-out clips."""
+    if (checkpoint_url is None) == (samples_url is None):
+        raise AudioganError("give exactly one of --checkpoint and --samples")
+    if n < 2:
+        raise AudioganError("--n must be at least 2")
+    classifier_url = evaluator_url or storage.join(data_url, evaluator.DEFAULT_DIR)
+    classifier, about = evaluator.load(classifier_url)
+    clips = evaluator.read_labelled_clips(data_url)
+    if (clips.sample_rate_hz, clips.clip_samples, clips.labels) != (
+        about["sample_rate_hz"],
+        about["clip_samples"],
+        about["labels"],
+    ):
+        raise AudioganError(
+            f"the classifier at {storage.display(classifier_url)} was fitted on another dataset "
+            "(rate, length or labels differ); fit one for this dataset"
+        )
+    rate = clips.sample_rate_hz
+
+    result: dict = {"data": storage.display(data_url), "seed": seed}
+    asked_for = None
+    if checkpoint_url is not None:
+        from audiogan.generate import generate_clips, load_generator
+
+        generator, cfg, state = load_generator(checkpoint_url)
+        dataset = state["dataset"]
+        if (dataset["sample_rate_hz"], dataset["clip_samples"]) != (rate, clips.clip_samples):
+            raise AudioganError(
+                f"the checkpoint makes {dataset['clip_samples']} samples at "
+                f"{dataset['sample_rate_hz']} Hz; the dataset has {clips.clip_samples} at {rate} Hz"
+            )
+        log(f"evaluate: generating {n} clips from step {state['step']} ...")
+        generated, asked_for = generate_clips(generator, cfg, dataset["labels"], n, None, seed)
+        if asked_for is not None and dataset["labels"] != clips.labels:
+            raise AudioganError("the checkpoint's labels differ from the dataset's")
+        result |= {"checkpoint": storage.display(checkpoint_url), "step": state["step"]}
+        result["model"] = cfg.model
+    else:
+        generated = read_samples(samples_url, rate, clips.clip_samples, n)
+        result["samples"] = storage.display(samples_url)
+
+    real = clips.held_out_audio
+    count = min(len(generated), len(real))
+    if count < 2:
+        raise AudioganError(f"need at least 2 held-out real clips; the dataset has {len(real)}")
+    generated = generated[:count]
+    asked_for = None if asked_for is None else asked_for[:count]
+    real = real[np.random.default_rng(seed).permutation(len(real))[:count]]
+    reference = clips.train_audio
+    if len(reference) > MAX_REFERENCE_CLIPS:
+        pick = np.random.default_rng(seed).permutation(len(reference))[:MAX_REFERENCE_CLIPS]
+        reference = reference[np.sort(pick)]
+    log(
+        f"evaluate: {count} generated vs {count} real held-out clips; "
+        f"reference: {len(reference)} training clips"
+    )
+
+    mel_reference = metrics.MelReference(reference, rate)
+    _, reference_features = evaluator.outputs(classifier, reference)
+    feature_reference = metrics.gaussian(reference_features)
+    figures: dict[str, dict] = {}
+    per_set = {}
+    for name, audio in (("generated", generated), ("real", real)):
+        probabilities, features = evaluator.outputs(classifier, audio)
+        per_set[name] = probabilities
+        score, spread = metrics.inception_score(probabilities, splits=10)
+        figures.setdefault("mel_fd", {})[name] = mel_reference.distance(audio)
+        figures.setdefault("classifier_fd", {})[name] = metrics.frechet_distance(
+            *feature_reference, *metrics.gaussian(features)
+        )
+        figures.setdefault("inception_score", {})[name] = score
+        figures["inception_score"][f"{name}_std"] = spread
+    if asked_for is not None:
+        figures["label_accuracy"] = {
+            "generated": float(np.mean(per_set["generated"].argmax(axis=1) == asked_for)),
+            "real": about["held_out_accuracy"],
+        }
+    for values in figures.values():
+        values["ratio"] = values["generated"] / values["real"] if values["real"] else None
+        for key, value in list(values.items()):
+            values[key] = None if value is None else round(float(value), 4)
+    result |= {
+        "generated_clips": count,
+        "real_clips": count,
+        "reference_clips": len(reference),
+        "evaluator": {
+            "path": storage.display(classifier_url),
+            "held_out_accuracy": about["held_out_accuracy"],
+        },
+        "metrics": figures,
+        "diagnostics": {
+            "generated": _rounded(metrics.diagnostics(generated, rate)),
+            "real": _rounded(metrics.diagnostics(real, rate)),
+        },
+    }
+    return result
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {key: round(value, 5) for key, value in values.items()}
+
+
+def format_table(result: dict) -> list[str]:
+    """The metrics side by side, then the diagnostics."""
+    source = result.get("checkpoint") or result.get("samples")
+    lines = [
+        f"evaluate: {source} against {result['data']} "
+        f"({result['generated_clips']} generated, {result['real_clips']} real held-out clips; "
+        f"classifier held-out accuracy {result['evaluator']['held_out_accuracy']})",
+        "",
+        "| metric | generated | real (held out) | generated / real |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, values in result["metrics"].items():
+        generated, real = values["generated"], values["real"]
+        if name == "inception_score":
+            generated = f"{generated} ± {values['generated_std']}"
+            real = f"{real} ± {values['real_std']}"
+        lines.append(f"| {name} | {generated} | {real} | {values['ratio']} |")
+    lines += ["", "| diagnostic | generated | real (held out) |", "|---|---:|---:|"]
+    generated, real = result["diagnostics"]["generated"], result["diagnostics"]["real"]
+    for key in generated:
+        lines.append(f"| {key} | {generated[key]} | {real[key]} |")
+    return lines

@@ -1,0 +1,202 @@
+"""STORAGE/NAME/report.html: one self-contained page a person can open and listen to (no Ray).
+
+Built from the run folder alone (metrics.jsonl, samples/step_XXXXXX/, samples/real/), so rank 0
+rewrites it at every checkpoint and at the end, and `audiogan report RUN` can rebuild it. Every
+image is an inline PNG and every clip an inline WAV: the file can be mailed or opened from S3.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from audiogan import samples, storage  # noqa: E402
+
+REPORT = "report.html"
+REAL_DIR = "samples/real"
+CLIPS_SHOWN = 4  # generated clips per sample step (and real clips) shown and playable
+ZOOM_MS = 20  # the zoomed waveform: enough periods to see a timbre's shape
+QUALITY_KEYS = ("mel_fd",)
+
+
+class _Clip:
+    def __init__(self, name: str, data: bytes):
+        self.name, self.data = name, data
+        self.audio, self.rate = sf.read(io.BytesIO(data), dtype="float32")
+
+
+def _wav_files(fs: pafs.FileSystem, folder: str, limit: int) -> list[_Clip]:
+    selector = pafs.FileSelector(folder, allow_not_found=True)
+    paths = sorted(
+        info.path
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.File and info.base_name.endswith(".wav")
+    )[:limit]
+    return [_Clip(path.rsplit("/", 1)[-1], storage.read_bytes(fs, path)) for path in paths]
+
+
+def _sample_steps(fs: pafs.FileSystem, root: str) -> list[str]:
+    selector = pafs.FileSelector(storage.join(root, "samples"), allow_not_found=True)
+    return sorted(
+        info.base_name
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("step_")
+    )
+
+
+def _png_tag(png: bytes, alt: str) -> str:
+    encoded = base64.b64encode(png).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _audio_tag(clip: _Clip) -> str:
+    encoded = base64.b64encode(clip.data).decode()
+    return (
+        f'<figure><audio controls preload="none" src="data:audio/wav;base64,{encoded}"></audio>'
+        f"<figcaption>{html.escape(clip.name)}</figcaption></figure>"
+    )
+
+
+def _quality_png(history: list[dict]) -> bytes | None:
+    rows = [row for row in history if any(key in row for key in QUALITY_KEYS)]
+    if not rows:
+        return None
+    figure, ax = plt.subplots(figsize=(7, 3))
+    for key in QUALITY_KEYS:
+        points = [(row["step"], row[key]) for row in rows if key in row]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=key)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.set_xlabel("step")
+    ax.set_ylabel("lower is better")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _loudest_window(audio: np.ndarray, width: int) -> int:
+    """The start of the loudest `width`-sample stretch: where a zoom shows the timbre."""
+    if audio.size <= width:
+        return 0
+    energy = np.convolve(audio.astype(np.float64) ** 2, np.ones(width), mode="valid")
+    return int(np.argmax(energy))
+
+
+def _zoom_png(groups: list[tuple[str, list[_Clip]]], rate: int) -> bytes:
+    """ZOOM_MS of the loudest part of two clips of each group, one row per group."""
+    width = max(int(rate * ZOOM_MS / 1000), 2)
+    rows = [(label, clips[:2]) for label, clips in groups if clips]
+    figure, axes = plt.subplots(len(rows), 1, figsize=(7, 1.6 * len(rows)), squeeze=False)
+    for ax, (label, clips) in zip(axes[:, 0], rows, strict=True):
+        for clip in clips:
+            start = _loudest_window(clip.audio, width)
+            piece = clip.audio[start : start + width]
+            ax.plot(1000 * np.arange(piece.size) / rate, piece, linewidth=0.8)
+        ax.set_title(label, fontsize=8)
+        ax.set_ylim(-1.05, 1.05)
+        ax.tick_params(labelsize=6)
+    axes[-1, 0].set_xlabel("ms")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def build(fs: pafs.FileSystem, root: str, config: dict | None = None) -> str:
+    """The report's HTML for the run folder at `root`."""
+    metrics_path = storage.join(root, "metrics.jsonl")
+    history = []
+    if storage.exists(fs, metrics_path):
+        text = storage.read_bytes(fs, metrics_path).decode()
+        history = [json.loads(line) for line in text.splitlines() if line]
+    steps = _sample_steps(fs, root)
+    real = _wav_files(fs, storage.join(root, REAL_DIR), CLIPS_SHOWN)
+    shown = [steps[0], steps[-1]] if len(steps) > 1 else steps
+    sample_sets = [
+        (step, _wav_files(fs, storage.join(root, "samples", step), CLIPS_SHOWN)) for step in shown
+    ]
+    name = root.rstrip("/").rsplit("/", 1)[-1]
+    last = history[-1] if history else {}
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>audiogan run {html.escape(name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}"
+        "img{max-width:100%}figure{display:inline-block;margin:.3em}"
+        "figcaption{font-size:.8em;color:#555}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}</style></head><body>",
+        f"<h1>audiogan run <code>{html.escape(name)}</code></h1>",
+        f"<p>Step {last.get('step', 0)}; last losses: d {last.get('d_loss')}, "
+        f"g {last.get('g_loss')}; {last.get('samples_per_s')} samples/s. "
+        f"Written {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>",
+    ]
+    if config:
+        cells = "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in config.items()
+        )
+        parts.append(f"<details><summary>Configuration</summary><table>{cells}</table></details>")
+    parts.append("<h2 id='losses'>Losses</h2>")
+    if history:
+        parts.append(_png_tag(samples.losses_png(history), "loss curves"))
+    else:
+        parts.append("<p>No metrics yet.</p>")
+    parts.append("<h2 id='quality'>Quality over steps</h2>")
+    quality = _quality_png(history)
+    if quality:
+        rows = "".join(
+            f"<tr><td>{row['step']}</td><td>{row['mel_fd']:.4f}</td></tr>"
+            for row in history
+            if "mel_fd" in row
+        )
+        parts += [
+            _png_tag(quality, "quality over steps"),
+            "<p>mel_fd: Frechet distance between the log-mel frame statistics of a fixed noise "
+            "batch's clips and of real clips (lower is better).</p>",
+            f"<table><tr><th>step</th><th>mel_fd</th></tr>{rows}</table>",
+        ]
+    else:
+        parts.append("<p>Not evaluated yet.</p>")
+    rate = next((clips[0].rate for _, clips in sample_sets if clips), None)
+    rate = rate or (real[0].rate if real else 16000)
+    for step, clips in sample_sets:
+        parts.append(f"<h2 id='{step}'>Samples at {step.replace('_', ' ')} (fixed noise)</h2>")
+        if clips:
+            png = samples.clips_png(
+                np.stack([c.audio for c in clips]),
+                rate,
+                np.stack([c.audio for c in real[:2]]) if real else None,
+                title=step,
+            )
+            parts.append(_png_tag(png, f"waveforms and spectrograms, {step}"))
+            parts.append("<div>" + "".join(_audio_tag(c) for c in clips) + "</div>")
+    parts.append("<h2 id='real'>Real clips</h2>")
+    parts.append("<div>" + "".join(_audio_tag(c) for c in real) + "</div>" if real else "<p>-</p>")
+    groups = [("real", real)] + [(f"generated, {step}", clips) for step, clips in sample_sets]
+    if any(clips for _, clips in groups):
+        parts.append(f"<h2 id='zoom'>Waveforms up close ({ZOOM_MS} ms, loudest part)</h2>")
+        parts.append(_png_tag(_zoom_png(groups, rate), "zoomed waveforms"))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write(fs: pafs.FileSystem, root: str, config: dict | None = None) -> str:
+    """Builds and writes root/report.html; returns its path."""
+    path = storage.join(root, REPORT)
+    storage.write_bytes(fs, path, build(fs, root, config).encode())
+    return path

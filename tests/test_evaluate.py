@@ -1,0 +1,131 @@
+"""The evaluation classifier and `audiogan evaluate` on a small synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import tone
+
+from audiogan import checkpoint, data, evaluate, evaluator, models, samples, synth
+from audiogan.config import PrepareConfig, TrainConfig
+from audiogan.errors import AudioganError
+from audiogan.step import make_gan
+
+pytestmark = pytest.mark.ray  # the dataset is prepared with Ray Data
+RATE = 16000
+# The stated accuracy on 4 synthetic classes, 24 files each, clips of one file in five held out.
+MIN_ACCURACY = 0.7
+
+
+@pytest.fixture(scope="module")
+def dataset(ray_session, tmp_path_factory):
+    """4 synthetic classes x 24 files cut into 1 s windows, with a fitted classifier."""
+    root = tmp_path_factory.mktemp("evaluate")
+    synth.synthesize(str(root / "raw"), clips_per_class=24, seed=11)
+    prepared = str(root / "prepared")
+    data.prepare(
+        str(root / "raw"), prepared, PrepareConfig(clip_seconds=1.0, crop="windows"),
+        log=lambda _: None,
+    )  # fmt: skip
+    summary = evaluator.fit(prepared, epochs=20, log=lambda _: None)
+    return prepared, summary
+
+
+def _checkpoint(folder, dataset_url: str, conditional: bool) -> str:
+    """An untrained generator's checkpoint, saved as training saves them."""
+    clips = evaluator.read_labelled_clips(dataset_url)
+    cfg = TrainConfig(model_dim=4, latent_dim=16, conditional=conditional)
+    torch.manual_seed(0)
+    generator, discriminator = models.build(cfg, clips.clip_samples, len(clips.labels))
+    info = {"clip_samples": clips.clip_samples, "sample_rate_hz": RATE, "labels": clips.labels}
+    checkpoint.save(
+        str(folder), checkpoint.training_state(make_gan(generator, discriminator, cfg), 7, info)
+    )
+    return str(folder)
+
+
+def test_the_classifier_learns_the_synthetic_classes(dataset):
+    prepared, summary = dataset
+    assert summary["held_out_accuracy"] >= MIN_ACCURACY
+    assert (
+        summary["held_out_clips"] > 20
+        and summary["train_clips"] > 3 * summary["held_out_clips"] / 2
+    )
+    assert set(summary["held_out_accuracy_per_class"]) == set(summary["labels"])
+    model, about = evaluator.load(summary["path"])
+    assert about["held_out_accuracy"] == summary["held_out_accuracy"]
+    assert not model.training
+
+
+def test_real_clips_score_higher_than_white_noise(dataset, tmp_path):
+    prepared, _ = dataset
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        noise = np.clip(0.3 * rng.standard_normal(RATE), -1, 1).astype(np.float32)
+        (tmp_path / f"noise_{i:02d}.wav").write_bytes(samples.wav_bytes(noise, RATE))
+    result = evaluate.evaluate(prepared, samples_url=str(tmp_path), n=40, log=lambda _: None)
+    figures = result["metrics"]
+    assert figures["inception_score"]["real"] > figures["inception_score"]["generated"]
+    assert figures["inception_score"]["ratio"] < 1
+    assert figures["mel_fd"]["generated"] > 3 * figures["mel_fd"]["real"]
+    assert figures["classifier_fd"]["generated"] > 3 * figures["classifier_fd"]["real"]
+    assert result["generated_clips"] == result["real_clips"] == 40
+
+
+def test_evaluate_json_has_every_field(dataset, tmp_path):
+    prepared, _ = dataset
+    ckpt = _checkpoint(tmp_path / "ckpt", prepared, conditional=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "audiogan.cli", "evaluate", "--data", prepared,
+         "--checkpoint", ckpt, "--n", "24", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["step"] == 7 and result["model"] == "wavegan"
+    assert set(result["metrics"]) == {
+        "mel_fd",
+        "classifier_fd",
+        "inception_score",
+        "label_accuracy",
+    }
+    for figures in result["metrics"].values():
+        assert {"generated", "real", "ratio"} <= set(figures)
+    assert {"generated_std", "real_std"} <= set(result["metrics"]["inception_score"])
+    assert 0 <= result["metrics"]["label_accuracy"]["generated"] <= 1
+    for kind in ("generated", "real"):
+        assert {
+            "silent_share",
+            "rms_mean",
+            "rms_median",
+            "centroid_hz_mean",
+            "centroid_hz_q3",
+        } <= set(result["diagnostics"][kind])
+    assert "| inception_score |" in done.stdout  # the table comes first
+
+
+def test_clear_errors_for_a_missing_classifier_and_foreign_samples(dataset, tmp_path):
+    prepared, _ = dataset
+    with pytest.raises(evaluator.EvaluatorError, match="audiogan evaluator fit"):
+        evaluate.evaluate(prepared, samples_url=str(tmp_path), evaluator_url=str(tmp_path / "none"))
+    (tmp_path / "fast.wav").write_bytes(samples.wav_bytes(tone(440, 1.0, 22050), 22050))
+    with pytest.raises(AudioganError, match="22050 Hz"):
+        evaluate.evaluate(prepared, samples_url=str(tmp_path), log=lambda _: None)
+    with pytest.raises(AudioganError, match="no .wav"):
+        evaluate.evaluate(prepared, samples_url=str(tmp_path / "empty"), log=lambda _: None)
+    with pytest.raises(AudioganError, match="exactly one"):
+        evaluate.evaluate(prepared, log=lambda _: None)
+
+
+def test_the_classifier_needs_two_classes(ray_session, tmp_path, write_wav):
+    for i in range(6):
+        write_wav(tmp_path / "raw" / "Only" / f"{i}.wav", tone(300 + 50 * i, 1.5, RATE), RATE)
+    data.prepare(str(tmp_path / "raw"), str(tmp_path / "prep"), PrepareConfig(clip_seconds=1.0),
+                 log=lambda _: None)  # fmt: skip
+    with pytest.raises(evaluator.EvaluatorError, match="at least 2"):
+        evaluator.fit(str(tmp_path / "prep"), log=lambda _: None)
