@@ -220,6 +220,23 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _emit(result, args.json, evaluate.format_table(result))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from audiogan import compare
+
+    _init_ray(args.num_cpus)
+    result = compare.compare(
+        args.data,
+        args.storage,
+        args.minutes,
+        workers=args.workers,
+        model_names=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        n=args.n,
+        overwrite=args.overwrite,
+        log=_stderr,
+    )
+    _emit(result, args.json, compare.format_table(result))
+
+
 # ---------------------------------------------------------------------------------------------
 # bench
 
@@ -479,6 +496,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--evaluator", help="the classifier (default DEST/evaluator)")
     _add_output_options(evaluate, local_ray=False)
     evaluate.set_defaults(run=cmd_evaluate)
+
+    compare = commands.add_parser(
+        "compare",
+        help="the 2019 baseline against WaveGAN: same data, same minutes, same classifier",
+        description="Trains each model from scratch for the same number of minutes on the same "
+        "Ray Train workers (dcgan: jobs/configs/dcgan.yaml; wavegan: jobs/configs/small_cpu.yaml) "
+        "into STORAGE/compare-MODEL, fits the dataset's evaluation classifier if it has none, "
+        "evaluates both with it, and writes STORAGE/compare.json.",
+    )
+    compare.add_argument("--data", required=True, help="a prepared dataset with labels")
+    compare.add_argument("--storage", required=True, help="runs folder: local path or s3://...")
+    compare.add_argument(
+        "--minutes", type=float, default=15.0, help="training minutes per model (default 15)"
+    )
+    compare.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
+    compare.add_argument(
+        "--models", default="dcgan,wavegan", help="comma-separated (default dcgan,wavegan)"
+    )
+    compare.add_argument("--n", type=int, default=256, help="clips evaluated per model")
+    compare.add_argument(
+        "--overwrite", action="store_true", help="start the compare-* runs again from scratch"
+    )
+    _add_output_options(compare, local_ray=True)
+    compare.set_defaults(run=cmd_compare)
 
     bench = commands.add_parser("bench", help="benchmarks that print tables and a JSON line")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")

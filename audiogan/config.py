@@ -132,6 +132,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     # G updates in the whole run (a resumed run may raise it).
     max_steps: int = 2000
+    # Also stop (with a checkpoint) once this invocation has trained this long; 0: no limit.
+    # Checked every log_every steps, so every rank stops at the same step.
+    max_minutes: float = 0.0
     # How often (in G steps) to log metrics, write samples, evaluate and save a checkpoint.
     log_every: int = 10
     sample_every: int = 200
@@ -168,6 +171,7 @@ class TrainConfig:
         _require(self.gp_weight >= 0, "gp_weight must be >= 0")
         _require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         _require(self.max_steps >= 1, "max_steps must be at least 1")
+        _require(self.max_minutes >= 0, "max_minutes must be >= 0 (0: no limit)")
         for name in ("log_every", "sample_every", "eval_every", "checkpoint_every"):
             _require(getattr(self, name) >= 1, f"{name} must be at least 1")
         _require(self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0")

@@ -169,13 +169,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         step += 1
         window_samples += cfg.n_critic * cfg.batch_size * world
         step_done = time.perf_counter()
-        last = step == cfg.max_steps
+        last = step == cfg.max_steps or (
+            step % cfg.log_every == 0 and _time_is_up(cfg, step_done - started, world, device)
+        )
         evaluating = step % cfg.eval_every == 0 or last
         checkpointing = step % cfg.checkpoint_every == 0 or last
         if quality is not None and evaluating:
             result["mel_fd"] = quality.mel_fd(gan)
 
-        if step % cfg.log_every == 0 or evaluating or last:
+        if step % cfg.log_every == 0 or evaluating:
             # A window runs from the end of one logged step to the end of the next one's
             # gan_step, so evaluation, samples and checkpoints count in the next window.
             elapsed = step_done - window_start
@@ -227,6 +229,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     )
             else:
                 ray.train.report(metrics)
+        if last:
+            break
+
+
+def _time_is_up(cfg: TrainConfig, seconds: float, world: int, device: torch.device) -> bool:
+    """Whether cfg.max_minutes have passed, decided together: the slowest rank's clock counts,
+    so every rank stops at the same step (a rank that stopped alone would hang DDP)."""
+    if not cfg.max_minutes:
+        return False
+    up = torch.tensor([float(seconds >= 60 * cfg.max_minutes)], device=device)
+    if world > 1:
+        torch.distributed.all_reduce(up, op=torch.distributed.ReduceOp.MAX)
+    return bool(up.item())
 
 
 class _Quality:
