@@ -163,6 +163,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"  samples:    {summary['run']}/samples/",
         f"  plots:      {summary['run']}/plots/losses.png",
         f"  metrics:    {summary['run']}/metrics.jsonl",
+        f"  report:     {summary['run']}/report.html",
     ]
     _emit(summary, args.json, lines)
 
@@ -218,6 +219,31 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         log=_stderr,
     )
     _emit(result, args.json, evaluate.format_table(result))
+
+
+def cmd_autoencode(args: argparse.Namespace) -> None:
+    from audiogan import autoencode
+
+    result = autoencode.autoencode(
+        args.data,
+        args.checkpoint,
+        out_url=args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        log=_stderr,
+    )
+    held = result["held_out"]
+    lines = [
+        f"autoencode: {result['model']} at step {result['step']}, encoder trained "
+        f"{result['encoder_steps']} steps on {result['train_clips']} clips ({result['seconds']} s)",
+        f"  held-out reconstruction: SNR {held['snr_db']} dB, waveform MSE "
+        f"{held['waveform_mse']}, log-mel L1 {held['log_mel_l1']} "
+        f"(silence would score {held['log_mel_l1_of_silence']})",
+        f"  written: {result['out']} (original_*.wav, reconstruction_*.wav, autoencode.png, "
+        "autoencode.json)",
+    ]
+    _emit(result, args.json, lines)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -496,6 +522,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--evaluator", help="the classifier (default DEST/evaluator)")
     _add_output_options(evaluate, local_ray=False)
     evaluate.set_defaults(run=cmd_evaluate)
+
+    autoencode = commands.add_parser(
+        "autoencode",
+        help="train an encoder that inverts G: which real clips can G reproduce?",
+        description="Loads G from CHECKPOINT (frozen), trains an encoder shaped like D (ending in "
+        "the latent size) so that G(encoder(x)) rebuilds real training clips x (waveform MSE "
+        "plus log-mel L1), then writes held-out originals beside their reconstructions (WAVs, "
+        "autoencode.png with waveforms, a 20 ms zoom and spectrograms) and the reconstruction "
+        "errors (autoencode.json), by default into RUN/autoencode/. No Ray.",
+    )
+    autoencode.add_argument("--data", required=True, help="the prepared dataset")
+    autoencode.add_argument(
+        "--checkpoint", required=True, help="a checkpoint_XXXXXX folder or a run folder"
+    )
+    autoencode.add_argument("--out", help="output folder (default RUN/autoencode)")
+    autoencode.add_argument("--steps", type=int, default=300, help="encoder steps (default 300)")
+    autoencode.add_argument("--batch-size", type=int, default=16, help="clips per step")
+    autoencode.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    _add_output_options(autoencode, local_ray=False)
+    autoencode.set_defaults(run=cmd_autoencode)
 
     compare = commands.add_parser(
         "compare",

@@ -61,15 +61,15 @@ def is_held_out(source: str) -> bool:
     return zlib.crc32(source.encode()) % HELD_OUT_ONE_IN == 0
 
 
-def read_labelled_clips(data_url: str) -> LabelledClips:
-    """Every labelled clip of a finished dataset, read with pyarrow (no Ray)."""
+def read_labelled_clips(data_url: str, labelled_only: bool = True) -> LabelledClips:
+    """Every labelled clip (or every clip) of a finished dataset, read with pyarrow (no Ray)."""
     manifest = read_manifest(data_url)
     fs, root = storage.resolve(data_url)
     table = pq.read_table(
         storage.join(root, CLIPS), filesystem=fs, columns=["source", "label_id", "audio"]
     )
     label_ids = table.column("label_id").to_numpy().astype(np.int64)
-    keep = label_ids >= 0
+    keep = label_ids >= 0 if labelled_only else np.ones(len(label_ids), dtype=bool)
     clip_samples = manifest["clip_samples"]
     audio = (
         table.column("audio").combine_chunks().flatten().to_numpy().reshape(-1, clip_samples)[keep]

@@ -83,13 +83,10 @@ def _quality_png(history: list[dict]) -> bytes | None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
-    return buffer.getvalue()
+    return samples.png_bytes(figure)
 
 
-def _loudest_window(audio: np.ndarray, width: int) -> int:
+def loudest_window(audio: np.ndarray, width: int) -> int:
     """The start of the loudest `width`-sample stretch: where a zoom shows the timbre."""
     if audio.size <= width:
         return 0
@@ -104,7 +101,7 @@ def _zoom_png(groups: list[tuple[str, list[_Clip]]], rate: int) -> bytes:
     figure, axes = plt.subplots(len(rows), 1, figsize=(7, 1.6 * len(rows)), squeeze=False)
     for ax, (label, clips) in zip(axes[:, 0], rows, strict=True):
         for clip in clips:
-            start = _loudest_window(clip.audio, width)
+            start = loudest_window(clip.audio, width)
             piece = clip.audio[start : start + width]
             ax.plot(1000 * np.arange(piece.size) / rate, piece, linewidth=0.8)
         ax.set_title(label, fontsize=8)
@@ -112,10 +109,7 @@ def _zoom_png(groups: list[tuple[str, list[_Clip]]], rate: int) -> bytes:
         ax.tick_params(labelsize=6)
     axes[-1, 0].set_xlabel("ms")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
-    return buffer.getvalue()
+    return samples.png_bytes(figure)
 
 
 def build(fs: pafs.FileSystem, root: str, config: dict | None = None) -> str:

@@ -27,7 +27,7 @@ def log_spectrogram(clip: np.ndarray, nfft: int = 512, hop: int = 128) -> np.nda
     return 10 * np.log10(np.maximum(power, 1e-12)).T
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
     plt.close(figure)
@@ -63,7 +63,7 @@ def clips_png(
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def losses_png(history: list[dict]) -> bytes:
@@ -78,4 +78,4 @@ def losses_png(history: list[dict]) -> bytes:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     figure.tight_layout()
-    return _png(figure)
+    return png_bytes(figure)

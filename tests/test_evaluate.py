@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tone
 
-from audiogan import checkpoint, data, evaluate, evaluator, models, samples, synth
+from audiogan import autoencode, checkpoint, data, evaluate, evaluator, models, samples, synth
 from audiogan.config import PrepareConfig, TrainConfig
 from audiogan.errors import AudioganError
 from audiogan.step import make_gan
@@ -129,3 +129,20 @@ def test_the_classifier_needs_two_classes(ray_session, tmp_path, write_wav):
                  log=lambda _: None)  # fmt: skip
     with pytest.raises(evaluator.EvaluatorError, match="at least 2"):
         evaluator.fit(str(tmp_path / "prep"), log=lambda _: None)
+
+
+def test_autoencode_inverts_g_and_writes_originals_beside_reconstructions(dataset, tmp_path):
+    prepared, _ = dataset
+    ckpt = _checkpoint(tmp_path / "run" / "checkpoint_000007", prepared, conditional=False)
+    result = autoencode.autoencode(prepared, ckpt, steps=30, log=lambda _: None)
+    out = tmp_path / "run" / "autoencode"  # the default: beside the run's checkpoints
+    assert result["out"] == str(out)
+    assert result["final_train_loss"] < result["first_train_loss"]
+    held = result["held_out"]
+    assert np.isfinite([held["snr_db"], held["waveform_mse"], held["log_mel_l1"]]).all()
+    assert held["log_mel_l1_of_silence"] > 0
+    for i in range(4):
+        assert (out / f"original_{i:02d}.wav").exists()
+        assert (out / f"reconstruction_{i:02d}.wav").exists()
+    assert (out / "autoencode.png").stat().st_size > 10_000
+    assert json.loads((out / "autoencode.json").read_text())["held_out"] == held

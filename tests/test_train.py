@@ -152,6 +152,16 @@ def test_an_in_process_run_keeps_its_checkpoints_and_resumes(one_second_clips, t
     assert kept == ["checkpoint_000004", "checkpoint_000006"]  # keep_checkpoints=2
 
 
+def test_max_minutes_stops_a_run_with_a_checkpoint(one_second_clips, tmp_path):
+    spec = train.RunSpec(one_second_clips, str(tmp_path / "runs"), "timed", workers=0, gpu=False)
+    cfg = TrainConfig(max_steps=1000, max_minutes=1e-6, **{**TINY, "log_every": 3})
+    summary = train.train(cfg, spec)
+    assert summary["steps"] == 3  # the first check, at the first log step
+    assert summary["checkpoint"].endswith("timed/checkpoint_000003")
+    rows = [json.loads(line) for line in (tmp_path / "runs/timed/metrics.jsonl").open()]
+    assert rows[-1]["step"] == 3 and "mel_fd" in rows[-1]  # the last step is evaluated
+
+
 def test_a_conditional_run_in_process_and_generating_one_class(one_second_clips, tmp_path):
     spec = train.RunSpec(one_second_clips, str(tmp_path / "runs"), "cond", workers=0, gpu=False)
     summary = train.train(TrainConfig(max_steps=2, conditional=True, **TINY), spec)

@@ -1,0 +1,207 @@
+"""`audiogan autoencode`: what can the trained G reach? An encoder learns to invert it (no Ray).
+
+The 2019 experiment asked this informally. Here an encoder shaped like D (its convolutions, with
+the last layer ending in the latent size) learns, with G frozen, to map real training clips to
+the z from which G reproduces them; the loss is the waveform's mean squared error plus the L1
+distance of log-mel spectrograms (timbre, which a waveform loss alone blurs). On held-out clips
+(the evaluation classifier's split) the command then writes each original beside its
+reconstruction (WAVs, full and zoomed waveforms, spectrograms) and the reconstruction errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from audiogan import evaluator, metrics, models, samples, storage  # noqa: E402
+from audiogan.config import TrainConfig  # noqa: E402
+from audiogan.errors import AudioganError  # noqa: E402
+from audiogan.generate import load_generator  # noqa: E402
+
+MEL_WEIGHT = 0.1  # log-mel L1 beside the waveform MSE; both are O(0.1-1) on normalised clips
+SHOWN = 4
+
+
+class Encoder(nn.Module):
+    """The model's discriminator without dropout, phase shuffle or labels, its last linear layer
+    ending in latent_dim; tanh for WaveGAN's z in [-1, 1]."""
+
+    def __init__(self, cfg: TrainConfig, clip_samples: int):
+        super().__init__()
+        body_cfg = dataclasses.replace(cfg, conditional=False, dropout=0.0, phase_shuffle=0)
+        _, self.body = models.build(body_cfg, clip_samples)
+        self.body.out = nn.Linear(self.body.out.in_features, cfg.latent_dim)
+        self.bounded = cfg.model == "wavegan"
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        z = self.body(audio)[0].reshape(len(audio), -1)  # (B, latent_dim)
+        return torch.tanh(z) if self.bounded else z
+
+
+def _loss(original: torch.Tensor, rebuilt: torch.Tensor, rate: int) -> torch.Tensor:
+    wave = (original - rebuilt).pow(2).mean()
+    mel = (metrics.log_mel(original, rate) - metrics.log_mel(rebuilt, rate)).abs().mean()
+    return wave + MEL_WEIGHT * mel
+
+
+def autoencode(
+    data_url: str,
+    checkpoint_url: str,
+    out_url: str | None = None,
+    steps: int = 300,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict:
+    if steps < 1 or batch_size < 2:
+        raise AudioganError("--steps must be at least 1 and --batch-size at least 2")
+    generator, cfg, state = load_generator(checkpoint_url)
+    clips = evaluator.read_labelled_clips(data_url, labelled_only=False)
+    dataset = state["dataset"]
+    if (dataset["sample_rate_hz"], dataset["clip_samples"]) != (
+        clips.sample_rate_hz,
+        clips.clip_samples,
+    ):
+        raise AudioganError("the checkpoint's sample rate or clip length is not the dataset's")
+    if cfg.conditional and dataset["labels"] != clips.labels:
+        raise AudioganError("the checkpoint's labels differ from the dataset's")
+    rate = clips.sample_rate_hz
+    train_index = np.flatnonzero(~clips.held_out)
+    test_index = np.flatnonzero(clips.held_out)[: SHOWN * 4]
+    if len(train_index) < batch_size or len(test_index) == 0:
+        raise AudioganError(
+            f"{storage.display(data_url)} has too few clips ({len(clips.audio)}) to train an "
+            "encoder and hold some out"
+        )
+    generator.requires_grad_(False)
+    torch.manual_seed(seed)
+    encoder = Encoder(cfg, clips.clip_samples)
+    optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
+    audio = torch.from_numpy(clips.audio).unsqueeze(1)  # (N, 1, T)
+    label_ids = torch.from_numpy(np.clip(clips.label_ids, 0, None))
+    rng = torch.Generator().manual_seed(seed)
+
+    def rebuild(index: torch.Tensor) -> torch.Tensor:
+        labels = label_ids[index] if cfg.conditional else None
+        return generator(encoder(audio[index]), labels)
+
+    started = time.perf_counter()
+    encoder.train()
+    for step in range(1, steps + 1):
+        index = torch.from_numpy(train_index)[
+            torch.randint(len(train_index), (batch_size,), generator=rng)
+        ]
+        loss = _loss(audio[index], rebuild(index), rate)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if step == 1:
+            first_loss = loss.item()
+        if step == 1 or step % 50 == 0 or step == steps:
+            log(f"autoencode: step {step}/{steps}  loss {loss.item():.4f}")
+
+    encoder.eval()
+    with torch.no_grad():
+        index = torch.from_numpy(test_index)
+        originals, rebuilt = audio[index], rebuild(index)
+        mse = (originals - rebuilt).pow(2).mean(dim=(1, 2))
+        power = originals.pow(2).mean(dim=(1, 2))
+        snr_db = 10 * torch.log10(power.clamp_min(1e-12) / mse.clamp_min(1e-12))
+        mel_l1 = (metrics.log_mel(originals, rate) - metrics.log_mel(rebuilt, rate)).abs()
+        mel_l1 = mel_l1.mean(dim=(1, 2))
+        # What a blank output (silence) would score: the yardstick for "reaches nothing".
+        silent_mel_l1 = (
+            (metrics.log_mel(originals, rate) - metrics.log_mel(torch.zeros_like(originals), rate))
+            .abs()
+            .mean()
+        )
+    originals, rebuilt = originals[:, 0].numpy(), rebuilt[:, 0].numpy()
+
+    target = out_url or _default_out(checkpoint_url)
+    fs, root = storage.resolve(target)
+    for i in range(min(SHOWN, len(originals))):
+        for name, clip in (("original", originals[i]), ("reconstruction", rebuilt[i])):
+            path = storage.join(root, f"{name}_{i:02d}.wav")
+            storage.write_bytes(fs, path, samples.wav_bytes(clip, rate))
+    storage.write_bytes(
+        fs,
+        storage.join(root, "autoencode.png"),
+        _comparison_png(originals[:SHOWN], rebuilt[:SHOWN], rate),
+    )
+    result = {
+        "checkpoint": storage.display(checkpoint_url),
+        "step": state["step"],
+        "model": cfg.model,
+        "out": storage.display(target),
+        "train_clips": int(len(train_index)),
+        "held_out_clips": int(len(test_index)),
+        "encoder_steps": steps,
+        "seconds": round(time.perf_counter() - started, 1),
+        "first_train_loss": round(first_loss, 5),
+        "final_train_loss": round(float(loss.item()), 5),
+        "held_out": {
+            "waveform_mse": round(float(mse.mean()), 5),
+            "snr_db": round(float(snr_db.mean()), 2),
+            "log_mel_l1": round(float(mel_l1.mean()), 4),
+            "log_mel_l1_of_silence": round(float(silent_mel_l1), 4),
+        },
+        "per_clip_snr_db": [round(float(v), 2) for v in snr_db],
+    }
+    storage.write_bytes(
+        fs, storage.join(root, "autoencode.json"), json.dumps(result, indent=2).encode()
+    )
+    return result
+
+
+def _default_out(checkpoint_url: str) -> str:
+    """RUN/autoencode/ for a checkpoint folder RUN/checkpoint_XXXXXX or a run folder RUN."""
+    base = checkpoint_url.rstrip("/")
+    if base.rsplit("/", 1)[-1].startswith("checkpoint_"):
+        base = base.rsplit("/", 1)[0]
+    return f"{base}/autoencode"
+
+
+def _comparison_png(originals: np.ndarray, rebuilt: np.ndarray, rate: int) -> bytes:
+    """A column per clip: both waveforms, 20 ms of both up close, and both spectrograms."""
+    from audiogan.report import ZOOM_MS, loudest_window
+
+    columns = len(originals)
+    figure, axes = plt.subplots(4, columns, figsize=(3.2 * columns, 8), squeeze=False)
+    width = int(rate * ZOOM_MS / 1000)
+    seconds = np.arange(originals.shape[1]) / rate
+    for i in range(columns):
+        axes[0, i].plot(seconds, originals[i], linewidth=0.3, color="tab:green", label="original")
+        axes[0, i].plot(seconds, rebuilt[i], linewidth=0.3, color="tab:blue", label="rebuilt")
+        axes[0, i].set_ylim(-1.05, 1.05)
+        start = loudest_window(originals[i], width)
+        ms = 1000 * np.arange(width) / rate
+        axes[1, i].plot(ms, originals[i, start : start + width], color="tab:green", linewidth=0.8)
+        axes[1, i].plot(ms, rebuilt[i, start : start + width], color="tab:blue", linewidth=0.8)
+        axes[1, i].set_title(f"{ZOOM_MS} ms, loudest part", fontsize=7)
+        for row, clip, name in ((2, originals[i], "original"), (3, rebuilt[i], "reconstruction")):
+            decibels = samples.log_spectrogram(clip)
+            axes[row, i].imshow(
+                decibels,
+                vmin=decibels.max() - 90,
+                origin="lower",
+                aspect="auto",
+                cmap="magma",
+                extent=(0, clip.size / rate, 0, rate / 2),
+            )
+            axes[row, i].set_title(name, fontsize=7)
+        for ax in axes[:, i]:
+            ax.tick_params(labelsize=6)
+    axes[0, 0].legend(fontsize=6)
+    figure.tight_layout()
+    return samples.png_bytes(figure)
