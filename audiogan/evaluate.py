@@ -132,7 +132,7 @@ def evaluate(
     _, reference_features = evaluator.outputs(classifier, reference)
     feature_reference = metrics.gaussian(reference_features)
     figures: dict[str, dict] = {}
-    per_set = {}
+    per_set: dict[str, np.ndarray] = {}
     for name, audio in (("generated", generated), ("real", real)):
         probabilities, features = evaluator.outputs(classifier, audio)
         per_set[name] = probabilities
@@ -152,7 +152,22 @@ def evaluate(
         values["ratio"] = values["generated"] / values["real"] if values["real"] else None
         for key, value in list(values.items()):
             values[key] = None if value is None else round(float(value), 4)
+    # How the classifier sees each set: a generator that collapsed puts every clip in one class.
+    predicted = {
+        name: {
+            "counts": dict(
+                zip(
+                    clips.labels,
+                    np.bincount(probs.argmax(axis=1), minlength=len(clips.labels)).tolist(),
+                    strict=True,
+                )
+            ),
+            "mean_confidence": round(float(probs.max(axis=1).mean()), 4),
+        }
+        for name, probs in per_set.items()
+    }
     result |= {
+        "predicted_labels": predicted,
         "generated_clips": count,
         "real_clips": count,
         "reference_clips": len(reference),
@@ -194,4 +209,14 @@ def format_table(result: dict) -> list[str]:
     generated, real = result["diagnostics"]["generated"], result["diagnostics"]["real"]
     for key in generated:
         lines.append(f"| {key} | {generated[key]} | {real[key]} |")
+    predicted = result["predicted_labels"]
+    for label in predicted["generated"]["counts"]:
+        lines.append(
+            f"| clips classified {label} | {predicted['generated']['counts'][label]} "
+            f"| {predicted['real']['counts'][label]} |"
+        )
+    lines.append(
+        f"| mean classifier confidence | {predicted['generated']['mean_confidence']} "
+        f"| {predicted['real']['mean_confidence']} |"
+    )
     return lines

@@ -49,6 +49,10 @@ def _checkpoint(folder, dataset_url: str, conditional: bool) -> str:
     return str(folder)
 
 
+def result_labels(prepared: str) -> list[str]:
+    return evaluator.read_labelled_clips(prepared).labels
+
+
 def test_the_classifier_learns_the_synthetic_classes(dataset):
     prepared, summary = dataset
     assert summary["held_out_accuracy"] >= MIN_ACCURACY
@@ -107,6 +111,9 @@ def test_evaluate_json_has_every_field(dataset, tmp_path):
             "centroid_hz_q3",
         } <= set(result["diagnostics"][kind])
     assert "| inception_score |" in done.stdout  # the table comes first
+    for kind in ("generated", "real"):
+        counts = result["predicted_labels"][kind]["counts"]
+        assert sum(counts.values()) == 24 and set(counts) == set(result_labels(prepared))
 
 
 def test_clear_errors_for_a_missing_classifier_and_foreign_samples(dataset, tmp_path):
