@@ -67,7 +67,8 @@ def autoencode(
     if steps < 1 or batch_size < 2:
         raise AudioganError("--steps must be at least 1 and --batch-size at least 2")
     generator, cfg, state = load_generator(checkpoint_url)
-    clips = evaluator.read_labelled_clips(data_url, labelled_only=False)
+    # A conditional G needs each clip's label; an unconditional one can use every clip.
+    clips = evaluator.read_labelled_clips(data_url, labelled_only=cfg.conditional)
     dataset = state["dataset"]
     if (dataset["sample_rate_hz"], dataset["clip_samples"]) != (
         clips.sample_rate_hz,

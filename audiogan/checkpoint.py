@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -15,6 +16,7 @@ from audiogan.errors import AudioganError
 from audiogan.step import GAN, unwrap
 
 STATE_FILE = "state.pt"
+CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
 FORMAT = "audiogan.checkpoint/1"
 
 
@@ -44,7 +46,7 @@ def all_checkpoints(fs: pafs.FileSystem, run: str) -> list[str]:
     names = sorted(
         info.base_name
         for info in fs.get_file_info(selector)
-        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
+        if info.type == pafs.FileType.Directory and CHECKPOINT_FOLDER.fullmatch(info.base_name)
     )
     folders = [f"{run.rstrip('/')}/{name}" for name in names]
     return [
@@ -52,6 +54,11 @@ def all_checkpoints(fs: pafs.FileSystem, run: str) -> list[str]:
         for folder in folders
         if fs.get_file_info(f"{folder}/{STATE_FILE}").type == pafs.FileType.File
     ]
+
+
+def step_of(folder: str) -> int:
+    """The step in a checkpoint_XXXXXX folder's name."""
+    return int(folder.rstrip("/").rsplit("_", 1)[-1])
 
 
 def latest(fs: pafs.FileSystem, run: str) -> str | None:
@@ -106,20 +113,21 @@ def _load(source, path: str) -> dict[str, Any]:
     return state
 
 
+def check_compatible(cfg: TrainConfig, state: dict[str, Any]) -> None:
+    """Refuses to resume a run with a differently shaped model."""
+    saved = from_dict(TrainConfig, state["config"])
+    shape = ("model", "latent_dim", "model_dim", "conditional")
+    if any(getattr(saved, key) != getattr(cfg, key) for key in shape):
+        raise CheckpointError(
+            f"the checkpoint's model ({', '.join(shape)}) = "
+            f"({', '.join(str(getattr(saved, key)) for key in shape)}) differs from this run's "
+            f"({', '.join(str(getattr(cfg, key)) for key in shape)}); use another --name"
+        )
+
+
 def restore(gan: GAN, state: dict[str, Any]) -> int:
     """Loads the networks, optimisers, EMA and RNG from a state; returns the step it was at."""
-    saved = from_dict(TrainConfig, state["config"])
-    if (saved.model, saved.latent_dim, saved.model_dim, saved.conditional) != (
-        gan.cfg.model,
-        gan.cfg.latent_dim,
-        gan.cfg.model_dim,
-        gan.cfg.conditional,
-    ):
-        raise CheckpointError(
-            "the checkpoint's model (model, latent_dim, model_dim, conditional) = "
-            f"({saved.model}, {saved.latent_dim}, {saved.model_dim}, {saved.conditional}) "
-            "differs from this run's configuration"
-        )
+    check_compatible(gan.cfg, state)
     unwrap(gan.generator).load_state_dict(state["generator"])
     unwrap(gan.discriminator).load_state_dict(state["discriminator"])
     gan.opt_g.load_state_dict(state["opt_g"])

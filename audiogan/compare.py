@@ -30,8 +30,13 @@ def compare(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
+    # Everything that could fail after the training is checked before it.
     if minutes <= 0:
         raise AudioganError("--minutes must be positive")
+    if workers < 0:
+        raise AudioganError("--workers must be 0 (in-process) or more")
+    if n < 2:
+        raise AudioganError("--n must be at least 2")
     unknown = [m for m in model_names if m not in PRESETS]
     if unknown:
         raise AudioganError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(PRESETS)}")
@@ -48,10 +53,11 @@ def compare(
             storage.delete(fs, run)
 
     classifier_url = storage.join(data_url, evaluator.DEFAULT_DIR)
-    try:
+    if storage.exists(*storage.resolve(storage.join(classifier_url, evaluator.STATE_FILE))):
         _, about = evaluator.load(classifier_url)
+        evaluate.check_classifier(about, evaluator.read_labelled_clips(data_url), classifier_url)
         log(f"compare: using the evaluation classifier at {storage.display(classifier_url)}")
-    except evaluator.EvaluatorError:
+    else:
         log("compare: fitting the evaluation classifier ...")
         about = evaluator.fit(data_url, log=log)
 
@@ -82,6 +88,7 @@ def compare(
             "diagnostics": scores["diagnostics"],
             "clips": scores["generated_clips"],
         }
+        _write(fs, root, result)  # a later model's failure loses nothing already measured
     if {"dcgan", "wavegan"} <= set(result["models"]):
         base, wave = result["models"]["dcgan"]["metrics"], result["models"]["wavegan"]["metrics"]
         result["wavegan_vs_dcgan"] = {
@@ -92,15 +99,20 @@ def compare(
                 wave["inception_score"]["ratio"], base["inception_score"]["ratio"]
             ),
         }
+        fd_ratio = result["wavegan_vs_dcgan"]["classifier_fd_ratio"]
+        is_ratios = (wave["inception_score"]["ratio"], base["inception_score"]["ratio"])
         result["targets_met"] = {
-            "classifier_fd_at_most_half": result["wavegan_vs_dcgan"]["classifier_fd_ratio"] <= 0.5,
-            "higher_inception_score_ratio": wave["inception_score"]["ratio"]
-            > base["inception_score"]["ratio"],
+            "classifier_fd_at_most_half": fd_ratio is not None and fd_ratio <= 0.5,
+            "higher_inception_score_ratio": None not in is_ratios and is_ratios[0] > is_ratios[1],
         }
+    _write(fs, root, result)
+    return result
+
+
+def _write(fs, root: str, result: dict) -> None:
     storage.write_bytes(
         fs, storage.join(root, RESULT), json.dumps(result, indent=2, sort_keys=True).encode()
     )
-    return result
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -62,6 +62,19 @@ def read_samples(url: str, sample_rate_hz: int, clip_samples: int, n: int) -> np
     return clips
 
 
+def check_classifier(about: dict, clips: evaluator.LabelledClips, classifier_url: str) -> None:
+    """Refuses a classifier fitted on a dataset of another rate, length or label set."""
+    if (clips.sample_rate_hz, clips.clip_samples, clips.labels) != (
+        about["sample_rate_hz"],
+        about["clip_samples"],
+        about["labels"],
+    ):
+        raise AudioganError(
+            f"the classifier at {storage.display(classifier_url)} was fitted on another dataset "
+            "(rate, length or labels differ); fit one for this dataset"
+        )
+
+
 def evaluate(
     data_url: str,
     checkpoint_url: str | None = None,
@@ -79,15 +92,7 @@ def evaluate(
     classifier_url = evaluator_url or storage.join(data_url, evaluator.DEFAULT_DIR)
     classifier, about = evaluator.load(classifier_url)
     clips = evaluator.read_labelled_clips(data_url)
-    if (clips.sample_rate_hz, clips.clip_samples, clips.labels) != (
-        about["sample_rate_hz"],
-        about["clip_samples"],
-        about["labels"],
-    ):
-        raise AudioganError(
-            f"the classifier at {storage.display(classifier_url)} was fitted on another dataset "
-            "(rate, length or labels differ); fit one for this dataset"
-        )
+    check_classifier(about, clips, classifier_url)
     rate = clips.sample_rate_hz
 
     result: dict = {"data": storage.display(data_url), "seed": seed}

@@ -258,7 +258,9 @@ def load(url: str) -> tuple[Classifier, dict]:
             "make one with: audiogan evaluator fit --data DEST"
         )
     try:
-        state = torch.load(io.BytesIO(storage.read_bytes(fs, path)), weights_only=True)
+        state = torch.load(
+            io.BytesIO(storage.read_bytes(fs, path)), map_location="cpu", weights_only=True
+        )
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same answer
         raise EvaluatorError(
             f"{storage.display(url)} is not a readable classifier: {error}"
@@ -266,7 +268,12 @@ def load(url: str) -> tuple[Classifier, dict]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise EvaluatorError(f"{storage.display(url)} is not an audiogan evaluation classifier")
     model = Classifier(len(state["labels"]), state["sample_rate_hz"])
-    model.load_state_dict(state["state"])
+    try:
+        model.load_state_dict(state["state"])
+    except (RuntimeError, KeyError) as error:
+        raise EvaluatorError(
+            f"{storage.display(url)} does not fit the classifier's layers: {str(error)[:200]}"
+        ) from None
     model.eval()
     return model, {k: v for k, v in state.items() if k != "state"}
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torchaudio
 
-# Log-mel features: 64 bands over 25 ms-ish windows at 16 kHz, as in the WaveGAN paper's
-# SC09 classifier; a floor of 1e-5 keeps silence finite.
+# Log-mel features: 64 bands, 1024-sample windows (64 ms at 16 kHz) every 256 samples; a floor
+# of 1e-5 keeps silence finite.
 N_FFT, HOP, N_MELS, LOG_FLOOR = 1024, 256, 64, 1e-5
 # A clip whose RMS is below this (-60 dBFS) counts as silent.
 SILENCE_RMS = 1e-3

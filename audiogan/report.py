@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import re
 import time
 
 import matplotlib
@@ -28,6 +29,7 @@ REAL_DIR = "samples/real"
 CLIPS_SHOWN = 4  # generated clips per sample step (and real clips) shown and playable
 ZOOM_MS = 20  # the zoomed waveform: enough periods to see a timbre's shape
 QUALITY_KEYS = ("mel_fd",)
+STEP_FOLDER = re.compile(r"step_\d+")
 
 
 class _Clip:
@@ -47,12 +49,19 @@ def _wav_files(fs: pafs.FileSystem, folder: str, limit: int) -> list[_Clip]:
 
 
 def _sample_steps(fs: pafs.FileSystem, root: str) -> list[str]:
+    """The samples/step_XXXXXX folders, oldest first; any other name is ignored (a name goes
+    into the page, so only digits may follow `step_`)."""
     selector = pafs.FileSelector(storage.join(root, "samples"), allow_not_found=True)
     return sorted(
         info.base_name
         for info in fs.get_file_info(selector)
-        if info.type == pafs.FileType.Directory and info.base_name.startswith("step_")
+        if info.type == pafs.FileType.Directory and STEP_FOLDER.fullmatch(info.base_name)
     )
+
+
+def _text(value) -> str:
+    """A value from metrics.jsonl as safe HTML text (the file is data, not markup)."""
+    return html.escape(str(value))
 
 
 def _png_tag(png: bytes, alt: str) -> str:
@@ -74,7 +83,11 @@ def _quality_png(history: list[dict]) -> bytes | None:
         return None
     figure, ax = plt.subplots(figsize=(7, 3))
     for key in QUALITY_KEYS:
-        points = [(row["step"], row[key]) for row in rows if key in row]
+        points = [
+            (row["step"], row[key])
+            for row in rows
+            if isinstance(row.get(key), int | float) and isinstance(row["step"], int)
+        ]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=key)
     ax.ticklabel_format(axis="y", useOffset=False)
@@ -135,8 +148,8 @@ def build(fs: pafs.FileSystem, root: str, config: dict | None = None) -> str:
         "figcaption{font-size:.8em;color:#555}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}</style></head><body>",
         f"<h1>audiogan run <code>{html.escape(name)}</code></h1>",
-        f"<p>Step {last.get('step', 0)}; last losses: d {last.get('d_loss')}, "
-        f"g {last.get('g_loss')}; {last.get('samples_per_s')} samples/s. "
+        f"<p>Step {_text(last.get('step', 0))}; last losses: d {_text(last.get('d_loss'))}, "
+        f"g {_text(last.get('g_loss'))}; {_text(last.get('samples_per_s'))} samples/s. "
         f"Written {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>",
     ]
     if config:
@@ -154,7 +167,7 @@ def build(fs: pafs.FileSystem, root: str, config: dict | None = None) -> str:
     quality = _quality_png(history)
     if quality:
         rows = "".join(
-            f"<tr><td>{row['step']}</td><td>{row['mel_fd']:.4f}</td></tr>"
+            f"<tr><td>{_text(row['step'])}</td><td>{_text(row['mel_fd'])}</td></tr>"
             for row in history
             if "mel_fd" in row
         )

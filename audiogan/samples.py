@@ -66,13 +66,18 @@ def clips_png(
     return png_bytes(figure)
 
 
+def _number(value) -> float:
+    """A metric as a float; anything else (a missing or hand-edited value) as NaN, a gap."""
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
 def losses_png(history: list[dict]) -> bytes:
     """D and G losses (and the gradient penalty, if any) against the step."""
     figure, ax = plt.subplots(figsize=(7, 3.5))
     steps = [row["step"] for row in history]
     for key in ("d_loss", "g_loss", "gp"):
-        values = [row.get(key) for row in history]
-        if any(v for v in values):
+        values = [_number(row.get(key)) for row in history]
+        if any(v for v in values if v == v):  # some non-zero number (NaN != NaN)
             ax.plot(steps, values, label=key, linewidth=1)
     ax.set_xlabel("step")
     ax.legend(fontsize=8)

@@ -32,6 +32,8 @@ from audiogan.errors import AudioganError
 from audiogan.step import gan_step, make_gan, sample_latent, unwrap
 
 METRICS = "metrics.jsonl"
+# Where Ray Train 2.60 keeps the list of checkpoints it manages, in the run folder.
+RAY_CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 class TrainError(AudioganError):
@@ -101,9 +103,30 @@ class _RunFolder:
         torch.save(state, buffer)
         name = f"checkpoint_{step:06d}"
         self.write(f"{name}/{checkpoint.STATE_FILE}", buffer.getvalue())
-        if keep:
-            for old in checkpoint.all_checkpoints(self.fs, self.root)[:-keep]:
-                storage.delete(self.fs, old)
+        if not keep:
+            return
+        # Not those Ray Train's checkpoint manager tracks (from distributed runs of the same
+        # name): deleting them would break its next resume.
+        tracked = self._ray_tracked()
+        ours = [
+            folder
+            for folder in checkpoint.all_checkpoints(self.fs, self.root)
+            if folder.rstrip("/").rsplit("/", 1)[-1] not in tracked
+        ]
+        for old in ours[:-keep]:
+            storage.delete(self.fs, old)
+
+    def _ray_tracked(self) -> set[str]:
+        """Checkpoint folder names in Ray Train 2.60's checkpoint_manager_snapshot.json."""
+        path = storage.join(self.root, RAY_CHECKPOINT_SNAPSHOT)
+        if not storage.exists(self.fs, path):
+            return set()
+        try:
+            snapshot = json.loads(storage.read_bytes(self.fs, path))
+            return {item["checkpoint_dir_name"] for item in snapshot["checkpoint_results"]}
+        except (ValueError, KeyError, TypeError):
+            # An unreadable snapshot: keep everything rather than guess.
+            return {f.rsplit("/", 1)[-1] for f in checkpoint.all_checkpoints(self.fs, self.root)}
 
     def read_metrics(self, up_to_step: int) -> list[dict]:
         path = storage.join(self.root, METRICS)
@@ -127,16 +150,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     folder = _RunFolder(config["storage_fs"], config["run_dir"])
     step = 0
+    # Ray's checkpoint, or the run folder's newest if that is later: local mode (--workers 0)
+    # keeps no Ray checkpoint state, and a run may switch between local and distributed.
     restored = ray.train.get_checkpoint()
-    if restored:
+    newest = checkpoint.latest(folder.fs, folder.root)
+    if newest and checkpoint.step_of(newest) > (
+        checkpoint.step_of(restored.path) if restored else -1
+    ):
+        step = checkpoint.restore(gan, checkpoint.load_from(folder.fs, newest))
+    elif restored:
         with restored.as_directory() as local_folder:
             step = checkpoint.restore(gan, checkpoint.load(local_folder))
-    else:
-        # Local mode (--workers 0) keeps no Ray checkpoint state, and a run may switch between
-        # local and distributed: the run folder's newest checkpoint is the one to continue from.
-        newest = checkpoint.latest(folder.fs, folder.root)
-        if newest:
-            step = checkpoint.restore(gan, checkpoint.load_from(folder.fs, newest))
     noise_seed = cfg.seed * 1000 + rank + step  # different noise and order per rank and restart
     torch.manual_seed(noise_seed)
 
@@ -272,8 +296,9 @@ class _Quality:
 
     @torch.no_grad()
     def mel_fd(self, gan) -> float:
-        if self.reference is None:
-            self.reference = quality_metrics.MelReference(torch.cat(self.real), self.rate)
+        reference = self.reference or quality_metrics.MelReference(torch.cat(self.real), self.rate)
+        if self.kept >= self.cfg.eval_clips:  # fixed from here on; until then, what there is
+            self.reference = reference
         model = gan.ema if gan.ema is not None else unwrap(gan.generator)
         was_training = model.training
         model.eval()
@@ -285,7 +310,7 @@ class _Quality:
             ]
         )
         model.train(was_training)
-        return self.reference.distance(fakes[:, 0].float().cpu())
+        return reference.distance(fakes[:, 0].float().cpu())
 
 
 @torch.no_grad()
@@ -370,8 +395,14 @@ def latest_checkpoint_dir(spec: RunSpec) -> str | None:
 
 def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dict:
     """Runs (or resumes) a training run and returns its summary."""
-    result = build_trainer(cfg, spec, callbacks).fit()
     fs, root = storage.resolve(spec.storage_url)
+    newest = checkpoint.latest(fs, storage.join(root, spec.name))
+    if newest:  # refuse an incompatible resume here, not in every worker
+        checkpoint.check_compatible(cfg, checkpoint.load_from(fs, newest))
+    try:
+        result = build_trainer(cfg, spec, callbacks).fit()
+    except ray.train.TrainingFailedError as error:
+        raise TrainError(f"training failed: {_last_lines(str(error))}") from None
     history = _RunFolder(fs, storage.join(root, spec.name)).read_metrics(cfg.max_steps)
     last = history[-1] if history else {}
     return {
@@ -383,3 +414,9 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
         "checkpoint": latest_checkpoint_dir(spec),
         "error": None if result.error is None else str(result.error),
     }
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    """The end of a worker's traceback, where the exception and its message are."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:])[:600]

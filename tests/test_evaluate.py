@@ -11,7 +11,17 @@ import pytest
 import torch
 from conftest import tone
 
-from audiogan import autoencode, checkpoint, data, evaluate, evaluator, models, samples, synth
+from audiogan import (
+    autoencode,
+    checkpoint,
+    compare,
+    data,
+    evaluate,
+    evaluator,
+    models,
+    samples,
+    synth,
+)
 from audiogan.config import PrepareConfig, TrainConfig
 from audiogan.errors import AudioganError
 from audiogan.step import make_gan
@@ -153,3 +163,20 @@ def test_autoencode_inverts_g_and_writes_originals_beside_reconstructions(datase
         assert (out / f"reconstruction_{i:02d}.wav").exists()
     assert (out / "autoencode.png").stat().st_size > 10_000
     assert json.loads((out / "autoencode.json").read_text())["held_out"] == held
+
+
+def test_compare_trains_both_models_on_one_budget_and_scores_them(dataset, tmp_path):
+    prepared, _ = dataset
+    runs = str(tmp_path / "runs")
+    result = compare.compare(prepared, runs, minutes=0.01, workers=0, n=8, log=lambda _: None)
+    assert set(result["models"]) == {"dcgan", "wavegan"}
+    for row in result["models"].values():
+        assert row["steps"] == 10  # max_minutes is checked at the first log step (log_every=10)
+        assert {"mel_fd", "classifier_fd", "inception_score"} <= set(row["metrics"])
+    assert set(result["targets_met"]) == {
+        "classifier_fd_at_most_half",
+        "higher_inception_score_ratio",
+    }
+    assert json.loads((tmp_path / "runs" / "compare.json").read_text()) == result
+    with pytest.raises(AudioganError, match="--overwrite"):  # a resumed run: not the same budget
+        compare.compare(prepared, runs, minutes=0.01, workers=0, n=8, log=lambda _: None)

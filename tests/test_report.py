@@ -94,6 +94,21 @@ def test_the_report_is_one_self_contained_file(run_folder):
     assert "<script" not in page
 
 
+def test_names_and_values_from_the_run_folder_cannot_inject_markup(run_folder):
+    hostile = run_folder / "samples" / "step_1' onmouseover='alert(1)"
+    hostile.mkdir()
+    (hostile / "sample_00.wav").write_bytes(
+        (run_folder / "samples/step_000002/sample_00.wav").read_bytes()
+    )
+    with open(run_folder / "metrics.jsonl", "a") as handle:
+        handle.write(
+            json.dumps({"step": 7, "d_loss": "<script>alert(1)</script>", "mel_fd": "<b>"}) + "\n"
+        )
+    page = open(report.write(pafs.LocalFileSystem(), str(run_folder))).read()
+    assert "onmouseover" not in page and "<script" not in page and "<b>" not in page
+    assert "&lt;script&gt;" in page  # shown as text
+
+
 def test_the_report_renders_in_a_headless_browser(run_folder, tmp_path):
     chromium = _chromium()
     path = report.write(pafs.LocalFileSystem(), str(run_folder))

@@ -150,6 +150,8 @@ def test_an_in_process_run_keeps_its_checkpoints_and_resumes(one_second_clips, t
     assert all(0 <= r["data_wait"] <= 1 for r in rows)
     kept = sorted(p.name for p in run.glob("checkpoint_*") if (p / "state.pt").exists())
     assert kept == ["checkpoint_000004", "checkpoint_000006"]  # keep_checkpoints=2
+    with pytest.raises(CheckpointError, match="differs from this run"):  # before any worker
+        train.train(TrainConfig(max_steps=8, **{**tiny, "model_dim": 8}), spec)
 
 
 def test_max_minutes_stops_a_run_with_a_checkpoint(one_second_clips, tmp_path):
