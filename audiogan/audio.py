@@ -169,6 +169,7 @@ def read_mono(sound: sf.SoundFile, start_frame: int, max_frames: int) -> np.ndar
 # Resampling
 
 
+@functools.lru_cache(maxsize=64)  # every file of a dataset asks, usually for the same rate
 def resample_source_rate(orig_hz: int, new_hz: int) -> int:
     """The source rate to resample from: `orig_hz` itself, or the nearest rate with a small kernel.
 
@@ -194,13 +195,7 @@ RESAMPLE_ROLLOFF = 0.9475937167399596
 RESAMPLE_KAISER_BETA = 14.769656459379492
 
 
-def sinc_kernel(
-    orig_hz: int,
-    new_hz: int,
-    filter_width: int,
-    rolloff: float = RESAMPLE_ROLLOFF,
-    beta: float = RESAMPLE_KAISER_BETA,
-) -> tuple[np.ndarray, int]:
+def sinc_kernel(orig_hz: int, new_hz: int, filter_width: int) -> tuple[np.ndarray, int]:
     """torchaudio's polyphase resampling kernel (`sinc_interp_kaiser`), computed in float64.
 
     Returns (kernel, width): kernel[p, k] weighs padded input sample `orig*j + k` for output
@@ -210,10 +205,11 @@ def sinc_kernel(
     """
     g = math.gcd(orig_hz, new_hz)
     orig, new = orig_hz // g, new_hz // g
-    base = min(orig, new) * rolloff
+    base = min(orig, new) * RESAMPLE_ROLLOFF
     width = math.ceil(filter_width * orig / base)
     t = np.arange(0, -new, -1)[:, None] / new + np.arange(-width, width + orig)[None] / orig
     t = np.clip(t * base, -filter_width, filter_width)
+    beta = RESAMPLE_KAISER_BETA
     window = np.i0(beta * np.sqrt(1 - (t / filter_width) ** 2)) / np.i0(beta)
     t = t * math.pi
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -228,11 +224,15 @@ class _ResamplePlan:
     orig: int  # source rate / gcd: input samples per frame
     new: int  # target rate / gcd: output samples per frame
     width: int  # left padding of the input
-    span: int  # kernel length, 2 width + orig
     bands: tuple[
         tuple[int, int, int, int, np.ndarray], ...
     ]  # (p0, p1, lo, hi, taps (hi-lo, p1-p0))
     phases: tuple[tuple[np.ndarray, ...], ...]  # phases[p][r] = kernel[p, r::orig]
+
+    @property
+    def span(self) -> int:
+        """The kernel's length in input samples."""
+        return 2 * self.width + self.orig
 
 
 # Below this many (phase, offset) pairs, one np.correlate per pair is cheapest.
@@ -256,7 +256,7 @@ def _resample_plan(orig_hz: int, new_hz: int, filter_width: int) -> _ResamplePla
             tuple(np.ascontiguousarray(kernel[p, r::orig], np.float32) for r in range(orig))
             for p in range(new)
         )
-        return _ResamplePlan(orig, new, width, span, (), phases)
+        return _ResamplePlan(orig, new, width, (), phases)
     group = min(new, max(1, round(2 * width * new / orig)))
     significant = np.abs(kernel) > 1e-9 * np.abs(kernel).max()
     bands = []
@@ -265,7 +265,7 @@ def _resample_plan(orig_hz: int, new_hz: int, filter_width: int) -> _ResamplePla
         taps = np.flatnonzero(significant[p0:p1].any(axis=0))
         lo, hi = int(taps[0]), int(taps[-1]) + 1
         bands.append((p0, p1, lo, hi, np.ascontiguousarray(kernel[p0:p1, lo:hi].T, np.float32)))
-    return _ResamplePlan(orig, new, width, span, tuple(bands), ())
+    return _ResamplePlan(orig, new, width, tuple(bands), ())
 
 
 def resample(audio: np.ndarray, orig_hz: int, new_hz: int, filter_width: int = 16) -> np.ndarray:

@@ -191,15 +191,7 @@ def _comparison_png(originals: np.ndarray, rebuilt: np.ndarray, rate: int) -> by
         axes[1, i].plot(ms, rebuilt[i, start : start + width], color="tab:blue", linewidth=0.8)
         axes[1, i].set_title(f"{ZOOM_MS} ms, loudest part", fontsize=7)
         for row, clip, name in ((2, originals[i], "original"), (3, rebuilt[i], "reconstruction")):
-            decibels = samples.log_spectrogram(clip)
-            axes[row, i].imshow(
-                decibels,
-                vmin=decibels.max() - 90,
-                origin="lower",
-                aspect="auto",
-                cmap="magma",
-                extent=(0, clip.size / rate, 0, rate / 2),
-            )
+            samples.plot_spectrogram(axes[row, i], clip, rate)
             axes[row, i].set_title(name, fontsize=7)
         for ax in axes[:, i]:
             ax.tick_params(labelsize=6)

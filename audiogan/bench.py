@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,7 +173,7 @@ def bench_prepare(
         row = _row(
             f"audiogan prepare on Ray, {cpus} CPU",
             runs[0]["clips"],
-            seconds[len(seconds) // 2],
+            statistics.median_high(seconds),
             cpus,
         )
         row["seconds_all_runs"] = seconds
@@ -234,24 +236,30 @@ def format_prepare_table(result: dict) -> list[str]:
 # Training
 
 
-PRESETS = {"dcgan": "dcgan.yaml", "wavegan": "small_cpu.yaml"}
+@contextlib.contextmanager
+def _one_torch_thread():
+    """torch on one thread inside, as a half-CPU Ray worker runs; the old setting after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 10) -> float:
     """fp32 matrix-product throughput of one thread: the yardstick for achieved FLOP/s."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_torch_thread():
         a, b = torch.rand(size, size), torch.rand(size, size)
         a @ b
         started = time.perf_counter()
         for _ in range(repeats):
             a @ b
         seconds = (time.perf_counter() - started) / repeats
-    finally:
-        torch.set_num_threads(threads)
     return 2 * size**3 / seconds / 1e9
 
 
@@ -292,9 +300,7 @@ def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict
     from audiogan.models import build
     from audiogan.step import gan_step, make_gan
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_torch_thread():
         torch.manual_seed(cfg.seed)
         generator, discriminator = build(cfg, clip_samples)
         gan = make_gan(generator, discriminator, cfg)
@@ -309,9 +315,7 @@ def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict
                 gan_step(gan, real, labels)
             seconds = time.perf_counter() - started
             rates.append(window * cfg.n_critic * cfg.batch_size / seconds)
-    finally:
-        torch.set_num_threads(threads)
-    rate = _median(rates)
+    rate = statistics.median(rates)
     return {
         "samples_per_s": rate,
         "window_rates": [round(r, 1) for r in rates],
@@ -323,28 +327,20 @@ def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict
 def ray_training_rate(cfg, data_url: str, workers: int, runs_dir: str, skip: int) -> dict:
     """samples/s of `audiogan train` with N workers: the median of its logged windows after the
     first `skip` (the first epoch streams from Ray Data; later ones come from the shard cache)."""
-    from audiogan import train
+    from audiogan import report, train
 
     spec = train.RunSpec(data_url, runs_dir, f"bench-{cfg.model}-{workers}", workers, False)
     summary = train.train(cfg, spec)
     if summary["error"]:
         raise AudioganError(f"training with {workers} worker(s) failed: {summary['error']}")
     fs, root = storage.resolve(runs_dir)
-    history = train._RunFolder(fs, storage.join(root, spec.name)).read_metrics(cfg.max_steps)
+    history = report.read_metrics(fs, storage.join(root, spec.name))
     measured = history[skip:] or history
     return {
-        "samples_per_s": _median([row["samples_per_s"] for row in measured]),
+        "samples_per_s": statistics.median(row["samples_per_s"] for row in measured),
         "window_rates": [row["samples_per_s"] for row in measured],
-        "data_wait": _median([row["data_wait"] for row in measured]),
+        "data_wait": statistics.median(row["data_wait"] for row in measured),
     }
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def bench_train(
@@ -359,17 +355,15 @@ def bench_train(
     Every pipeline runs `steps` training steps timed in windows of `window` steps; each rate is
     the median window, which the page cache and other processes disturb far less than a mean.
     """
-    from pathlib import Path
-
     import ray
 
     from audiogan import synth
-    from audiogan.config import TrainConfig, load_config
+    from audiogan.config import CPU_PRESETS, TrainConfig, load_config
     from audiogan.data import prepare
 
     if steps < 2 * window:
         raise AudioganError(f"--steps must be at least 2 windows of {window} steps, got {steps}")
-    preset = Path(__file__).resolve().parent.parent / "jobs" / "configs" / PRESETS[model]
+    preset = CPU_PRESETS[model]
     cfg = load_config(
         TrainConfig,
         str(preset),
@@ -377,7 +371,7 @@ def bench_train(
          "sample_every": 10**9, "eval_every": 10**9, "ema_decay": 0.0},
     )  # fmt: skip
     clip_seconds = 1.0 if model == "wavegan" else 4.0
-    clip_samples = round(16000 * clip_seconds)
+    prepare_cfg = PrepareConfig(clip_seconds=clip_seconds)
     result: dict = {
         "model": model,
         "preset": preset.name,
@@ -391,7 +385,7 @@ def bench_train(
     peak = matmul_peak_gflops()
     result["matmul_peak_gflops"] = round(peak, 1)
     log(f"bench: plain gan_step loop, {model}, {steps} steps ...")
-    plain = plain_training_rate(cfg, clip_samples, steps, window)
+    plain = plain_training_rate(cfg, prepare_cfg.clip_samples, steps, window)
     achieved = plain["flops_per_step"] / plain["seconds_per_step"] / 1e9
     result["flops_per_step"] = plain["flops_per_step"]
     result["rows"].append(
@@ -405,7 +399,7 @@ def bench_train(
         synth.synthesize(raw, clips_per_class=8, seed=0)
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
-        prepare(raw, prepared, PrepareConfig(clip_seconds=clip_seconds), log=lambda _: None)
+        prepare(raw, prepared, prepare_cfg, log=lambda _: None)
         for workers in worker_counts:
             log(f"bench: Ray Train, {workers} CPU worker(s), {steps} steps ...")
             rate = ray_training_rate(cfg, prepared, workers, os.path.join(scratch, "runs"), skip=2)

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow.fs as pafs
 import torch
 
+from audiogan import storage
 from audiogan.config import TrainConfig, from_dict, to_dict
 from audiogan.errors import AudioganError
 from audiogan.step import GAN, unwrap
@@ -42,23 +43,16 @@ def training_state(gan: GAN, step: int, dataset: dict[str, Any]) -> dict[str, An
 
 def all_checkpoints(fs: pafs.FileSystem, run: str) -> list[str]:
     """The paths of a run folder's checkpoint_XXXXXX folders that hold a state, oldest first."""
-    selector = pafs.FileSelector(run, allow_not_found=True)
-    names = sorted(
-        info.base_name
-        for info in fs.get_file_info(selector)
-        if info.type == pafs.FileType.Directory and CHECKPOINT_FOLDER.fullmatch(info.base_name)
-    )
-    folders = [f"{run.rstrip('/')}/{name}" for name in names]
+    folders = [
+        f"{run.rstrip('/')}/{info.base_name}"
+        for info in storage.list_folder(fs, run, pafs.FileType.Directory)
+        if CHECKPOINT_FOLDER.fullmatch(info.base_name)
+    ]
     return [
         folder
         for folder in folders
         if fs.get_file_info(f"{folder}/{STATE_FILE}").type == pafs.FileType.File
     ]
-
-
-def step_of(folder: str) -> int:
-    """The step in a checkpoint_XXXXXX folder's name."""
-    return int(folder.rstrip("/").rsplit("_", 1)[-1])
 
 
 def latest(fs: pafs.FileSystem, run: str) -> str | None:
@@ -67,13 +61,12 @@ def latest(fs: pafs.FileSystem, run: str) -> str | None:
     return folders[-1] if folders else None
 
 
-def save(folder: str, state: dict[str, Any]) -> str:
-    """Writes state to folder/state.pt through a temporary name, so a reader never sees half."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, STATE_FILE)
-    temporary = path + ".partial"
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+def save(folder: str, state: dict[str, Any], fs: pafs.FileSystem | None = None) -> str:
+    """Writes folder/state.pt whole (local by default), so a reader never sees half of it."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = storage.join(folder, STATE_FILE)
+    storage.write_bytes(fs or pafs.LocalFileSystem(), path, buffer.getvalue())
     return path
 
 
@@ -89,11 +82,10 @@ def load(folder_or_file: str) -> dict[str, Any]:
 
 def load_from(fs: pafs.FileSystem, folder: str) -> dict[str, Any]:
     """Loads folder/state.pt from any filesystem (local or S3) without a local copy."""
-    path = f"{folder.rstrip('/')}/{STATE_FILE}"
+    path = storage.join(folder, STATE_FILE)
     if fs.get_file_info(path).type != pafs.FileType.File:
         raise CheckpointError(f"no checkpoint at {folder} (expected {STATE_FILE})")
-    with fs.open_input_stream(path) as stream:
-        return _load(io.BytesIO(stream.read()), path)
+    return _load(io.BytesIO(storage.read_bytes(fs, path)), path)
 
 
 def _load(source, path: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The `audiogan` command: synth, prepare, train, generate, evaluator fit, evaluate, bench."""
+"""The `audiogan` command: synth, prepare, train, generate, evaluator fit, evaluate,
+autoencode, compare and bench."""
 
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ def _init_ray(num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False)
 
 
+def _stderr(message: str) -> None:
+    """Progress goes to stderr, so that stdout holds only the result (and --json's line)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _emit(summary: dict, as_json: bool, lines: Sequence[str]) -> None:
     for line in lines:
         print(line)
@@ -53,7 +59,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
         now = time.perf_counter()
         if done == total or now - last_shown[0] > 2:
             last_shown[0] = now
-            print(f"synth: {done}/{total} clips", file=sys.stderr, flush=True)
+            _stderr(f"synth: {done}/{total} clips")
 
     summary = synth.synthesize(
         args.out_dir,
@@ -186,10 +192,6 @@ def cmd_generate(args: argparse.Namespace) -> None:
 # evaluation
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def cmd_evaluator_fit(args: argparse.Namespace) -> None:
     from audiogan import evaluator
 
@@ -278,7 +280,7 @@ def cmd_bench_prepare(args: argparse.Namespace) -> None:
         cpu_counts=tuple(int(x) for x in args.cpus.split(",")),
         naive=not args.no_naive,
         repeats=args.repeats,
-        log=lambda m: print(m, file=sys.stderr, flush=True),
+        log=_stderr,
     )
     _emit(result, args.json, bench.format_prepare_table(result))
 
@@ -291,7 +293,7 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
         args.model,
         steps=args.steps,
         window=args.window,
-        log=lambda m: print(m, file=sys.stderr, flush=True),
+        log=_stderr,
     )
     _emit(result, args.json, bench.format_train_table(result))
 
@@ -437,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a GAN on a prepared dataset with Ray Train (resumes an existing run)",
         description="Trains G and D with DDP on N Ray Train workers (gloo on CPU, NCCL and bf16 "
         "on GPU), each reading its shard of DEST/clips. Writes STORAGE/NAME/checkpoint_XXXXXX/, "
-        "samples/step_XXXXXX/ (WAVs and a PNG), metrics.jsonl and plots/losses.png. Running the "
-        "same command again continues from the latest checkpoint (raise --max-steps to go on). "
+        "samples/step_XXXXXX/ (WAVs and a PNG), metrics.jsonl, plots/losses.png and report.html. "
+        "Running the same command again continues from the latest checkpoint (raise "
+        "--max-steps to go on). "
         "Configuration: the dataclass defaults, then --config FILE.yaml, then key=value pairs "
         "(see jobs/configs/ and audiogan/config.py TrainConfig).",
     )

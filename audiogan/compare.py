@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 from audiogan import evaluate, evaluator, storage, train
-from audiogan.config import TrainConfig, load_config
+from audiogan.config import CPU_PRESETS, TrainConfig, load_config
 from audiogan.errors import AudioganError
 
-PRESETS = {"dcgan": "dcgan.yaml", "wavegan": "small_cpu.yaml"}
-CONFIGS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
 RESULT = "compare.json"
 
 
@@ -37,9 +34,10 @@ def compare(
         raise AudioganError("--workers must be 0 (in-process) or more")
     if n < 2:
         raise AudioganError("--n must be at least 2")
-    unknown = [m for m in model_names if m not in PRESETS]
+    unknown = [m for m in model_names if m not in CPU_PRESETS]
     if unknown:
-        raise AudioganError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(PRESETS)}")
+        known = ", ".join(CPU_PRESETS)
+        raise AudioganError(f"unknown model(s) {', '.join(unknown)}; known: {known}")
     fs, root = storage.resolve(storage_url)
     names = {model: f"compare-{model}" for model in model_names}
     for name in names.values():
@@ -52,10 +50,11 @@ def compare(
                 )
             storage.delete(fs, run)
 
+    clips = evaluator.read_labelled_clips(data_url)  # once, for the check and both evaluations
     classifier_url = storage.join(data_url, evaluator.DEFAULT_DIR)
     if storage.exists(*storage.resolve(storage.join(classifier_url, evaluator.STATE_FILE))):
         _, about = evaluator.load(classifier_url)
-        evaluate.check_classifier(about, evaluator.read_labelled_clips(data_url), classifier_url)
+        evaluate.check_classifier(about, clips, classifier_url)
         log(f"compare: using the evaluation classifier at {storage.display(classifier_url)}")
     else:
         log("compare: fitting the evaluation classifier ...")
@@ -69,7 +68,7 @@ def compare(
         "models": {},
     }
     for model, name in names.items():
-        preset = CONFIGS / PRESETS[model]
+        preset = CPU_PRESETS[model]
         cfg = load_config(
             TrainConfig, str(preset), {"max_minutes": float(minutes), "max_steps": 10**7}
         )
@@ -78,7 +77,9 @@ def compare(
         summary = train.train(cfg, spec)
         if summary["error"]:
             raise AudioganError(f"training {model} failed: {summary['error']}")
-        scores = evaluate.evaluate(data_url, checkpoint_url=summary["checkpoint"], n=n, log=log)
+        scores = evaluate.evaluate(
+            data_url, checkpoint_url=summary["checkpoint"], n=n, log=log, clips=clips
+        )
         result["models"][model] = {
             "preset": preset.name,
             "steps": summary["steps"],

@@ -8,6 +8,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -97,6 +98,10 @@ class PrepareConfig:
 
 
 MODELS = ("dcgan", "wavegan")
+# The YAML presets (jobs/configs/ in the repository), and the one each model trains with on a
+# CPU: the 2019 baseline as it was, and the small WaveGAN of the demo.
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CPU_PRESETS = {"dcgan": PRESETS_DIR / "dcgan.yaml", "wavegan": PRESETS_DIR / "small_cpu.yaml"}
 LOSSES = ("bce", "wgan-gp")
 
 

@@ -107,11 +107,11 @@ class Listing:
 # Listing (driver side, no audio read)
 
 
-def _list_files(fs: pafs.FileSystem, root: str) -> tuple[dict[str, int], int]:
-    """(relative path -> size for every file under root, files seen twice), in one listing.
+def _list_files(fs: pafs.FileSystem, root: str, skipped: Counter) -> dict[str, int]:
+    """Relative path -> size for every file under root (sorted by path), in one listing.
 
     On a local disk a file reachable twice (a folder link, a link loop) is kept once, under
-    the first of its names in sorted order.
+    the first of its names in sorted order, and counted in skipped["same_file_twice"].
     """
     selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
     prefix = root.rstrip("/") + "/"
@@ -128,16 +128,23 @@ def _list_files(fs: pafs.FileSystem, root: str) -> tuple[dict[str, int], int]:
                 continue
             seen.add(real)
         files[info.path[len(prefix) :]] = info.size
-    return files, len(infos) - len(files)
+    if len(infos) > len(files):
+        skipped["same_file_twice"] = len(infos) - len(files)
+    return files
 
 
-def _escapes_root(fs: pafs.FileSystem, root: str, relative: str) -> bool:
-    """True when a local file is a link that resolves outside the dataset root."""
+def _escape_check(fs: pafs.FileSystem, root: str) -> Callable[[str], bool]:
+    """A test for `relative`: is it a local link that resolves outside the dataset root? (Only
+    a local disk has links; the root is resolved once.)"""
     if not isinstance(fs, pafs.LocalFileSystem):
-        return False
+        return lambda relative: False
     real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(root, relative))
-    return os.path.commonpath([real_root, real]) != real_root
+
+    def escapes(relative: str) -> bool:
+        real = os.path.realpath(os.path.join(root, relative))
+        return os.path.commonpath([real_root, real]) != real_root
+
+    return escapes
 
 
 def safe_relative_path(folder: str, name: str) -> str | None:
@@ -165,9 +172,8 @@ def list_fsd(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
             f"{FSD_CSV} lacks the column(s) {', '.join(sorted(missing_columns))}; "
             "expected fname,label,manually_verified"
         )
-    present, repeated = _list_files(fs, storage.join(root, FSD_AUDIO))
-    if repeated:
-        listing.skipped["same_file_twice"] = repeated
+    present = _list_files(fs, storage.join(root, FSD_AUDIO), listing.skipped)
+    escapes = _escape_check(fs, root)
     wanted = set(cfg.labels) if cfg.labels else None
     seen: set[str] = set()
     for row in reader:
@@ -179,7 +185,7 @@ def list_fsd(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
             listing.skipped["unverified"] += 1
             continue
         relative = safe_relative_path(FSD_AUDIO, fname)
-        if relative is None or _escapes_root(fs, root, relative or ""):
+        if relative is None or escapes(relative):
             listing.rejects.append(
                 {"source": fname, "reason": "unsafe_path", "detail": "path leaves the dataset root"}
             )
@@ -215,10 +221,8 @@ def list_tree(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
         raise PrepareError("--verified-only needs an FSDKaggle2018 root (train.csv)")
     listing = Listing("tree")
     wanted = set(cfg.labels) if cfg.labels else None
-    files, repeated = _list_files(fs, root)
-    if repeated:
-        listing.skipped["same_file_twice"] = repeated
-    for relative, size in sorted(files.items()):
+    escapes = _escape_check(fs, root)
+    for relative, size in _list_files(fs, root, listing.skipped).items():
         parts = relative.split("/")
         if any(part.startswith(".") for part in parts):
             continue
@@ -229,7 +233,7 @@ def list_tree(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
         if wanted is not None and label not in wanted:
             listing.skipped["label_filter"] += 1
             continue
-        if _escapes_root(fs, root, relative):
+        if escapes(relative):
             listing.rejects.append(
                 {
                     "source": relative,

@@ -20,7 +20,6 @@ import io
 from collections.abc import Callable
 
 import numpy as np
-import pyarrow.fs as pafs
 import soundfile as sf
 
 from audiogan import evaluator, metrics, storage
@@ -37,13 +36,11 @@ def read_samples(url: str, sample_rate_hz: int, clip_samples: int, n: int) -> np
     prepare does. Anything unreadable is an error naming the file.
     """
     fs, root = storage.resolve(url)
-    selector = pafs.FileSelector(root, allow_not_found=True)
-    names = sorted(
+    names = [
         info.path
-        for info in fs.get_file_info(selector)
-        if info.type == pafs.FileType.File
-        and info.base_name.lower().endswith((".wav", ".flac", ".ogg"))
-    )[:n]
+        for info in storage.list_folder(fs, root)
+        if info.base_name.lower().endswith((".wav", ".flac", ".ogg"))
+    ][:n]
     if not names:
         raise AudioganError(f"no .wav, .flac or .ogg files in {storage.display(url)}")
     clips = np.zeros((len(names), clip_samples), dtype=np.float32)
@@ -83,15 +80,20 @@ def evaluate(
     seed: int = 0,
     evaluator_url: str | None = None,
     log: Callable[[str], None] = print,
+    clips: evaluator.LabelledClips | None = None,
 ) -> dict:
-    """Metrics of N generated (or read) clips beside the same metrics for real held-out clips."""
+    """Metrics of N generated (or read) clips beside the same metrics for real held-out clips.
+
+    `clips`: the dataset's clips, when the caller has read them already.
+    """
     if (checkpoint_url is None) == (samples_url is None):
         raise AudioganError("give exactly one of --checkpoint and --samples")
     if n < 2:
         raise AudioganError("--n must be at least 2")
     classifier_url = evaluator_url or storage.join(data_url, evaluator.DEFAULT_DIR)
     classifier, about = evaluator.load(classifier_url)
-    clips = evaluator.read_labelled_clips(data_url)
+    if clips is None:
+        clips = evaluator.read_labelled_clips(data_url)
     check_classifier(about, clips, classifier_url)
     rate = clips.sample_rate_hz
 

@@ -258,9 +258,8 @@ def load(url: str) -> tuple[Classifier, dict]:
             "make one with: audiogan evaluator fit --data DEST"
         )
     try:
-        state = torch.load(
-            io.BytesIO(storage.read_bytes(fs, path)), map_location="cpu", weights_only=True
-        )
+        data = io.BytesIO(storage.read_bytes(fs, path))
+        state = torch.load(data, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same answer
         raise EvaluatorError(
             f"{storage.display(url)} is not a readable classifier: {error}"

@@ -28,6 +28,25 @@ def load_generator(checkpoint_url: str) -> tuple[torch.nn.Module, TrainConfig, d
 
 
 @torch.no_grad()
+def render(
+    model: torch.nn.Module,
+    z: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    batch: int = 64,
+) -> np.ndarray:
+    """(N, T) float32 clips from `model` in eval mode, `batch` at a time; its mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [
+            model(z[i : i + batch], None if labels is None else labels[i : i + batch])
+            for i in range(0, len(z), batch)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts)[:, 0].float().cpu().numpy()
+
+
 def generate_clips(
     generator: torch.nn.Module,
     cfg: TrainConfig,
@@ -54,11 +73,7 @@ def generate_clips(
         chosen = labels.index(label) if label is not None else None
         ids = [chosen if chosen is not None else i % len(labels) for i in range(n)]
         label_ids = torch.tensor(ids)
-    parts = [
-        generator(z[i : i + batch], None if label_ids is None else label_ids[i : i + batch])
-        for i in range(0, n, batch)
-    ]
-    audio = torch.cat(parts)[:, 0].float().numpy()
+    audio = render(generator, z, label_ids, batch)
     return audio, None if label_ids is None else label_ids.numpy()
 
 

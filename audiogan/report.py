@@ -25,6 +25,7 @@ import soundfile as sf  # noqa: E402
 from audiogan import samples, storage  # noqa: E402
 
 REPORT = "report.html"
+METRICS = "metrics.jsonl"  # written by rank 0 during training: one JSON object per log step
 REAL_DIR = "samples/real"
 CLIPS_SHOWN = 4  # generated clips per sample step (and real clips) shown and playable
 ZOOM_MS = 20  # the zoomed waveform: enough periods to see a timbre's shape
@@ -39,24 +40,15 @@ class _Clip:
 
 
 def _wav_files(fs: pafs.FileSystem, folder: str, limit: int) -> list[_Clip]:
-    selector = pafs.FileSelector(folder, allow_not_found=True)
-    paths = sorted(
-        info.path
-        for info in fs.get_file_info(selector)
-        if info.type == pafs.FileType.File and info.base_name.endswith(".wav")
-    )[:limit]
-    return [_Clip(path.rsplit("/", 1)[-1], storage.read_bytes(fs, path)) for path in paths]
+    wavs = [i for i in storage.list_folder(fs, folder) if i.base_name.endswith(".wav")][:limit]
+    return [_Clip(info.base_name, storage.read_bytes(fs, info.path)) for info in wavs]
 
 
 def _sample_steps(fs: pafs.FileSystem, root: str) -> list[str]:
     """The samples/step_XXXXXX folders, oldest first; any other name is ignored (a name goes
     into the page, so only digits may follow `step_`)."""
-    selector = pafs.FileSelector(storage.join(root, "samples"), allow_not_found=True)
-    return sorted(
-        info.base_name
-        for info in fs.get_file_info(selector)
-        if info.type == pafs.FileType.Directory and STEP_FOLDER.fullmatch(info.base_name)
-    )
+    folders = storage.list_folder(fs, storage.join(root, "samples"), pafs.FileType.Directory)
+    return [info.base_name for info in folders if STEP_FOLDER.fullmatch(info.base_name)]
 
 
 def _text(value) -> str:
@@ -125,13 +117,21 @@ def _zoom_png(groups: list[tuple[str, list[_Clip]]], rate: int) -> bytes:
     return samples.png_bytes(figure)
 
 
-def build(fs: pafs.FileSystem, root: str, config: dict | None = None) -> str:
-    """The report's HTML for the run folder at `root`."""
-    metrics_path = storage.join(root, "metrics.jsonl")
-    history = []
-    if storage.exists(fs, metrics_path):
-        text = storage.read_bytes(fs, metrics_path).decode()
-        history = [json.loads(line) for line in text.splitlines() if line]
+def read_metrics(fs: pafs.FileSystem, root: str) -> list[dict]:
+    """The rows of a run folder's metrics.jsonl (none if it has none yet)."""
+    path = storage.join(root, METRICS)
+    if not storage.exists(fs, path):
+        return []
+    return [json.loads(line) for line in storage.read_bytes(fs, path).splitlines() if line]
+
+
+def build(
+    fs: pafs.FileSystem, root: str, config: dict | None = None, history: list[dict] | None = None
+) -> str:
+    """The report's HTML for the run folder at `root` (`history`: its metrics rows, when the
+    caller holds them; else metrics.jsonl is read)."""
+    if history is None:
+        history = read_metrics(fs, root)
     steps = _sample_steps(fs, root)
     real = _wav_files(fs, storage.join(root, REAL_DIR), CLIPS_SHOWN)
     shown = [steps[0], steps[-1]] if len(steps) > 1 else steps
@@ -202,8 +202,10 @@ def build(fs: pafs.FileSystem, root: str, config: dict | None = None) -> str:
     return "\n".join(parts)
 
 
-def write(fs: pafs.FileSystem, root: str, config: dict | None = None) -> str:
+def write(
+    fs: pafs.FileSystem, root: str, config: dict | None = None, history: list[dict] | None = None
+) -> str:
     """Builds and writes root/report.html; returns its path."""
     path = storage.join(root, REPORT)
-    storage.write_bytes(fs, path, build(fs, root, config).encode())
+    storage.write_bytes(fs, path, build(fs, root, config, history).encode())
     return path

@@ -27,6 +27,19 @@ def log_spectrogram(clip: np.ndarray, nfft: int = 512, hop: int = 128) -> np.nda
     return 10 * np.log10(np.maximum(power, 1e-12)).T
 
 
+def plot_spectrogram(ax, clip: np.ndarray, sample_rate_hz: int) -> None:
+    """A clip's log spectrogram on `ax`, time in seconds, 90 dB below its loudest bin."""
+    decibels = log_spectrogram(clip)
+    ax.imshow(
+        decibels,
+        vmin=decibels.max() - 90,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=(0, clip.size / sample_rate_hz, 0, sample_rate_hz / 2),
+    )
+
+
 def png_bytes(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
@@ -49,15 +62,7 @@ def clips_png(
         )
         axes[0, i].set_ylim(-1.05, 1.05)
         axes[0, i].set_title(kind, fontsize=8)
-        decibels = log_spectrogram(clip)
-        axes[1, i].imshow(
-            decibels,
-            vmin=decibels.max() - 90,  # 90 dB of range below the loudest bin
-            origin="lower",
-            aspect="auto",
-            cmap="magma",
-            extent=(0, clip.size / sample_rate_hz, 0, sample_rate_hz / 2),
-        )
+        plot_spectrogram(axes[1, i], clip, sample_rate_hz)
         for ax in axes[:, i]:
             ax.tick_params(labelsize=6)
     if title:

@@ -31,6 +31,11 @@ def unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "module", module)
 
 
+def sampling_generator(gan: GAN) -> nn.Module:
+    """The generator samples come from: the EMA copy when there is one, else G itself."""
+    return gan.ema if gan.ema is not None else unwrap(gan.generator)
+
+
 def make_gan(generator: nn.Module, discriminator: nn.Module, cfg: TrainConfig) -> GAN:
     betas = tuple(cfg.betas)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=betas)

@@ -89,6 +89,16 @@ def exists(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def list_folder(
+    fs: pafs.FileSystem, folder: str, kind: pafs.FileType = pafs.FileType.File
+) -> list[pafs.FileInfo]:
+    """The entries of one kind (files or folders) directly in a folder, sorted by name; a
+    missing folder has none."""
+    selector = pafs.FileSelector(folder, allow_not_found=True, recursive=False)
+    entries = [info for info in fs.get_file_info(selector) if info.type == kind]
+    return sorted(entries, key=lambda info: info.base_name)
+
+
 def is_nonempty_dir(fs: pafs.FileSystem, path: str) -> bool:
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:

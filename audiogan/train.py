@@ -8,7 +8,6 @@ checkpoint to `ray.train.report`, which every rank calls equally often.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import tempfile
 import time
@@ -29,9 +28,9 @@ from audiogan import metrics as quality_metrics
 from audiogan.config import TrainConfig, from_dict, to_dict
 from audiogan.data import CLIPS, read_manifest
 from audiogan.errors import AudioganError
-from audiogan.step import gan_step, make_gan, sample_latent, unwrap
+from audiogan.generate import render
+from audiogan.step import gan_step, make_gan, sample_latent, sampling_generator, unwrap
 
-METRICS = "metrics.jsonl"
 # Where Ray Train 2.60 keeps the list of checkpoints it manages, in the run folder.
 RAY_CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
@@ -99,15 +98,14 @@ class _RunFolder:
     def write_checkpoint(self, step: int, state: dict, keep: int) -> None:
         """checkpoint_XXXXXX/state.pt written whole, then all but the newest `keep` deleted
         (0 keeps all)."""
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        name = f"checkpoint_{step:06d}"
-        self.write(f"{name}/{checkpoint.STATE_FILE}", buffer.getvalue())
+        checkpoint.save(storage.join(self.root, f"checkpoint_{step:06d}"), state, self.fs)
         if not keep:
             return
         # Not those Ray Train's checkpoint manager tracks (from distributed runs of the same
         # name): deleting them would break its next resume.
         tracked = self._ray_tracked()
+        if tracked is None:
+            return  # an unreadable snapshot: keep everything rather than guess
         ours = [
             folder
             for folder in checkpoint.all_checkpoints(self.fs, self.root)
@@ -116,8 +114,9 @@ class _RunFolder:
         for old in ours[:-keep]:
             storage.delete(self.fs, old)
 
-    def _ray_tracked(self) -> set[str]:
-        """Checkpoint folder names in Ray Train 2.60's checkpoint_manager_snapshot.json."""
+    def _ray_tracked(self) -> set[str] | None:
+        """Checkpoint folder names in Ray Train 2.60's checkpoint_manager_snapshot.json (None
+        when it cannot be read)."""
         path = storage.join(self.root, RAY_CHECKPOINT_SNAPSHOT)
         if not storage.exists(self.fs, path):
             return set()
@@ -125,14 +124,14 @@ class _RunFolder:
             snapshot = json.loads(storage.read_bytes(self.fs, path))
             return {item["checkpoint_dir_name"] for item in snapshot["checkpoint_results"]}
         except (ValueError, KeyError, TypeError):
-            # An unreadable snapshot: keep everything rather than guess.
-            return {f.rsplit("/", 1)[-1] for f in checkpoint.all_checkpoints(self.fs, self.root)}
+            return None
+
+    def write_metrics(self, history: list[dict]) -> None:
+        """metrics.jsonl whole (S3 cannot append), one JSON object per log step."""
+        self.write(report.METRICS, "".join(json.dumps(row) + "\n" for row in history).encode())
 
     def read_metrics(self, up_to_step: int) -> list[dict]:
-        path = storage.join(self.root, METRICS)
-        if not storage.exists(self.fs, path):
-            return []
-        rows = [json.loads(line) for line in storage.read_bytes(self.fs, path).splitlines() if line]
+        rows = report.read_metrics(self.fs, self.root)
         return [row for row in rows if row["step"] <= up_to_step]
 
 
@@ -150,17 +149,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     folder = _RunFolder(config["storage_fs"], config["run_dir"])
     step = 0
-    # Ray's checkpoint, or the run folder's newest if that is later: local mode (--workers 0)
-    # keeps no Ray checkpoint state, and a run may switch between local and distributed.
-    restored = ray.train.get_checkpoint()
+    # The run folder's newest checkpoint: Ray Train's own are stored there too (its storage
+    # path is the run folder), local mode (--workers 0) writes its own there, and so a run can
+    # also switch between local and distributed. ray.train.get_checkpoint() is never newer.
     newest = checkpoint.latest(folder.fs, folder.root)
-    if newest and checkpoint.step_of(newest) > (
-        checkpoint.step_of(restored.path) if restored else -1
-    ):
+    if newest:
         step = checkpoint.restore(gan, checkpoint.load_from(folder.fs, newest))
-    elif restored:
-        with restored.as_directory() as local_folder:
-            step = checkpoint.restore(gan, checkpoint.load(local_folder))
     noise_seed = cfg.seed * 1000 + rank + step  # different noise and order per rank and restart
     torch.manual_seed(noise_seed)
 
@@ -173,10 +167,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return contextlib.nullcontext()
 
     batches = _batches(cfg, device, seed=noise_seed)
-    fixed = torch.Generator().manual_seed(cfg.seed)
-    fixed_z = sample_latent(cfg, cfg.num_samples, "cpu", fixed).to(device)
-    classes = max(len(dataset["labels"]), 1)
-    fixed_labels = (torch.arange(cfg.num_samples) % classes).to(device)
     quality = _Quality(cfg, dataset, device) if rank == 0 else None
     window_start, window_samples, window_data_s = time.perf_counter(), 0, 0.0
     started = time.perf_counter()
@@ -216,7 +206,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             window_start, window_samples, window_data_s = step_done, 0, 0.0
             if rank == 0:
                 history.append(row)
-                folder.write(METRICS, "".join(json.dumps(r) + "\n" for r in history).encode())
+                folder.write_metrics(history)
                 quality_note = f"  mel_fd {row['mel_fd']:.3f}" if "mel_fd" in row else ""
                 print(
                     f"step {step}/{cfg.max_steps}  d_loss {row['d_loss']:.4f}  "
@@ -226,11 +216,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 )
 
         if quality is not None and (step % cfg.sample_every == 0 or last):
-            _write_samples(gan, folder, step, fixed_z, fixed_labels, cfg, dataset, quality)
+            quality.write_samples(gan, folder, step)
             folder.write("plots/losses.png", samples.losses_png(history))
 
         if rank == 0 and checkpointing:
-            report.write(folder.fs, folder.root, to_dict(cfg))
+            report.write(folder.fs, folder.root, to_dict(cfg), history)
 
         if checkpointing or evaluating:
             # Every rank reports equally often (Ray Train requires it), with its G's checksum:
@@ -268,20 +258,34 @@ def _time_is_up(cfg: TrainConfig, seconds: float, world: int, device: torch.devi
     return bool(up.item())
 
 
+def _fixed_batch(
+    cfg: TrainConfig, n: int, seed: int, num_labels: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The same noise (and, for a conditional model, the labels in turn) at every call."""
+    z = sample_latent(cfg, n, "cpu", torch.Generator().manual_seed(seed)).to(device)
+    if not cfg.conditional:
+        return z, None
+    return z, (torch.arange(n) % max(num_labels, 1)).to(device)
+
+
 class _Quality:
     """Rank 0's view of quality during training: a fixed set of real clips from its shard (the
-    first `eval_clips` it trains on), their log-mel Gaussian, and a fixed noise batch whose
-    clips are scored against it with `mel_fd` at every evaluation step."""
+    first `eval_clips` it trains on) and their log-mel Gaussian; a fixed noise batch whose
+    clips are scored against it with `mel_fd` at every evaluation step; and the fixed noise
+    batch whose clips are written at every sample step."""
 
     def __init__(self, cfg: TrainConfig, dataset: dict, device: torch.device):
         self.cfg, self.rate = cfg, dataset["sample_rate_hz"]
         self.real: list[torch.Tensor] = []
         self.kept = 0
         self.reference: quality_metrics.MelReference | None = None
-        noise = torch.Generator().manual_seed(cfg.seed + 1)
-        self.z = sample_latent(cfg, cfg.eval_clips, "cpu", noise).to(device)
-        classes = max(len(dataset["labels"]), 1)
-        self.labels = (torch.arange(cfg.eval_clips) % classes).to(device)
+        classes = len(dataset["labels"])
+        self.eval_z, self.eval_labels = _fixed_batch(
+            cfg, cfg.eval_clips, cfg.seed + 1, classes, device
+        )
+        self.sample_z, self.sample_labels = _fixed_batch(
+            cfg, cfg.num_samples, cfg.seed, classes, device
+        )
 
     def keep_real(self, batches: tuple[torch.Tensor, ...]) -> None:
         for batch in batches:
@@ -294,44 +298,27 @@ class _Quality:
     def real_examples(self, n: int) -> np.ndarray:
         return torch.cat(self.real)[:n].numpy()
 
-    @torch.no_grad()
     def mel_fd(self, gan) -> float:
         reference = self.reference or quality_metrics.MelReference(torch.cat(self.real), self.rate)
         if self.kept >= self.cfg.eval_clips:  # fixed from here on; until then, what there is
             self.reference = reference
-        model = gan.ema if gan.ema is not None else unwrap(gan.generator)
-        was_training = model.training
-        model.eval()
-        labels = self.labels if self.cfg.conditional else None
-        fakes = torch.cat(
-            [
-                model(self.z[i : i + 64], None if labels is None else labels[i : i + 64])
-                for i in range(0, len(self.z), 64)
-            ]
-        )
-        model.train(was_training)
-        return reference.distance(fakes[:, 0].float().cpu())
+        fakes = render(sampling_generator(gan), self.eval_z, self.eval_labels)
+        return reference.distance(fakes)
 
-
-@torch.no_grad()
-def _write_samples(gan, folder, step, fixed_z, fixed_labels, cfg, dataset, quality) -> None:
-    """samples/step_XXXXXX/: the fixed noise batch as WAVs and a PNG beside real clips; real
-    clips themselves go to samples/real/ once, for the report."""
-    model = gan.ema if gan.ema is not None else unwrap(gan.generator)
-    was_training = model.training
-    model.eval()
-    audio = model(fixed_z, fixed_labels if cfg.conditional else None)[:, 0].float().cpu().numpy()
-    model.train(was_training)
-    rate = dataset["sample_rate_hz"]
-    real = quality.real_examples(report.CLIPS_SHOWN)
-    if not storage.exists(folder.fs, storage.join(folder.root, report.REAL_DIR)):
-        for i, clip in enumerate(real):
-            folder.write(f"{report.REAL_DIR}/real_{i:02d}.wav", samples.wav_bytes(clip, rate))
-    prefix = f"samples/step_{step:06d}"
-    for i, clip in enumerate(audio):
-        folder.write(f"{prefix}/sample_{i:02d}.wav", samples.wav_bytes(clip, rate))
-    png = samples.clips_png(audio[:4], rate, real[:2], title=f"step {step}")
-    folder.write(f"{prefix}/clips.png", png)
+    def write_samples(self, gan, folder: _RunFolder, step: int) -> None:
+        """samples/step_XXXXXX/: the fixed noise batch as WAVs and a PNG beside real clips; real
+        clips themselves go to samples/real/ once, for the report."""
+        audio = render(sampling_generator(gan), self.sample_z, self.sample_labels)
+        real = self.real_examples(report.CLIPS_SHOWN)
+        if not storage.exists(folder.fs, storage.join(folder.root, report.REAL_DIR)):
+            for i, clip in enumerate(real):
+                name = f"{report.REAL_DIR}/real_{i:02d}.wav"
+                folder.write(name, samples.wav_bytes(clip, self.rate))
+        prefix = f"samples/step_{step:06d}"
+        for i, clip in enumerate(audio):
+            folder.write(f"{prefix}/sample_{i:02d}.wav", samples.wav_bytes(clip, self.rate))
+        png = samples.clips_png(audio[:4], self.rate, real[:2], title=f"step {step}")
+        folder.write(f"{prefix}/clips.png", png)
 
 
 def build_trainer(
@@ -384,34 +371,29 @@ def build_trainer(
     )
 
 
-def latest_checkpoint_dir(spec: RunSpec) -> str | None:
-    """The newest checkpoint_XXXXXX folder of a run, as a URL (s3://...) or local path."""
-    fs, root = storage.resolve(spec.storage_url)
-    path = checkpoint.latest(fs, storage.join(root, spec.name))
-    if path is None:
-        return None
-    return f"s3://{path}" if storage.is_s3(spec.storage_url) else path
-
-
 def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dict:
     """Runs (or resumes) a training run and returns its summary."""
     fs, root = storage.resolve(spec.storage_url)
-    newest = checkpoint.latest(fs, storage.join(root, spec.name))
+    run = storage.join(root, spec.name)
+    newest = checkpoint.latest(fs, run)
     if newest:  # refuse an incompatible resume here, not in every worker
         checkpoint.check_compatible(cfg, checkpoint.load_from(fs, newest))
     try:
         result = build_trainer(cfg, spec, callbacks).fit()
     except ray.train.TrainingFailedError as error:
         raise TrainError(f"training failed: {_last_lines(str(error))}") from None
-    history = _RunFolder(fs, storage.join(root, spec.name)).read_metrics(cfg.max_steps)
+    history = _RunFolder(fs, run).read_metrics(cfg.max_steps)
     last = history[-1] if history else {}
+    newest = checkpoint.latest(fs, run)
+    if newest and storage.is_s3(spec.storage_url):
+        newest = f"s3://{newest}"
     return {
         "run": storage.display(spec.storage_url.rstrip("/") + "/" + spec.name),
         "steps": last.get("step", 0),
         "d_loss": last.get("d_loss"),
         "g_loss": last.get("g_loss"),
         "samples_per_s": last.get("samples_per_s"),
-        "checkpoint": latest_checkpoint_dir(spec),
+        "checkpoint": newest,
         "error": None if result.error is None else str(result.error),
     }
 
