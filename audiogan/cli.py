@@ -1,4 +1,4 @@
-"""The `audiogan` command: synth, prepare, train, generate, evaluator fit, evaluate,
+"""The `audiogan` command: synth, prepare, train, tune, generate, evaluator fit, evaluate,
 autoencode, compare and bench."""
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def _init_ray(num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        # The dashboard (on 127.0.0.1) serves Ray's state API, through which Ray Train's
+        # placement-group cleaner sees that a stopped trial's trainer is gone; without it, a
+        # trial that ASHA stops keeps its workers' CPUs and later trials wait forever.
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
 
 
 def _stderr(message: str) -> None:
@@ -172,6 +175,49 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"  report:     {summary['run']}/report.html",
     ]
     _emit(summary, args.json, lines)
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from audiogan import tune
+
+    flags = {"trials": args.trials, "workers_per_trial": args.workers_per_trial}
+    overrides = list(args.overrides)
+    if args.max_steps:
+        overrides.append(f"max_steps={args.max_steps}")
+    sweep = tune.load_sweep(
+        args.config, overrides, {key: value for key, value in flags.items() if value is not None}
+    )
+    spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu)
+    _init_ray(args.num_cpus)
+    summary = tune.run_sweep(sweep, spec, log=_stderr)
+    lines = [
+        "",
+        f"tune: {summary['trials']} trial(s) in {summary['sweep']}: {summary['completed']} "
+        f"completed, {summary['stopped_early']} stopped early by ASHA, {summary['errors']} "
+        "failed"
+        + (
+            ""
+            if summary["finished"]
+            else f"; interrupted with {summary['unfinished']} trial(s) to go: run the same "
+            "command again to resume"
+        ),
+        "",
+        *tune.format_table(summary),
+        "",
+        f"  results: {summary['results']}",
+        f"  plot:    {summary['plot']}",
+        f"  trials:  {summary['sweep']}/{tune.TRIALS_DIR}/TRIAL/ (report.html, samples, ...)",
+    ]
+    if summary["best"]:
+        lines += [
+            f"  best:    {summary['best']} ({tune.METRIC} {summary['best_mel_fd']:.1f}, "
+            f"trial {summary['best_trial']})",
+            f"  audiogan generate {summary['best_checkpoint']} OUT_DIR",
+        ]
+    else:
+        lines.append("  best:    none (no trial stored a checkpoint)")
+    brief = {key: value for key, value in summary.items() if key != "rows"}
+    _emit(brief, args.json, lines)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -463,6 +509,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_output_options(train, local_ray=True)
     train.set_defaults(run=cmd_train)
+
+    tune_parser = commands.add_parser(
+        "tune",
+        help="sweep training settings with Ray Tune; ASHA stops trials that fall behind",
+        description="Runs --trials training runs (each on --workers-per-trial Ray Train "
+        "workers) with settings drawn from a search space: by default latent_dim in {64, 100, "
+        "128, 256, 500}, dropout in [0, 0.5], lr_g and lr_d log-uniform in [1e-5, 1e-3]. ASHA "
+        "stops a trial whose mel_fd falls behind the others' at the same step. Every trial's "
+        "run (checkpoints, samples, metrics, report.html) is in STORAGE/NAME/trials/TRIAL/; at "
+        "the end STORAGE/NAME/results.csv, best.json (the best checkpoint, for generate and "
+        "evaluate) and plots/mel_fd.png. Running the same command again resumes an interrupted "
+        "sweep. --config takes a sweep file: training keys, `search`, `points` and `tune` "
+        "sections (see jobs/configs/sweep_small.yaml); key=value fixes a training key, "
+        "tune.KEY=value sets a sweep key (audiogan/config.py TuneConfig).",
+    )
+    tune_parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="training keys to fix, or tune.KEY=value"
+    )
+    tune_parser.add_argument(
+        "--data", required=True, help="a prepared dataset (audiogan prepare DEST)"
+    )
+    tune_parser.add_argument("--storage", required=True, help="sweeps folder: local path or s3://")
+    tune_parser.add_argument(
+        "--name", required=True, help="sweep name; the same name resumes the sweep"
+    )
+    tune_parser.add_argument(
+        "--trials", type=int, metavar="N", help="trials to run (default 8; tune.trials)"
+    )
+    tune_parser.add_argument(
+        "--workers-per-trial",
+        type=int,
+        metavar="W",
+        help="Ray Train workers per trial (default 2; tune.workers_per_trial)",
+    )
+    tune_parser.add_argument(
+        "--gpu", action="store_true", help="one GPU per worker; trials at once = GPUs // W"
+    )
+    tune_parser.add_argument("--max-steps", type=int, metavar="N", help="G steps of a full trial")
+    tune_parser.add_argument(
+        "--config", metavar="FILE.yaml", help="a sweep file or a training preset"
+    )
+    _add_output_options(tune_parser, local_ray=True)
+    tune_parser.set_defaults(run=cmd_tune)
 
     generate = commands.add_parser(
         "generate",

@@ -186,6 +186,53 @@ class TrainConfig:
         _require(self.max_failures >= -1, "max_failures must be >= -1 (-1: unlimited)")
 
 
+SEARCH_ALGS = ("random", "optuna")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """A sweep: how many trials, how they are drawn, stopped and sized. The training keys, and
+    max_steps (ASHA's longest trial) among them, live in TrainConfig."""
+
+    # Trials to run (Tune's num_samples), the `points` of the sweep file among them.
+    trials: int = 8
+    # random: Tune's random search; optuna: Optuna's TPE sampler (pip install 'audiogan[optuna]').
+    search_alg: str = "random"
+    # ASHA stops no trial before this many G steps; later, at steps grace * factor^k (judged on
+    # the first evaluation at or after each).
+    grace_period_steps: int = 200
+    # At each of those steps ASHA keeps the best 1/reduction_factor of the trials seen there.
+    reduction_factor: int = 2
+    # Ray Train workers per trial (one GPU each with --gpu).
+    workers_per_trial: int = 2
+    # CPUs per worker and per data read of a CPU trial: with a quarter, two 2-worker trials and
+    # their reads share 2 cores (see audiogan/train.py RunSpec).
+    cpus_per_worker: float = 0.25
+    # Trials at once; 0: as many as the cluster's GPUs (CPUs without --gpu) hold at the start.
+    max_concurrent_trials: int = 0
+    # Search latent_dim, dropout, lr_g and lr_d (audiogan/tune.py DEFAULT_SPACE) besides the
+    # sweep file's `search` entries; false searches those entries only.
+    default_space: bool = True
+    # Seeds the draws of the search.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        _require(self.trials >= 1, "trials must be at least 1")
+        _require(
+            self.search_alg in SEARCH_ALGS, f"search_alg must be one of {', '.join(SEARCH_ALGS)}"
+        )
+        _require(self.grace_period_steps >= 1, "grace_period_steps must be at least 1")
+        _require(self.reduction_factor >= 2, "reduction_factor must be at least 2")
+        _require(
+            self.workers_per_trial >= 1,
+            "workers_per_trial must be at least 1 (Tune hears a trial through its Ray Train "
+            "workers; there is no in-process trial)",
+        )
+        _require(0 < self.cpus_per_worker <= 64, "cpus_per_worker must be in (0, 64]")
+        _require(self.max_concurrent_trials >= 0, "max_concurrent_trials must be >= 0 (0: auto)")
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads `1e-4` as a string; this loader reads it as the float everyone means."""
 
@@ -216,20 +263,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, typing.Any]:
 
 def load_config(cls: type, path: str | None = None, overrides: dict | None = None):
     """A config from defaults, then a YAML file, then overrides; unknown keys are errors."""
-    values: dict[str, typing.Any] = {}
-    if path:
-        try:
-            with open(path) as handle:
-                loaded = _yaml(handle.read()) or {}
-        except OSError as error:
-            raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of keys to values")
-        values.update(loaded)
+    values = read_yaml(path) if path else {}
     values.update(overrides or {})
     return from_dict(cls, values)
+
+
+def read_yaml(path: str | Path) -> dict[str, typing.Any]:
+    """A YAML file that holds a mapping (an empty file is an empty one)."""
+    try:
+        with open(path) as handle:
+            loaded = _yaml(handle.read()) or {}
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    return loaded
 
 
 def _require(condition: bool, message: str) -> None:
@@ -313,8 +363,10 @@ __all__ = [
     "PAD_MODES",
     "PrepareConfig",
     "TrainConfig",
+    "TuneConfig",
     "load_config",
     "parse_overrides",
+    "read_yaml",
     "check_types",
     "from_dict",
     "to_dict",

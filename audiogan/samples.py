@@ -89,3 +89,33 @@ def losses_png(history: list[dict]) -> bytes:
     ax.grid(alpha=0.3)
     figure.tight_layout()
     return png_bytes(figure)
+
+
+def sweep_png(
+    curves: dict[str, list[tuple[int, float]]], stopped: set[str], best: str | None
+) -> bytes:
+    """mel_fd against the step for every trial of a sweep: trials ASHA stopped dashed, the
+    best one thick."""
+    figure, ax = plt.subplots(figsize=(7, 4))
+    for trial, points in sorted(curves.items()):
+        if not points:
+            continue
+        steps, values = zip(*points, strict=True)
+        ax.plot(
+            steps,
+            values,
+            linestyle="--" if trial in stopped else "-",
+            linewidth=2.5 if trial == best else 1,
+            marker="o",
+            markersize=3,
+            label=trial
+            + (" (best)" if trial == best else " (stopped)" if trial in stopped else ""),
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("mel_fd (lower is better)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    return png_bytes(figure)

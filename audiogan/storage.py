@@ -35,11 +35,15 @@ def display(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
-def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
+def s3_filesystem(
+    env: Mapping[str, str] | None = None, embed_keys: bool = True
+) -> pafs.S3FileSystem:
     """An S3 filesystem configured from the standard AWS variables.
 
     Without `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` it falls back to the AWS default chain
-    (instance profile, web identity), which is what a cluster with roles wants.
+    (environment, instance profile, web identity), which is what a cluster with roles wants.
+    `embed_keys=False` leaves the keys to that chain even when they are set, for a filesystem
+    that others pickle into storage (Ray Tune's experiment state holds its filesystem).
     """
     env = os.environ if env is None else env
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -55,14 +59,16 @@ def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
         options["endpoint_override"] = parts.netloc + parts.path.rstrip("/")
         options["scheme"] = parts.scheme
     key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
+    if key and secret and embed_keys:
         options.update(
             access_key=key, secret_key=secret, session_token=env.get("AWS_SESSION_TOKEN")
         )
     return pafs.S3FileSystem(**options)
 
 
-def resolve(url: str, env: Mapping[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
+def resolve(
+    url: str, env: Mapping[str, str] | None = None, embed_keys: bool = True
+) -> tuple[pafs.FileSystem, str]:
     """Returns (filesystem, path) for a local path, `file://` URL or `s3://bucket/prefix`.
 
     The path carries no scheme, as pyarrow and Ray expect when a filesystem is passed.
@@ -74,7 +80,7 @@ def resolve(url: str, env: Mapping[str, str] | None = None) -> tuple[pafs.FileSy
         if ".." in parts.path.split("/"):
             raise StorageError(f"{display(url)}: '..' is not allowed in an S3 URL")
         path = posixpath.normpath(f"{parts.netloc}/{parts.path.lstrip('/')}")
-        return s3_filesystem(env), path.rstrip("/")
+        return s3_filesystem(env, embed_keys), path.rstrip("/")
     if "://" in url and not url.startswith("file://"):
         raise StorageError(f"{display(url)}: only local paths and s3:// URLs are supported")
     path = url.removeprefix("file://")

@@ -48,6 +48,14 @@ class RunSpec:
     name: str
     workers: int
     gpu: bool
+    # CPUs of each CPU worker, and of each Ray Data read task. Half a CPU per worker and a whole
+    # one per read fit a 2-worker run on 2 cores (2 full-CPU workers there starve the reads and
+    # the run hangs); a sweep running two trials at once gives each a quarter of both.
+    cpus_per_worker: float = 0.5
+    cpus_per_read: float = 1.0
+    # Keep the keep_checkpoints checkpoints of lowest mel_fd (and the latest) instead of the
+    # newest: a sweep's best.json points at its best trial's best checkpoint.
+    keep_best: bool = False
 
 
 def _batches(cfg: TrainConfig, device, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -186,8 +194,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         last = step == cfg.max_steps or (
             step % cfg.log_every == 0 and _time_is_up(cfg, step_done - started, world, device)
         )
-        evaluating = step % cfg.eval_every == 0 or last
         checkpointing = step % cfg.checkpoint_every == 0 or last
+        # Every report (at evaluation and checkpoint steps) carries mel_fd: Tune's scheduler
+        # and the best-checkpoint choice rank by it.
+        evaluating = step % cfg.eval_every == 0 or checkpointing
+        if not all(np.isfinite(value) for value in result.values()):
+            # Nothing after a NaN or an infinity is worth a checkpoint; the last good one stays.
+            losses = ", ".join(f"{key} {value}" for key, value in result.items())
+            raise TrainError(f"training diverged at step {step}: {losses}")
         if quality is not None and evaluating:
             result["mel_fd"] = quality.mel_fd(gan)
 
@@ -333,20 +347,20 @@ def build_trainer(
         "sample_rate_hz": manifest["sample_rate_hz"],
         "labels": manifest["labels"],
     }
-    train_data = ray.data.read_parquet(
-        storage.join(data_root, CLIPS), filesystem=data_fs
-    ).select_columns(["audio", "label_id"])
+    train_data = _read_clips(storage.join(data_root, CLIPS), data_fs, spec.cpus_per_read)
     if cfg.conditional:
         if not manifest["labels"]:
             raise TrainError(f"conditional=true needs labels; {spec.data_url} has none")
         # Clips without a label (label_id -1) cannot condition anything.
         train_data = train_data.filter(expr=col("label_id") >= 0)
-    if spec.gpu:
-        resources = {"CPU": 1, "GPU": 1}
-    else:
-        # Half a CPU each leaves room for Ray Data's read tasks (2 full-CPU workers on a 2-core
-        # machine starve them and the run hangs).
-        resources = {"CPU": 0.5}
+    resources = {"CPU": 1, "GPU": 1} if spec.gpu else {"CPU": spec.cpus_per_worker}
+    keep = ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints or None)
+    if spec.keep_best:
+        keep = ray.train.CheckpointConfig(
+            num_to_keep=cfg.keep_checkpoints or None,
+            checkpoint_score_attribute="mel_fd",
+            checkpoint_score_order="min",
+        )
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -363,12 +377,27 @@ def build_trainer(
             name=spec.name,
             storage_path=run_root,
             storage_filesystem=run_fs,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints or None),
+            checkpoint_config=keep,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks or [],
         ),
         datasets={"train": train_data},
     )
+
+
+def _read_clips(path: str, fs: pafs.FileSystem, cpus: float) -> ray.data.Dataset:
+    """The clips' audio and labels, read by tasks of `cpus` CPUs each."""
+    context = ray.data.DataContext.get_current()
+    v2 = context.use_datasource_v2
+    # Ray Data 2.60's newer Parquet reader lists files in a task of a whole CPU whatever
+    # num_cpus says: two sweep trials on 2 cores would wait for it forever. The older reader
+    # runs every task at `cpus`. (The dataset keeps a copy of the context made here.)
+    context.use_datasource_v2 = v2 and cpus >= 1
+    try:
+        clips = ray.data.read_parquet(path, filesystem=fs, num_cpus=cpus)
+    finally:
+        context.use_datasource_v2 = v2
+    return clips.select_columns(["audio", "label_id"])
 
 
 def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dict:

@@ -1,5 +1,21 @@
-"""Ray Tune sweeps over training keys: the search space (this part needs no Ray until
-`to_tune`).
+"""Ray Tune sweeps over training keys: the sweep file, the search space, and the sweep itself.
+
+Each trial is a function that builds the same TorchTrainer as `audiogan train`
+(`train.train`), with Tune's `TuneReportCallback`, so every `ray.train.report` of rank 0 (with
+`mel_fd`) is one Tune result and ASHA can stop a trial that falls behind. The trial's training
+run has the whole run layout under STORAGE/NAME/trials/TRIAL_ID/; Tune's own experiment state is
+in STORAGE/NAME/tune/, from which a rerun of the same command resumes.
+
+A sweep file is a training preset (its keys are every trial's base) with optional sections:
+
+    base: small_cpu.yaml          # a preset to start from (relative to this file)
+    max_steps: 300                # any training key: fixed
+    search: {...}                 # the search space, below
+    points: [{lr_g: 1.0e-4}]      # trials to run first (other searched keys: the base values)
+    tune: {trials: 6, grace_period_steps: 50}   # config.TuneConfig
+
+In a sweep, checkpoints and samples follow eval_every, so that every point where ASHA may stop
+a trial leaves a checkpoint and a report.
 
 A search space maps TrainConfig keys to distributions, written in YAML as
 
@@ -18,11 +34,58 @@ typo or an impossible range fails before any trial starts.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
+import json
+import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from audiogan.config import ConfigError, TrainConfig, from_dict, to_dict
+from audiogan import checkpoint, report, samples, storage
+from audiogan.config import (
+    ConfigError,
+    TrainConfig,
+    TuneConfig,
+    from_dict,
+    parse_overrides,
+    read_yaml,
+    to_dict,
+)
+from audiogan.errors import AudioganError
+
+METRIC = "mel_fd"  # what ASHA and the best checkpoint rank by; lower is better
+SECTIONS = ("base", "search", "points", "tune")
+# A trial's driver only waits for its trainer: a tenth of a CPU (Ray Train's workers and data
+# reads hold the real resources).
+DRIVER_CPUS = 0.1
+# The variables a trial's process needs to reach S3 storage, handed over in memory (the same
+# way Ray Data and Ray Train ship a filesystem with its keys), never written anywhere.
+STORAGE_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
+
+# Files of STORAGE/NAME.
+SWEEP_FILE = "sweep.json"
+RESULTS_CSV = "results.csv"
+BEST_JSON = "best.json"
+PLOT = "plots/mel_fd.png"
+TRIALS_DIR = "trials"
+TUNE_DIR = "tune"
+
+
+class TuneError(AudioganError):
+    """A sweep that cannot start or resume."""
+
 
 KINDS = ("choice", "uniform", "loguniform", "randint")
 
@@ -129,3 +192,448 @@ def to_tune(space: dict[str, Distribution]) -> dict[str, Any]:
         "randint": lambda d: tune.randint(int(d.low), int(d.high)),
     }
     return {key: samplers[d.kind](d) for key, d in space.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep file
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Everything a sweep's trials are drawn from: checked whole before Ray starts."""
+
+    base: TrainConfig
+    space: dict[str, Distribution]
+    points: tuple[dict[str, Any], ...]
+    tune: TuneConfig
+
+    def describe(self) -> dict:
+        """A JSON-ready copy, stored as sweep.json: a resume must find the same sweep."""
+        return {
+            "train": to_dict(self.base),
+            "search": {key: dataclasses.asdict(d) for key, d in sorted(self.space.items())},
+            "points": [dict(point) for point in self.points],
+            "tune": to_dict(self.tune),
+        }
+
+
+def load_sweep(path: str | None, overrides: list[str], tune_values: dict | None = None) -> Sweep:
+    """The sweep of a sweep file (or of the defaults), with `key=value` overrides (`tune.KEY=...`
+    for the sweep's own keys) and `tune_values` from command-line flags applied last."""
+    values = _read_sweep_file(Path(path)) if path else {}
+    search = values.pop("search", None) or {}
+    points = values.pop("points", None) or []
+    tune_section = values.pop("tune", None) or {}
+    if not isinstance(search, dict):
+        raise ConfigError("search: expected a mapping of training keys to distributions")
+    if not isinstance(points, list):
+        raise ConfigError("points: expected a list of mappings of searched keys to values")
+    if not isinstance(tune_section, dict):
+        raise ConfigError("tune: expected a mapping (see audiogan/config.py TuneConfig)")
+    fixed_here = {}
+    for key, value in parse_overrides(overrides).items():
+        if key.startswith("tune."):
+            tune_section[key.removeprefix("tune.")] = value
+        else:
+            fixed_here[key] = value
+    tune_section.update(tune_values or {})
+    tune_cfg = from_dict(TuneConfig, tune_section)
+    # The file's training keys are every trial's base; the search space (its defaults and the
+    # file's `search`) draws over them; a key=value on the command line fixes a key outright.
+    base = from_dict(TrainConfig, {**values, **fixed_here})
+    search = {key: spec for key, spec in search.items() if key not in fixed_here}
+    space, base = parse_space(search, base, use_defaults=tune_cfg.default_space)
+    space = {key: d for key, d in space.items() if key not in fixed_here}
+    # Every evaluation, where ASHA may stop a trial, is also a checkpoint and sample step: a
+    # stopped trial leaves a whole run folder, and best.json can name its best evaluation.
+    base = dataclasses.replace(base, checkpoint_every=base.eval_every, sample_every=base.eval_every)
+    if not space:
+        raise ConfigError("the search space is empty: nothing to sweep")
+    checked_points = tuple(_check_point(i, point, space, base) for i, point in enumerate(points))
+    if len(checked_points) > tune_cfg.trials:
+        raise ConfigError(
+            f"points: {len(checked_points)} given for {tune_cfg.trials} trial(s); "
+            "raise tune.trials or give fewer"
+        )
+    if tune_cfg.grace_period_steps >= base.max_steps:
+        raise ConfigError(
+            f"tune.grace_period_steps ({tune_cfg.grace_period_steps}) must be below max_steps "
+            f"({base.max_steps}), or ASHA could never stop a trial"
+        )
+    return Sweep(base, space, checked_points, tune_cfg)
+
+
+def _read_sweep_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A sweep file's values over those of its `base` preset (and that one's base, ...)."""
+    values = read_yaml(path)
+    parent = values.pop("base", None)
+    if parent is None:
+        return values
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: base must be a file name, got {parent!r}")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen or parent_path == path.resolve():
+        raise ConfigError(f"{path}: base {parent} refers back to itself")
+    inherited = _read_sweep_file(parent_path, (*seen, path.resolve()))
+    for section in ("search", "tune"):
+        if isinstance(inherited.get(section), dict) and isinstance(values.get(section), dict):
+            values[section] = {**inherited[section], **values[section]}
+    return {**inherited, **values}
+
+
+def _check_point(index: int, point: Any, space: dict[str, Distribution], base: TrainConfig):
+    if not isinstance(point, dict) or not point:
+        raise ConfigError(f"points[{index}]: expected a mapping of searched keys to values")
+    unknown = sorted(set(point) - set(space))
+    if unknown:
+        raise ConfigError(
+            f"points[{index}]: {', '.join(unknown)} not searched (searched: "
+            f"{', '.join(sorted(space))})"
+        )
+    try:
+        from_dict(TrainConfig, {**to_dict(base), **point})
+    except ConfigError as error:
+        raise ConfigError(f"points[{index}]: {error}") from None
+    # A searched key the point does not name takes the base config's value (Optuna needs all).
+    return {key: point.get(key, to_dict(base)[key]) for key in sorted(space)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep on Ray Tune
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Where a sweep reads and writes."""
+
+    data_url: str
+    storage_url: str
+    name: str
+    gpu: bool = False
+
+
+def run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None] = print) -> dict:
+    """Runs (or resumes) a sweep and writes results.csv, best.json and the plot; returns the
+    summary (its `rows`: one per trial, best first)."""
+    import ray
+    from ray import tune
+
+    from audiogan.data import read_manifest
+
+    read_manifest(spec.data_url)  # a missing dataset fails here, not in every trial
+    # Tune pickles this filesystem into the sweep's state: its keys come from the environment.
+    fs, root = storage.resolve(spec.storage_url, embed_keys=False)
+    sweep_root = storage.join(root, spec.name)
+    experiment = storage.join(sweep_root, TUNE_DIR)
+    described = json.dumps(sweep.describe(), indent=1, sort_keys=True)
+    sweep_path = storage.join(sweep_root, SWEEP_FILE)
+    trainable = tune.with_resources(
+        _trainable(sweep, spec, _trials_url(spec)), {"CPU": DRIVER_CPUS}
+    )
+    try:
+        resuming = tune.Tuner.can_restore(experiment, storage_filesystem=fs)
+    except OSError as error:
+        raise storage.unreachable(spec.storage_url, error) from None
+    if resuming:
+        if storage.exists(fs, sweep_path):
+            stored = storage.read_bytes(fs, sweep_path).decode()
+            if json.loads(stored) != json.loads(described):
+                changed = _differences(json.loads(stored), json.loads(described))
+                raise TuneError(
+                    f"{storage.display(spec.storage_url)}/{spec.name} holds a sweep with other "
+                    f"settings ({', '.join(changed)}); use another --name, or the same settings "
+                    "to resume it"
+                )
+        log(f"tune: resuming the sweep in {_shown(spec, TUNE_DIR)}")
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, storage_filesystem=fs)
+    else:
+        storage.write_bytes(fs, sweep_path, described.encode())
+        concurrent = _concurrency(sweep.tune, spec.gpu, ray.cluster_resources())
+        log(
+            f"tune: {sweep.tune.trials} trial(s), {concurrent} at once, each "
+            f"{sweep.tune.workers_per_trial} worker(s){' with a GPU' if spec.gpu else ''}; "
+            f"searching {', '.join(sorted(sweep.space))}; ASHA on {METRIC} from step "
+            f"{sweep.tune.grace_period_steps} to {sweep.base.max_steps}"
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=to_tune(sweep.space),
+            tune_config=tune.TuneConfig(
+                metric=METRIC,
+                mode="min",
+                num_samples=sweep.tune.trials,
+                search_alg=_searcher(sweep, concurrent),
+                scheduler=_scheduler(sweep),
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR, storage_path=sweep_root, storage_filesystem=fs
+            ),
+        )
+    grid = tuner.fit()
+    # The state Tune saved, not the grid, tells an interrupted trial (saved while running, to
+    # be resumed) from one ASHA stopped: after Ctrl-C the grid shows both as terminated.
+    saved = tune.ExperimentAnalysis(experiment, storage_filesystem=fs)
+    done = {trial.trial_id for trial in saved.trials if trial.status in ("TERMINATED", "ERROR")}
+    return _write_results(grid, done, sweep, spec, fs, sweep_root)
+
+
+def _trials_url(spec: SweepSpec) -> str:
+    return f"{spec.storage_url.rstrip('/')}/{spec.name}/{TRIALS_DIR}"
+
+
+def _shown(spec: SweepSpec, *parts: str) -> str:
+    return "/".join([storage.display(spec.storage_url.rstrip("/")), spec.name, *parts])
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    keys = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += [f"{section}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            keys.append(section)
+    return keys
+
+
+def _trial_name(trial) -> str:
+    """Trial folders named by the trial's id alone: STORAGE/NAME/trials/<id> and tune/<id>."""
+    return trial.trial_id
+
+
+def _trainable(sweep: Sweep, spec: SweepSpec, trials_url: str):
+    """The trial function with its fixed arguments. `tune.with_parameters` keeps them in Ray's
+    object store, where the storage keys stay in memory: Tune pickles the trainable itself
+    into the sweep's state (in storage)."""
+    from ray import tune
+
+    # Tune runs a trial in a folder of its own: local paths must not be relative.
+    data_url, trials_url = (
+        url if storage.is_s3(url) else os.path.abspath(url) for url in (spec.data_url, trials_url)
+    )
+    run = {
+        "data_url": data_url,
+        "storage_url": trials_url,
+        "workers": sweep.tune.workers_per_trial,
+        "gpu": spec.gpu,
+        "cpus_per_worker": sweep.tune.cpus_per_worker,
+        "cpus_per_read": sweep.tune.cpus_per_worker,
+        "keep_best": True,
+    }
+    env = {key: os.environ[key] for key in STORAGE_ENV if key in os.environ}
+    return tune.with_parameters(audiogan_trial, base=to_dict(sweep.base), run=run, env=env)
+
+
+def audiogan_trial(params: dict, base: dict, run: dict, env: dict) -> None:
+    """One trial: the base config with the trial's draws, trained by `train.train` with Tune's
+    report callback into STORAGE/NAME/trials/TRIAL_ID."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from audiogan import train
+
+    os.environ.update(env)  # this process is the trial's own
+    cfg = from_dict(TrainConfig, {**base, **params})
+    spec = train.RunSpec(name=tune.get_context().get_trial_id(), **run)
+    summary = train.train(cfg, spec, callbacks=[TuneReportCallback()])
+    if summary["error"]:
+        raise train.TrainError(f"training failed: {summary['error']}")
+
+
+def _concurrency(tune_cfg: TuneConfig, gpu: bool, resources: dict[str, float]) -> int:
+    """Trials at once: what the cluster holds whole, so no trial's trainer waits on resources
+    that another trial's driver has taken."""
+    if tune_cfg.max_concurrent_trials:
+        return tune_cfg.max_concurrent_trials
+    workers = tune_cfg.workers_per_trial
+    if gpu:
+        gpus = resources.get("GPU", 0)
+        fits = int(gpus // workers)
+        need = f"{workers} GPU(s) per trial; the cluster has {gpus:g}"
+    else:
+        cpus = resources.get("CPU", 0)
+        per_trial = DRIVER_CPUS + (workers + 1) * tune_cfg.cpus_per_worker  # + one data read
+        fits = int(round(cpus / per_trial, 6) // 1)
+        need = f"{per_trial:g} CPU per trial; the cluster has {cpus:g}"
+    if fits < 1:
+        raise TuneError(
+            f"no trial fits: {need} (an autoscaling cluster that starts empty needs "
+            "tune.max_concurrent_trials=N)"
+        )
+    return min(fits, tune_cfg.trials)
+
+
+def _searcher(sweep: Sweep, concurrent: int):
+    """Random search (Tune's BasicVariantGenerator) or Optuna's TPE, either of them drawing no
+    more than `concurrent` trials ahead (Tune ignores max_concurrent_trials for both)."""
+    points = [dict(point) for point in sweep.points] or None
+    if sweep.tune.search_alg == "optuna":
+        try:
+            import optuna  # noqa: F401 - Ray's OptunaSearch needs it, and fails late without
+            from ray.tune.search import ConcurrencyLimiter
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError:
+            raise TuneError(
+                "search_alg optuna needs Optuna: pip install 'audiogan[optuna]'"
+            ) from None
+        searcher = OptunaSearch(points_to_evaluate=points, seed=sweep.tune.seed)
+        return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(
+        points_to_evaluate=points, max_concurrent=concurrent, random_state=sweep.tune.seed
+    )
+
+
+def _scheduler(sweep: Sweep):
+    from ray.tune.schedulers import ASHAScheduler
+
+    # Time is the G step every report carries, so rungs mean the same with any eval_every.
+    return ASHAScheduler(
+        time_attr="step",
+        max_t=sweep.base.max_steps,
+        grace_period=sweep.tune.grace_period_steps,
+        reduction_factor=sweep.tune.reduction_factor,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, sweep_root: str):
+    rows = [_trial_row(result, sweep, spec, fs, sweep_root, done) for result in grid]
+    finished = len(rows) == sweep.tune.trials and all(row["trial"] in done for row in rows)
+    rows.sort(key=lambda row: (row["best_mel_fd"] is None, row["best_mel_fd"] or 0.0))
+    best = next((row for row in rows if row["checkpoint"]), None)
+    keys = sorted(sweep.space)
+    storage.write_bytes(fs, storage.join(sweep_root, RESULTS_CSV), _csv(rows, keys).encode())
+    curves = {row["trial"]: row.pop("curve") for row in rows}
+    stopped = {row["trial"] for row in rows if row["status"] == "stopped early"}
+    png = samples.sweep_png(curves, stopped, best and best["trial"])
+    storage.write_bytes(fs, storage.join(sweep_root, PLOT), png)
+    best_path = storage.join(sweep_root, BEST_JSON)
+    if best:
+        params = {key: best[key] for key in keys}
+        about = {
+            "trial": best["trial"],
+            METRIC: best["best_mel_fd"],
+            "step": best["best_step"],
+            "checkpoint": best["checkpoint"],
+            "run": best["run"],
+            "searched": params,
+            "config": to_dict(dataclasses.replace(sweep.base, **params)),
+        }
+        storage.write_bytes(fs, best_path, json.dumps(about, indent=1).encode())
+    return {
+        "sweep": _shown(spec),
+        "finished": finished,
+        "trials": len(rows),
+        "completed": sum(row["status"] == "completed" for row in rows),
+        "stopped_early": len(stopped),
+        "errors": sum(row["status"] == "error" for row in rows),
+        "unfinished": sweep.tune.trials - sum(row["status"] != "unfinished" for row in rows),
+        "best_trial": best and best["trial"],
+        "best_mel_fd": best and best["best_mel_fd"],
+        "best_checkpoint": best and best["checkpoint"],
+        "results": _shown(spec, RESULTS_CSV),
+        "best": _shown(spec, BEST_JSON) if best else None,
+        "plot": _shown(spec, PLOT),
+        "searched": keys,
+        "rows": rows,
+    }
+
+
+def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done: set[str]):
+    trial = result.path.rstrip("/").rsplit("/", 1)[-1]
+    run = storage.join(sweep_root, TRIALS_DIR, trial)
+    history = report.read_metrics(fs, run)
+    evaluations = [(row["step"], row[METRIC]) for row in history if _finite(row.get(METRIC))]
+    steps = history[-1]["step"] if history else 0
+    if trial not in done:
+        status = "unfinished"  # interrupted: running the command again resumes it
+    elif result.error is not None:
+        status = "error"
+    elif steps >= sweep.base.max_steps:
+        status = "completed"
+    else:
+        status = "stopped early"  # by ASHA
+    best_step, best_value = min(evaluations, key=lambda e: e[1]) if evaluations else (None, None)
+    last = evaluations[-1][1] if evaluations else None
+    params = {key: result.config.get(key) for key in sweep.space}
+    prefix = "s3://" if storage.is_s3(spec.storage_url) else ""
+    best_checkpoint = _best_checkpoint(fs, run, dict(evaluations))
+    error = None if result.error is None else _one_line(str(result.error))
+    return {
+        "trial": trial,
+        "status": status,
+        "steps": steps,
+        "best_mel_fd": best_value,
+        "best_step": best_step,
+        "last_mel_fd": last,
+        **params,
+        "checkpoint": best_checkpoint and prefix + best_checkpoint,
+        "run": prefix + run,
+        "error": error,
+        "curve": evaluations,
+    }
+
+
+def _best_checkpoint(fs, run: str, scores: dict[int, float]) -> str | None:
+    """The run's stored checkpoint of lowest mel_fd (its step's evaluation)."""
+    scored = []
+    for folder in checkpoint.all_checkpoints(fs, run):
+        step = int(folder.rsplit("_", 1)[-1])
+        if step in scores:
+            scored.append((scores[step], folder))
+    return min(scored)[1] if scored else None
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-2:])[:400]
+
+
+def _csv(rows: list[dict], keys: list[str]) -> str:
+    columns = ["trial", "status", "steps", "best_mel_fd", "best_step", "last_mel_fd", *keys]
+    columns += ["checkpoint", "run", "error"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def format_table(summary: dict) -> list[str]:
+    """The printed table: one row per trial, best first."""
+    keys = summary["searched"]
+    lines = [
+        f"| trial | status | steps | best {METRIC} (step) | last {METRIC} | "
+        + " | ".join(keys)
+        + " |",
+        "|---|---|---:|---:|---:|" + "---:|" * len(keys),
+    ]
+    for row in summary["rows"]:
+        best = (
+            f"{row['best_mel_fd']:.1f} ({row['best_step']})"
+            if row["best_mel_fd"] is not None
+            else "-"
+        )
+        last = f"{row['last_mel_fd']:.1f}" if row["last_mel_fd"] is not None else "-"
+        values = " | ".join(_value(row[key]) for key in keys)
+        lines.append(
+            f"| {row['trial']} | {row['status']} | {row['steps']} | {best} | {last} | {values} |"
+        )
+    return lines
+
+
+def _value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.2e}"
+    return str(value)

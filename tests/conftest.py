@@ -55,7 +55,9 @@ def ray_session():
     """The one Ray instance of the test session (2 CPUs, no dashboard)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # With the dashboard (127.0.0.1): Ray Train frees a stopped Tune trial's workers through
+    # its state API (see audiogan/cli.py _init_ray).
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -1,12 +1,20 @@
-"""The sweep's search space: defaults, YAML entries, and refusals before any trial starts."""
+"""Sweeps: the search space and sweep files (refused before any trial starts), and sweeps on
+Ray Tune: results, best checkpoint, resume, ASHA stopping a diverging trial, S3."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+
+import pyarrow.fs as pafs
 import pytest
 import yaml
 
-from audiogan import tune
-from audiogan.config import ConfigError, TrainConfig
+from audiogan import data, generate, storage, tune
+from audiogan.cli import main
+from audiogan.config import PRESETS_DIR, ConfigError, PrepareConfig, TrainConfig, TuneConfig
 
 
 def _space(text: str, **kwargs):
@@ -68,3 +76,281 @@ def test_the_space_becomes_ray_tune_samplers():
     assert isinstance(samplers["n_critic"], Integer) and samplers["n_critic"].upper == 6
     drawn = samplers["lr_d"].sample(size=200)
     assert min(drawn) >= 1e-5 and max(drawn) <= 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep files
+
+
+def _sweep_file(tmp_path, text: str) -> str:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_sweep_file_builds_on_a_preset_and_takes_overrides(tmp_path):
+    path = _sweep_file(
+        tmp_path,
+        f"""
+        base: {PRESETS_DIR / "small_cpu.yaml"}
+        max_steps: 60
+        eval_every: 10
+        search: {{n_critic: {{choice: [1, 5]}}}}
+        points: [{{lr_g: 1.0e-4, n_critic: 1}}]
+        tune: {{trials: 4, grace_period_steps: 20}}
+        """,
+    )
+    sweep = tune.load_sweep(path, ["lr_d=3.0e-4", "tune.reduction_factor=3"], {"trials": 5})
+    assert sweep.base.model_dim == 8 and sweep.base.max_steps == 60  # preset, then the file
+    assert set(sweep.space) == {"latent_dim", "dropout", "lr_g", "n_critic"}  # lr_d fixed
+    assert sweep.base.lr_d == 3e-4
+    assert (sweep.tune.trials, sweep.tune.reduction_factor) == (5, 3)
+    # every evaluation is a checkpoint and a sample step, so a stopped trial leaves a report
+    assert sweep.base.checkpoint_every == sweep.base.sample_every == 10
+    # a point's other searched keys take the base's values (the preset's)
+    assert sweep.points == ({"dropout": 0.0, "latent_dim": 64, "lr_g": 1e-4, "n_critic": 1},)
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("tune: {trails: 3}", [], "unknown TuneConfig key"),
+        ("serch: {lr_g: 1.0e-4}", [], "unknown TrainConfig key"),
+        ("points: [{model_dim: 4}]", [], "model_dim not searched"),
+        ("points: [{lr_g: -1.0}]", [], "lr_g and lr_d must be positive"),
+        ("max_steps: 50\ntune: {grace_period_steps: 50}", [], "must be below max_steps"),
+        ("tune: {workers_per_trial: 0}", [], "no in-process trial"),
+        ("tune: {search_alg: grid}", [], "search_alg must be one of"),
+        ("tune: {default_space: false}", [], "nothing to sweep"),
+        ("", ["tune.trials=0"], "trials must be at least 1"),
+        ("base: sweep.yaml", [], "refers back to itself"),
+    ],
+)
+def test_a_sweep_file_refuses_what_no_sweep_could_run(tmp_path, text, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tune.load_sweep(_sweep_file(tmp_path, text), overrides)
+
+
+def test_concurrency_follows_the_gpus_or_the_cpus():
+    cfg = TuneConfig(trials=8, workers_per_trial=2)
+    assert tune._concurrency(cfg, gpu=True, resources={"GPU": 8, "CPU": 64}) == 4
+    assert tune._concurrency(cfg, gpu=True, resources={"GPU": 3, "CPU": 64}) == 1
+    # a driver (0.1) + 2 workers and a data read (0.25 each) = 0.85 CPU per trial
+    assert tune._concurrency(cfg, gpu=False, resources={"CPU": 2}) == 2
+    assert tune._concurrency(TuneConfig(trials=1), gpu=False, resources={"CPU": 16}) == 1
+    with pytest.raises(tune.TuneError, match="2 GPU\\(s\\) per trial; the cluster has 1"):
+        tune._concurrency(cfg, gpu=True, resources={"GPU": 1, "CPU": 8})
+    pinned = TuneConfig(max_concurrent_trials=3)
+    assert tune._concurrency(pinned, gpu=True, resources={"CPU": 2}) == 3  # autoscaling
+
+
+def test_the_tune_command_refuses_a_bad_sweep_before_ray_starts(tmp_path, capsys):
+    code = main(
+        ["tune", "--data", str(tmp_path), "--storage", str(tmp_path), "--name", "x",
+         "tune.grace_period_steps=5000"]
+    )  # fmt: skip
+    assert code == 2
+    assert "must be below max_steps" in capsys.readouterr().err
+
+
+def test_optuna_draws_from_the_space_and_starts_with_the_points(tmp_path):
+    pytest.importorskip("optuna")
+    path = _sweep_file(tmp_path, "points: [{latent_dim: 128, lr_g: 2.0e-4}]")
+    sweep = tune.load_sweep(path, ["tune.search_alg=optuna", "tune.seed=3"])
+    searcher = tune._searcher(sweep, concurrent=2)
+    searcher.set_search_properties("mel_fd", "min", tune.to_tune(sweep.space))
+    first, second = searcher.suggest("t1"), searcher.suggest("t2")
+    assert first == {"latent_dim": 128, "lr_g": 2e-4, "lr_d": 1e-4, "dropout": 0.0}
+    assert second["latent_dim"] in (64, 100, 128, 256, 500)
+    assert 1e-5 <= second["lr_d"] <= 1e-3 and 0 <= second["dropout"] <= 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps on Ray Tune
+
+# A tiny WaveGAN: a trial of 12 steps takes seconds; ASHA judges at steps 4 and 8.
+TINY_SWEEP = """
+model_dim: 4
+latent_dim: 16
+batch_size: 4
+n_critic: 2
+ema_decay: 0.9
+log_every: 2
+eval_every: 4
+eval_clips: 8
+num_samples: 2
+max_steps: 12
+search:
+  latent_dim: {choice: [16, 32]}
+  dropout: {uniform: [0.0, 0.3]}
+  lr_g: {loguniform: [5.0e-5, 5.0e-4]}
+  lr_d: {loguniform: [5.0e-5, 5.0e-4]}
+tune: {grace_period_steps: 4, reduction_factor: 2, workers_per_trial: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def prepared_1s(ray_session, synth_root, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("prepared_1s_tune")
+    data.prepare(str(synth_root), str(dest), PrepareConfig(clip_seconds=1.0), log=lambda _: None)
+    return str(dest)
+
+
+@pytest.fixture(scope="module")
+def three_trials(prepared_1s, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    path = _sweep_file(folder, TINY_SWEEP)
+    sweep = tune.load_sweep(path, ["tune.trials=3"])
+    spec = tune.SweepSpec(prepared_1s, str(folder / "sweeps"), "three")
+    return sweep, spec, tune.run_sweep(sweep, spec, log=lambda _: None), path
+
+
+def _csv_rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.mark.ray
+def test_a_three_trial_sweep_writes_results_and_a_best_checkpoint_that_loads(three_trials):
+    sweep, spec, summary, _ = three_trials
+    root = f"{spec.storage_url}/three"
+    assert summary["finished"] and summary["trials"] == 3 and summary["errors"] == 0
+    rows = _csv_rows(open(f"{root}/results.csv").read())
+    assert len(rows) == 3
+    assert {row["status"] for row in rows} <= {"completed", "stopped early"}
+    assert any(row["status"] == "completed" and row["steps"] == "12" for row in rows)
+    for row in rows:  # each trial's run folder is a whole run, stopped or not
+        run = f"{root}/trials/{row['trial']}"
+        for name in ("metrics.jsonl", "report.html", "plots/losses.png"):
+            assert os.path.exists(f"{run}/{name}"), (row["trial"], name)
+        assert {"latent_dim", "dropout", "lr_g", "lr_d"} <= set(row)
+    best_row = min(rows, key=lambda row: float(row["best_mel_fd"]))
+    best = json.load(open(f"{root}/best.json"))
+    assert best["trial"] == best_row["trial"] == summary["best_trial"]
+    assert best["mel_fd"] == pytest.approx(float(best_row["best_mel_fd"]))
+    assert best["checkpoint"].endswith(f"checkpoint_{best['step']:06d}")
+    assert best["config"]["latent_dim"] == int(best_row["latent_dim"])
+    # the best checkpoint is that of the lowest mel_fd the trial logged
+    metrics = [json.loads(line) for line in open(f"{best['run']}/metrics.jsonl")]
+    scored = {row["step"]: row["mel_fd"] for row in metrics if "mel_fd" in row}
+    assert scored[best["step"]] == pytest.approx(best["mel_fd"]) == min(scored.values())
+    _, config, state = generate.load_generator(best["checkpoint"])
+    assert state["step"] == best["step"] and config.latent_dim == best["config"]["latent_dim"]
+    assert os.path.getsize(f"{root}/plots/mel_fd.png") > 1000
+    table = "\n".join(tune.format_table(summary))
+    assert all(row["trial"] in table for row in rows)
+
+
+@pytest.mark.ray
+def test_running_a_finished_sweep_again_trains_nothing_and_a_changed_one_is_refused(
+    three_trials,
+):
+    sweep, spec, summary, path = three_trials
+    root = f"{spec.storage_url}/three"
+    stamps = {
+        trial: os.path.getmtime(f"{root}/trials/{trial}/metrics.jsonl")
+        for trial in (row["trial"] for row in summary["rows"])
+    }
+    again = tune.run_sweep(sweep, spec, log=lambda _: None)
+    assert again["best_trial"] == summary["best_trial"]
+    assert [row["trial"] for row in again["rows"]] == [row["trial"] for row in summary["rows"]]
+    assert stamps == {
+        trial: os.path.getmtime(f"{root}/trials/{trial}/metrics.jsonl") for trial in stamps
+    }
+    changed = tune.load_sweep(path, ["tune.trials=4"])
+    with pytest.raises(tune.TuneError, match="other settings \\(tune.trials\\)"):
+        tune.run_sweep(changed, spec, log=lambda _: None)
+
+
+@pytest.mark.ray
+def test_asha_stops_a_diverging_trial_before_max_steps(prepared_1s, tmp_path):
+    # The good trial runs first (one at a time), so the diverging one meets its score at the
+    # first rung: learning rates of 1.0 (points may leave the drawn ranges) send the critic's
+    # loss past 1e12 within 4 steps.
+    text = (
+        TINY_SWEEP
+        + """
+points:
+  - {latent_dim: 16, dropout: 0.0, lr_g: 1.0e-4, lr_d: 1.0e-4}
+  - {latent_dim: 16, dropout: 0.0, lr_g: 1.0, lr_d: 1.0}
+"""
+    )
+    sweep = tune.load_sweep(
+        _sweep_file(tmp_path, text),
+        ["tune.trials=2", "tune.max_concurrent_trials=1"],
+    )
+    summary = tune.run_sweep(sweep, tune.SweepSpec(prepared_1s, str(tmp_path), "asha"))
+    by_lr = {row["lr_g"]: row for row in summary["rows"]}
+    good, bad = by_lr[1e-4], by_lr[1.0]
+    assert good["status"] == "completed" and good["steps"] == 12
+    assert bad["status"] == "stopped early" and bad["steps"] < 12
+    assert bad["best_mel_fd"] > good["best_mel_fd"]
+    assert summary["best_trial"] == good["trial"] and summary["stopped_early"] == 1
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_a_sweep_against_the_s3_server_keeps_everything_there_and_no_secret(
+    prepared_1s, s3_env, tmp_path
+):
+    bucket = s3_env
+    sweep = tune.load_sweep(_sweep_file(tmp_path, TINY_SWEEP), ["tune.trials=2", "max_steps=8"])
+    summary = tune.run_sweep(
+        sweep, tune.SweepSpec(prepared_1s, f"s3://{bucket}/sweeps", "s3sweep"), lambda _: None
+    )
+    assert summary["finished"] and summary["errors"] == 0
+    assert summary["best_checkpoint"].startswith(f"s3://{bucket}/sweeps/s3sweep/trials/")
+    fs, _ = storage.resolve(f"s3://{bucket}")
+    files = {
+        info.path: info
+        for info in fs.get_file_info(pafs.FileSelector(f"{bucket}/sweeps", recursive=True))
+        if info.type == pafs.FileType.File
+    }
+    root = f"{bucket}/sweeps/s3sweep"
+    for name in ("results.csv", "best.json", "plots/mel_fd.png", "sweep.json"):
+        assert f"{root}/{name}" in files
+    assert len(_csv_rows(storage.read_bytes(fs, f"{root}/results.csv").decode())) == 2
+    best = json.loads(storage.read_bytes(fs, f"{root}/best.json"))
+    assert f"{best['checkpoint'].removeprefix('s3://')}/state.pt" in files
+    assert any(path.startswith(f"{root}/tune/") for path in files)  # Tune's state, to resume
+    for path in files:  # keys travel in memory only
+        assert b"testing-secret-value" not in storage.read_bytes(fs, path), path
+    _, config, state = generate.load_generator(best["checkpoint"])
+    assert state["step"] == best["step"] and config.latent_dim == best["config"]["latent_dim"]
+
+
+@pytest.mark.ray
+def test_an_interrupted_sweep_resumes_when_the_command_runs_again(prepared_1s, tmp_path):
+    """Ctrl-C (SIGINT) to `audiogan tune` on the test's Ray cluster, then the same sweep again:
+    the interrupted trial goes on from its checkpoint, the other one runs."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray
+
+    path = _sweep_file(tmp_path, TINY_SWEEP)
+    overrides = ["tune.trials=2", "tune.max_concurrent_trials=1", "max_steps=16"]
+    storage_url = str(tmp_path / "sweeps")
+    command = [sys.executable, "-m", "audiogan.cli", "tune", "--data", prepared_1s,
+               "--storage", storage_url, "--name", "cut", "--config", path, *overrides]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    trials = tmp_path / "sweeps" / "cut" / "trials"
+    deadline = time.time() + 240
+    while not list(trials.glob("*/checkpoint_000008/state.pt")):
+        assert process.poll() is None and time.time() < deadline, "the sweep did not get going"
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert b"interrupted with 2 trial(s) to go" in out  # the running one and the unstarted one
+    (first,) = [folder.name for folder in trials.iterdir()]
+
+    sweep = tune.load_sweep(path, overrides)
+    summary = tune.run_sweep(sweep, tune.SweepSpec(prepared_1s, storage_url, "cut"), print)
+    assert summary["finished"] and summary["trials"] == 2
+    by_trial = {row["trial"]: row for row in summary["rows"]}
+    assert by_trial[first]["status"] == "completed" and by_trial[first]["steps"] == 16
+    steps = [json.loads(line)["step"] for line in open(trials / first / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 16  # went on, nothing twice
