@@ -180,3 +180,12 @@ def test_conditional_training_needs_labels(ray_session, tmp_path, write_wav):
     spec = train.RunSpec(str(tmp_path / "prep"), str(tmp_path / "runs"), "x", 2, False)
     with pytest.raises(train.TrainError, match="needs labels"):
         train.build_trainer(TrainConfig(conditional=True, **TINY), spec)
+
+
+def test_a_run_that_diverges_stops_with_an_error(one_second_clips, tmp_path):
+    # Adam at a learning rate of 1e8 sends the critic's loss to infinity in the first step.
+    spec = train.RunSpec(one_second_clips, str(tmp_path), "inf", workers=0, gpu=False)
+    cfg = TrainConfig(max_steps=4, lr_g=1e8, lr_d=1e8, **TINY)
+    with pytest.raises(AudioganError, match="training diverged at step 1: d_loss (inf|nan)"):
+        train.train(cfg, spec)
+    assert not (tmp_path / "inf" / "checkpoint_000001").exists()  # nothing after a NaN is kept

@@ -111,6 +111,12 @@ def test_a_sweep_file_builds_on_a_preset_and_takes_overrides(tmp_path):
     assert sweep.points == ({"dropout": 0.0, "latent_dim": 64, "lr_g": 1e-4, "n_critic": 1},)
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in PRESETS_DIR.glob("sweep_*.yaml")))
+def test_every_sweep_file_loads(name):
+    sweep = tune.load_sweep(str(PRESETS_DIR / name), [])
+    assert sweep.space and sweep.tune.grace_period_steps < sweep.base.max_steps
+
+
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [
