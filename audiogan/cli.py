@@ -36,6 +36,14 @@ def _init_ray(num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
 
 
+def _quiet_ray() -> None:
+    """Disconnects from Ray, so that no late worker log line lands after the summary (and
+    --json's last line)."""
+    import ray
+
+    ray.shutdown()
+
+
 def _stderr(message: str) -> None:
     """Progress goes to stderr, so that stdout holds only the result (and --json's line)."""
     print(message, file=sys.stderr, flush=True)
@@ -190,6 +198,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu)
     _init_ray(args.num_cpus)
     summary = tune.run_sweep(sweep, spec, log=_stderr)
+    _quiet_ray()
     lines = [
         "",
         f"tune: {summary['trials']} trial(s) in {summary['sweep']}: {summary['completed']} "
@@ -218,6 +227,9 @@ def cmd_tune(args: argparse.Namespace) -> None:
         lines.append("  best:    none (no trial stored a checkpoint)")
     brief = {key: value for key, value in summary.items() if key != "rows"}
     _emit(brief, args.json, lines)
+    if summary["trials"] and summary["errors"] == summary["trials"]:
+        first = next(row["error"] for row in summary["rows"] if row["error"])
+        raise AudioganError(f"every trial failed; the first: {first}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

@@ -325,7 +325,8 @@ def run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None] = print)
     fs, root = storage.resolve(spec.storage_url, embed_keys=False)
     sweep_root = storage.join(root, spec.name)
     experiment = storage.join(sweep_root, TUNE_DIR)
-    described = json.dumps(sweep.describe(), indent=1, sort_keys=True)
+    settings = {**sweep.describe(), "data": spec.data_url, "gpu": spec.gpu}
+    described = json.dumps(settings, indent=1, sort_keys=True)
     sweep_path = storage.join(sweep_root, SWEEP_FILE)
     trainable = tune.with_resources(
         _trainable(sweep, spec, _trials_url(spec)), {"CPU": DRIVER_CPUS}

@@ -268,29 +268,33 @@ def test_running_a_finished_sweep_again_trains_nothing_and_a_changed_one_is_refu
 
 
 @pytest.mark.ray
-def test_asha_stops_a_diverging_trial_before_max_steps(prepared_1s, tmp_path):
-    # The good trial runs first (one at a time), so the diverging one meets its score at the
+def test_asha_stops_a_diverging_trial_and_an_exploding_one_fails(prepared_1s, tmp_path):
+    # One trial at a time, the good one first, so the diverging one meets its score at the
     # first rung: learning rates of 1.0 (points may leave the drawn ranges) send the critic's
-    # loss past 1e12 within 4 steps.
+    # loss past 1e12 within 4 steps, yet finite; at 1e8 it is infinite at step 1.
     text = (
         TINY_SWEEP
         + """
 points:
   - {latent_dim: 16, dropout: 0.0, lr_g: 1.0e-4, lr_d: 1.0e-4}
   - {latent_dim: 16, dropout: 0.0, lr_g: 1.0, lr_d: 1.0}
+  - {latent_dim: 16, dropout: 0.0, lr_g: 1.0e+8, lr_d: 1.0e+8}
 """
     )
     sweep = tune.load_sweep(
-        _sweep_file(tmp_path, text),
-        ["tune.trials=2", "tune.max_concurrent_trials=1"],
+        _sweep_file(tmp_path, text), ["tune.trials=3", "tune.max_concurrent_trials=1"]
     )
     summary = tune.run_sweep(sweep, tune.SweepSpec(prepared_1s, str(tmp_path), "asha"))
     by_lr = {row["lr_g"]: row for row in summary["rows"]}
-    good, bad = by_lr[1e-4], by_lr[1.0]
+    good, bad, exploded = by_lr[1e-4], by_lr[1.0], by_lr[1e8]
     assert good["status"] == "completed" and good["steps"] == 12
     assert bad["status"] == "stopped early" and bad["steps"] < 12
     assert bad["best_mel_fd"] > good["best_mel_fd"]
-    assert summary["best_trial"] == good["trial"] and summary["stopped_early"] == 1
+    assert exploded["status"] == "error" and "training diverged at step 1" in exploded["error"]
+    assert summary["best_trial"] == good["trial"]
+    assert (summary["stopped_early"], summary["errors"], summary["finished"]) == (1, 1, True)
+    rows = _csv_rows(open(tmp_path / "asha" / "results.csv").read())
+    assert [row["status"] for row in rows] == ["completed", "stopped early", "error"]
 
 
 @pytest.mark.ray
@@ -339,7 +343,8 @@ def test_an_interrupted_sweep_resumes_when_the_command_runs_again(prepared_1s, t
     overrides = ["tune.trials=2", "tune.max_concurrent_trials=1", "max_steps=16"]
     storage_url = str(tmp_path / "sweeps")
     command = [sys.executable, "-m", "audiogan.cli", "tune", "--data", prepared_1s,
-               "--storage", storage_url, "--name", "cut", "--config", path, *overrides]  # fmt: skip
+               "--storage", storage_url, "--name", "cut", "--config", path, "--json",
+               *overrides]  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     trials = tmp_path / "sweeps" / "cut" / "trials"
@@ -351,6 +356,8 @@ def test_an_interrupted_sweep_resumes_when_the_command_runs_again(prepared_1s, t
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 0
     assert b"interrupted with 2 trial(s) to go" in out  # the running one and the unstarted one
+    last = json.loads(out.decode().strip().splitlines()[-1])
+    assert (last["finished"], last["unfinished"]) == (False, 2)
     (first,) = [folder.name for folder in trials.iterdir()]
 
     sweep = tune.load_sweep(path, overrides)
