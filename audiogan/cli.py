@@ -20,8 +20,9 @@ def _default(cls, name: str):
     return {f.name: f.default for f in dataclasses.fields(cls)}[name]
 
 
-def _init_ray(num_cpus: int | None = None) -> None:
-    """Attaches to RAY_ADDRESS's cluster if set, else starts a local Ray instance."""
+def _init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """Attaches to RAY_ADDRESS's cluster if set, else starts a local Ray instance (with its
+    dashboard on 127.0.0.1 only when asked)."""
     import ray
 
     if ray.is_initialized():
@@ -30,10 +31,7 @@ def _init_ray(num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address)
     else:
-        # The dashboard (on 127.0.0.1) serves Ray's state API, through which Ray Train's
-        # placement-group cleaner sees that a stopped trial's trainer is gone; without it, a
-        # trial that ASHA stops keeps its workers' CPUs and later trials wait forever.
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1")
 
 
 def _quiet_ray() -> None:
@@ -151,7 +149,7 @@ def train_config_from_args(args: argparse.Namespace):
     overrides = parse_overrides(args.overrides)
     if args.model:
         overrides["model"] = args.model
-    if args.max_steps:
+    if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     return load_config(TrainConfig, args.config, overrides)
 
@@ -190,13 +188,16 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     flags = {"trials": args.trials, "workers_per_trial": args.workers_per_trial}
     overrides = list(args.overrides)
-    if args.max_steps:
+    if args.max_steps is not None:
         overrides.append(f"max_steps={args.max_steps}")
     sweep = tune.load_sweep(
         args.config, overrides, {key: value for key, value in flags.items() if value is not None}
     )
     spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu)
-    _init_ray(args.num_cpus)
+    # The dashboard serves Ray's state API, through which Ray Train's placement-group cleaner
+    # sees that a trial ASHA stopped has lost its trainer; without it the trial's workers keep
+    # their CPUs and later trials wait forever.
+    _init_ray(args.num_cpus, dashboard=True)
     summary = tune.run_sweep(sweep, spec, log=_stderr)
     _quiet_ray()
     lines = [
@@ -227,6 +228,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
         lines.append("  best:    none (no trial stored a checkpoint)")
     brief = {key: value for key, value in summary.items() if key != "rows"}
     _emit(brief, args.json, lines)
+    if not summary["finished"]:
+        raise AudioganError(
+            f"interrupted with {summary['unfinished']} trial(s) to go: run the same command "
+            "again to resume"
+        )
     if summary["trials"] and summary["errors"] == summary["trials"]:
         first = next(row["error"] for row in summary["rows"] if row["error"])
         raise AudioganError(f"every trial failed; the first: {first}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -191,17 +192,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         step += 1
         window_samples += cfg.n_critic * cfg.batch_size * world
         step_done = time.perf_counter()
-        last = step == cfg.max_steps or (
-            step % cfg.log_every == 0 and _time_is_up(cfg, step_done - started, world, device)
-        )
+        intervals = (cfg.log_every, cfg.eval_every, cfg.checkpoint_every, cfg.sample_every)
+        time_up, diverged = False, False
+        if step == cfg.max_steps or any(step % every == 0 for every in intervals):
+            time_up, diverged = _agree(cfg, step_done - started, result, world, device)
+        if diverged:
+            # Nothing after a NaN or an infinity is worth a checkpoint: the last good one stays,
+            # and the run ends here without an error Ray Train would retry (it would diverge
+            # again); train() reports the divergence from this metrics row.
+            if rank == 0:
+                history.append({"step": step, **result, "diverged": True})
+                folder.write_metrics(history)
+            break
+        last = step == cfg.max_steps or (time_up and step % cfg.log_every == 0)
         checkpointing = step % cfg.checkpoint_every == 0 or last
         # Every report (at evaluation and checkpoint steps) carries mel_fd: Tune's scheduler
         # and the best-checkpoint choice rank by it.
         evaluating = step % cfg.eval_every == 0 or checkpointing
-        if not all(np.isfinite(value) for value in result.values()):
-            # Nothing after a NaN or an infinity is worth a checkpoint; the last good one stays.
-            losses = ", ".join(f"{key} {value}" for key, value in result.items())
-            raise TrainError(f"training diverged at step {step}: {losses}")
         if quality is not None and evaluating:
             result["mel_fd"] = quality.mel_fd(gan)
 
@@ -261,15 +268,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             break
 
 
-def _time_is_up(cfg: TrainConfig, seconds: float, world: int, device: torch.device) -> bool:
-    """Whether cfg.max_minutes have passed, decided together: the slowest rank's clock counts,
-    so every rank stops at the same step (a rank that stopped alone would hang DDP)."""
-    if not cfg.max_minutes:
-        return False
-    up = torch.tensor([float(seconds >= 60 * cfg.max_minutes)], device=device)
+def _agree(
+    cfg: TrainConfig, seconds: float, result: dict[str, float], world: int, device: torch.device
+) -> tuple[bool, bool]:
+    """(cfg.max_minutes have passed, a loss is NaN or infinite), decided together: the slowest
+    rank's clock and any rank's losses count for all, so every rank stops at the same step (a
+    rank that stopped alone would hang DDP)."""
+    time_up = bool(cfg.max_minutes) and seconds >= 60 * cfg.max_minutes
+    diverged = not all(math.isfinite(value) for value in result.values())
+    flags = torch.tensor([float(time_up), float(diverged)], device=device)
     if world > 1:
-        torch.distributed.all_reduce(up, op=torch.distributed.ReduceOp.MAX)
-    return bool(up.item())
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    return bool(flags[0].item()), bool(flags[1].item())
 
 
 def _fixed_batch(
@@ -413,6 +423,11 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
         raise TrainError(f"training failed: {_last_lines(str(error))}") from None
     history = _RunFolder(fs, run).read_metrics(cfg.max_steps)
     last = history[-1] if history else {}
+    if last.get("diverged"):
+        losses = ", ".join(
+            f"{key} {last[key]}" for key in ("d_loss", "gp", "g_loss") if key in last
+        )
+        raise TrainError(f"training diverged at step {last['step']}: {losses}")
     newest = checkpoint.latest(fs, run)
     if newest and storage.is_s3(spec.storage_url):
         newest = f"s3://{newest}"

@@ -58,7 +58,6 @@ from audiogan.config import (
 from audiogan.errors import AudioganError
 
 METRIC = "mel_fd"  # what ASHA and the best checkpoint rank by; lower is better
-SECTIONS = ("base", "search", "points", "tune")
 # A trial's driver only waits for its trainer: a tenth of a CPU (Ray Train's workers and data
 # reads hold the real resources).
 DRIVER_CPUS = 0.1
@@ -249,6 +248,17 @@ def load_sweep(path: str | None, overrides: list[str], tune_values: dict | None 
     base = dataclasses.replace(base, checkpoint_every=base.eval_every, sample_every=base.eval_every)
     if not space:
         raise ConfigError("the search space is empty: nothing to sweep")
+    if base.max_minutes:
+        raise ConfigError(
+            "max_minutes: a sweep's trials stop at max_steps or when ASHA says (a time limit "
+            "would look like an early stop); set max_steps instead"
+        )
+    points = [  # a key fixed on the command line is fixed in every trial, points included
+        {k: v for k, v in point.items() if k not in fixed_here}
+        if isinstance(point, dict)
+        else point
+        for point in points
+    ]
     checked_points = tuple(_check_point(i, point, space, base) for i, point in enumerate(points))
     if len(checked_points) > tune_cfg.trials:
         raise ConfigError(
@@ -304,17 +314,34 @@ def _check_point(index: int, point: Any, space: dict[str, Distribution], base: T
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """Where a sweep reads and writes."""
+    """Where a sweep reads and writes. Local paths become absolute (Tune runs each trial in a
+    folder of its own, and sweep.json must name the same data from any working directory)."""
 
     data_url: str
     storage_url: str
     name: str
     gpu: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name:
+            raise TuneError(f"--name must be a plain folder name, got {self.name!r}")
+        for field in ("data_url", "storage_url"):
+            url = getattr(self, field)
+            if not storage.is_s3(url):
+                object.__setattr__(self, field, storage.resolve(url)[1])
+
 
 def run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None] = print) -> dict:
     """Runs (or resumes) a sweep and writes results.csv, best.json and the plot; returns the
     summary (its `rows`: one per trial, best first)."""
+
+    try:
+        return _run_sweep(sweep, spec, log)
+    except OSError as error:  # a store that is down or refuses us, at any point
+        raise storage.unreachable(spec.storage_url, error) from None
+
+
+def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dict:
     import ray
     from ray import tune
 
@@ -331,11 +358,7 @@ def run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None] = print)
     trainable = tune.with_resources(
         _trainable(sweep, spec, _trials_url(spec)), {"CPU": DRIVER_CPUS}
     )
-    try:
-        resuming = tune.Tuner.can_restore(experiment, storage_filesystem=fs)
-    except OSError as error:
-        raise storage.unreachable(spec.storage_url, error) from None
-    if resuming:
+    if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
         if storage.exists(fs, sweep_path):
             stored = storage.read_bytes(fs, sweep_path).decode()
             if json.loads(stored) != json.loads(described):
@@ -410,12 +433,8 @@ def _trainable(sweep: Sweep, spec: SweepSpec, trials_url: str):
     into the sweep's state (in storage)."""
     from ray import tune
 
-    # Tune runs a trial in a folder of its own: local paths must not be relative.
-    data_url, trials_url = (
-        url if storage.is_s3(url) else os.path.abspath(url) for url in (spec.data_url, trials_url)
-    )
     run = {
-        "data_url": data_url,
+        "data_url": spec.data_url,
         "storage_url": trials_url,
         "workers": sweep.tune.workers_per_trial,
         "gpu": spec.gpu,
@@ -448,16 +467,20 @@ def _concurrency(tune_cfg: TuneConfig, gpu: bool, resources: dict[str, float]) -
     that another trial's driver has taken."""
     if tune_cfg.max_concurrent_trials:
         return tune_cfg.max_concurrent_trials
-    workers = tune_cfg.workers_per_trial
-    if gpu:
-        gpus = resources.get("GPU", 0)
+    workers, cpus, gpus = (
+        tune_cfg.workers_per_trial,
+        resources.get("CPU", 0),
+        resources.get("GPU", 0),
+    )
+    # A trial: its driver, its workers (a whole CPU each beside a GPU) and one data read.
+    cpus_per_trial = DRIVER_CPUS + workers * (1 if gpu else tune_cfg.cpus_per_worker)
+    cpus_per_trial += tune_cfg.cpus_per_worker
+    # (rounded first, so that 2 / 0.4 is 5 and not 4.999...)
+    fits = int(round(cpus / cpus_per_trial, 6))
+    need = f"{cpus_per_trial:g} CPU per trial; the cluster has {cpus:g}"
+    if gpu and gpus // workers < fits:
         fits = int(gpus // workers)
         need = f"{workers} GPU(s) per trial; the cluster has {gpus:g}"
-    else:
-        cpus = resources.get("CPU", 0)
-        per_trial = DRIVER_CPUS + (workers + 1) * tune_cfg.cpus_per_worker  # + one data read
-        fits = int(round(cpus / per_trial, 6) // 1)
-        need = f"{per_trial:g} CPU per trial; the cluster has {cpus:g}"
     if fits < 1:
         raise TuneError(
             f"no trial fits: {need} (an autoscaling cluster that starts empty needs "
@@ -508,10 +531,13 @@ def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, swee
     rows = [_trial_row(result, sweep, spec, fs, sweep_root, done) for result in grid]
     finished = len(rows) == sweep.tune.trials and all(row["trial"] in done for row in rows)
     rows.sort(key=lambda row: (row["best_mel_fd"] is None, row["best_mel_fd"] or 0.0))
-    best = next((row for row in rows if row["checkpoint"]), None)
+    # The best trial is the one whose best stored checkpoint scores lowest (a logged
+    # evaluation whose checkpoint was never stored cannot be handed to generate).
+    stored = [row for row in rows if row["checkpoint"]]
+    best = min(stored, key=lambda row: row["checkpoint_mel_fd"]) if stored else None
     keys = sorted(sweep.space)
     storage.write_bytes(fs, storage.join(sweep_root, RESULTS_CSV), _csv(rows, keys).encode())
-    curves = {row["trial"]: row.pop("curve") for row in rows}
+    curves = {row["trial"]: row["curve"] for row in rows}
     stopped = {row["trial"] for row in rows if row["status"] == "stopped early"}
     png = samples.sweep_png(curves, stopped, best and best["trial"])
     storage.write_bytes(fs, storage.join(sweep_root, PLOT), png)
@@ -520,8 +546,8 @@ def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, swee
         params = {key: best[key] for key in keys}
         about = {
             "trial": best["trial"],
-            METRIC: best["best_mel_fd"],
-            "step": best["best_step"],
+            METRIC: best["checkpoint_mel_fd"],
+            "step": best["checkpoint_step"],
             "checkpoint": best["checkpoint"],
             "run": best["run"],
             "searched": params,
@@ -537,7 +563,7 @@ def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, swee
         "errors": sum(row["status"] == "error" for row in rows),
         "unfinished": sweep.tune.trials - sum(row["status"] != "unfinished" for row in rows),
         "best_trial": best and best["trial"],
-        "best_mel_fd": best and best["best_mel_fd"],
+        "best_mel_fd": best and best["checkpoint_mel_fd"],
         "best_checkpoint": best and best["checkpoint"],
         "results": _shown(spec, RESULTS_CSV),
         "best": _shown(spec, BEST_JSON) if best else None,
@@ -566,6 +592,7 @@ def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done:
     params = {key: result.config.get(key) for key in sweep.space}
     prefix = "s3://" if storage.is_s3(spec.storage_url) else ""
     best_checkpoint = _best_checkpoint(fs, run, dict(evaluations))
+    checkpoint_score, checkpoint_step, checkpoint_folder = best_checkpoint or (None, None, None)
     error = None if result.error is None else _one_line(str(result.error))
     return {
         "trial": trial,
@@ -575,21 +602,24 @@ def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done:
         "best_step": best_step,
         "last_mel_fd": last,
         **params,
-        "checkpoint": best_checkpoint and prefix + best_checkpoint,
+        "checkpoint": checkpoint_folder and prefix + checkpoint_folder,
+        "checkpoint_mel_fd": checkpoint_score,
+        "checkpoint_step": checkpoint_step,
         "run": prefix + run,
         "error": error,
         "curve": evaluations,
     }
 
 
-def _best_checkpoint(fs, run: str, scores: dict[int, float]) -> str | None:
-    """The run's stored checkpoint of lowest mel_fd (its step's evaluation)."""
+def _best_checkpoint(fs, run: str, scores: dict[int, float]) -> tuple[float, int, str] | None:
+    """(mel_fd, step, folder) of the run's stored checkpoint of lowest mel_fd (its step's
+    evaluation)."""
     scored = []
     for folder in checkpoint.all_checkpoints(fs, run):
         step = int(folder.rsplit("_", 1)[-1])
         if step in scores:
-            scored.append((scores[step], folder))
-    return min(scored)[1] if scored else None
+            scored.append((scores[step], step, folder))
+    return min(scored) if scored else None
 
 
 def _finite(value) -> bool:
@@ -603,7 +633,7 @@ def _one_line(text: str) -> str:
 
 def _csv(rows: list[dict], keys: list[str]) -> str:
     columns = ["trial", "status", "steps", "best_mel_fd", "best_step", "last_mel_fd", *keys]
-    columns += ["checkpoint", "run", "error"]
+    columns += ["checkpoint", "checkpoint_mel_fd", "checkpoint_step", "run", "error"]
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

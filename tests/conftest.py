@@ -56,7 +56,7 @@ def ray_session():
     import ray
 
     # With the dashboard (127.0.0.1): Ray Train frees a stopped Tune trial's workers through
-    # its state API (see audiogan/cli.py _init_ray).
+    # its state API (see audiogan/cli.py cmd_tune).
     ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
