@@ -34,14 +34,6 @@ def _init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1")
 
 
-def _quiet_ray() -> None:
-    """Disconnects from Ray, so that no late worker log line lands after the summary (and
-    --json's last line)."""
-    import ray
-
-    ray.shutdown()
-
-
 def _stderr(message: str) -> None:
     """Progress goes to stderr, so that stdout holds only the result (and --json's line)."""
     print(message, file=sys.stderr, flush=True)
@@ -199,7 +191,9 @@ def cmd_tune(args: argparse.Namespace) -> None:
     # their CPUs and later trials wait forever.
     _init_ray(args.num_cpus, dashboard=True)
     summary = tune.run_sweep(sweep, spec, log=_stderr)
-    _quiet_ray()
+    import ray
+
+    ray.shutdown()  # so that no late worker log line lands after the summary (or --json's line)
     lines = [
         "",
         f"tune: {summary['trials']} trial(s) in {summary['sweep']}: {summary['completed']} "

@@ -279,7 +279,8 @@ def _agree(
     flags = torch.tensor([float(time_up), float(diverged)], device=device)
     if world > 1:
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-    return bool(flags[0].item()), bool(flags[1].item())
+    time_up, diverged = flags.tolist()  # one device-to-host copy
+    return bool(time_up), bool(diverged)
 
 
 def _fixed_batch(
@@ -364,13 +365,10 @@ def build_trainer(
         # Clips without a label (label_id -1) cannot condition anything.
         train_data = train_data.filter(expr=col("label_id") >= 0)
     resources = {"CPU": 1, "GPU": 1} if spec.gpu else {"CPU": spec.cpus_per_worker}
-    keep = ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints or None)
-    if spec.keep_best:
-        keep = ray.train.CheckpointConfig(
-            num_to_keep=cfg.keep_checkpoints or None,
-            checkpoint_score_attribute="mel_fd",
-            checkpoint_score_order="min",
-        )
+    best_first = {"checkpoint_score_attribute": "mel_fd", "checkpoint_score_order": "min"}
+    keep = ray.train.CheckpointConfig(
+        num_to_keep=cfg.keep_checkpoints or None, **(best_first if spec.keep_best else {})
+    )
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={

@@ -300,12 +300,13 @@ def _check_point(index: int, point: Any, space: dict[str, Distribution], base: T
             f"points[{index}]: {', '.join(unknown)} not searched (searched: "
             f"{', '.join(sorted(space))})"
         )
+    values = to_dict(base)
     try:
-        from_dict(TrainConfig, {**to_dict(base), **point})
+        from_dict(TrainConfig, {**values, **point})
     except ConfigError as error:
         raise ConfigError(f"points[{index}]: {error}") from None
     # A searched key the point does not name takes the base config's value (Optuna needs all).
-    return {key: point.get(key, to_dict(base)[key]) for key in sorted(space)}
+    return {key: point.get(key, values[key]) for key in sorted(space)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,14 +356,12 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     settings = {**sweep.describe(), "data": spec.data_url, "gpu": spec.gpu}
     described = json.dumps(settings, indent=1, sort_keys=True)
     sweep_path = storage.join(sweep_root, SWEEP_FILE)
-    trainable = tune.with_resources(
-        _trainable(sweep, spec, _trials_url(spec)), {"CPU": DRIVER_CPUS}
-    )
+    trainable = tune.with_resources(_trainable(sweep, spec), {"CPU": DRIVER_CPUS})
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
         if storage.exists(fs, sweep_path):
-            stored = storage.read_bytes(fs, sweep_path).decode()
-            if json.loads(stored) != json.loads(described):
-                changed = _differences(json.loads(stored), json.loads(described))
+            stored = json.loads(storage.read_bytes(fs, sweep_path))
+            changed = _differences(stored, json.loads(described))  # tuples read back as lists
+            if changed:
                 raise TuneError(
                     f"{storage.display(spec.storage_url)}/{spec.name} holds a sweep with other "
                     f"settings ({', '.join(changed)}); use another --name, or the same settings "
@@ -403,10 +402,6 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     return _write_results(grid, done, sweep, spec, fs, sweep_root)
 
 
-def _trials_url(spec: SweepSpec) -> str:
-    return f"{spec.storage_url.rstrip('/')}/{spec.name}/{TRIALS_DIR}"
-
-
 def _shown(spec: SweepSpec, *parts: str) -> str:
     return "/".join([storage.display(spec.storage_url.rstrip("/")), spec.name, *parts])
 
@@ -427,7 +422,7 @@ def _trial_name(trial) -> str:
     return trial.trial_id
 
 
-def _trainable(sweep: Sweep, spec: SweepSpec, trials_url: str):
+def _trainable(sweep: Sweep, spec: SweepSpec):
     """The trial function with its fixed arguments. `tune.with_parameters` keeps them in Ray's
     object store, where the storage keys stay in memory: Tune pickles the trainable itself
     into the sweep's state (in storage)."""
@@ -435,7 +430,7 @@ def _trainable(sweep: Sweep, spec: SweepSpec, trials_url: str):
 
     run = {
         "data_url": spec.data_url,
-        "storage_url": trials_url,
+        "storage_url": f"{spec.storage_url.rstrip('/')}/{spec.name}/{TRIALS_DIR}",
         "workers": sweep.tune.workers_per_trial,
         "gpu": spec.gpu,
         "cpus_per_worker": sweep.tune.cpus_per_worker,
