@@ -398,7 +398,7 @@ def bench_train(
         raw, prepared = os.path.join(scratch, "raw"), os.path.join(scratch, "prepared")
         synth.synthesize(raw, clips_per_class=8, seed=0)
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False)
+            ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
         prepare(raw, prepared, prepare_cfg, log=lambda _: None)
         for workers in worker_counts:
             log(f"bench: Ray Train, {workers} CPU worker(s), {steps} steps ...")

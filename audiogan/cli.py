@@ -22,7 +22,12 @@ def _default(cls, name: str):
 
 def _init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Attaches to RAY_ADDRESS's cluster if set, else starts a local Ray instance (with its
-    dashboard on 127.0.0.1 only when asked)."""
+    dashboard on 127.0.0.1 only when asked).
+
+    Commands that run Ray Train ask for the dashboard: it serves Ray's state API, which Ray
+    Train's placement-group cleaner polls to see that a trainer has gone. Without it the cleaner
+    logs a warning every few seconds of a run, and the workers of a Tune trial ASHA stopped keep
+    their CPUs, so later trials wait forever."""
     import ray
 
     if ray.is_initialized():
@@ -153,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.workers < 0:
         raise AudioganError("--workers must be 0 (in-process) or more")
     spec = train.RunSpec(args.data, args.storage, args.name, args.workers, args.gpu)
-    _init_ray(args.num_cpus)
+    _init_ray(args.num_cpus, dashboard=True)
     print(
         f"train: {cfg.model} ({cfg.loss}) on {args.data}, {args.workers or 'in-process'} "
         f"worker(s){' with GPUs' if args.gpu else ''}, to step {cfg.max_steps} -> "
@@ -186,9 +191,6 @@ def cmd_tune(args: argparse.Namespace) -> None:
         args.config, overrides, {key: value for key, value in flags.items() if value is not None}
     )
     spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu)
-    # The dashboard serves Ray's state API, through which Ray Train's placement-group cleaner
-    # sees that a trial ASHA stopped has lost its trainer; without it the trial's workers keep
-    # their CPUs and later trials wait forever.
     _init_ray(args.num_cpus, dashboard=True)
     summary = tune.run_sweep(sweep, spec, log=_stderr)
     import ray
@@ -309,7 +311,7 @@ def cmd_autoencode(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from audiogan import compare
 
-    _init_ray(args.num_cpus)
+    _init_ray(args.num_cpus, dashboard=True)
     result = compare.compare(
         args.data,
         args.storage,
@@ -346,7 +348,7 @@ def cmd_bench_prepare(args: argparse.Namespace) -> None:
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from audiogan import bench
 
-    _init_ray(args.num_cpus)
+    _init_ray(args.num_cpus, dashboard=True)
     result = bench.bench_train(
         args.model,
         steps=args.steps,

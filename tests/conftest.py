@@ -62,7 +62,7 @@ def ray_session():
     ray.shutdown()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -71,7 +71,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 API: moto_server on 127.0.0.1, for pyarrow, s3fs and Ray workers alike."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or "moto_server"
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")

@@ -63,19 +63,19 @@ def test_the_validation_catches_a_broken_cluster_yaml(spoil):
         _validate(config)
 
 
-def test_ray_cluster_yaml_keeps_training_off_the_head_and_scales_gpus_from_zero():
+def test_ray_cluster_yaml_keeps_training_off_the_head_and_scales_workers_from_zero():
     config = _launcher_config()
     nodes = config["available_node_types"]
     assert nodes[config["head_node_type"]]["resources"] == {"CPU": 0}
     workers = {name: node for name, node in nodes.items() if name != config["head_node_type"]}
     types = {node["node_config"]["InstanceType"] for node in workers.values()}
-    assert types == {"g5.xlarge", "g5.12xlarge"}  # one A10G, four A10Gs
+    assert types == {"m5.4xlarge", "g5.xlarge", "g5.12xlarge"}  # CPUs; one A10G; four A10Gs
     assert all(node["min_workers"] == 0 for node in workers.values())
     for node in nodes.values():  # S3 through the instance role, not keys
         assert "IamInstanceProfile" in node["node_config"]
     head_start = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start
-    assert config["docker"]["image"] == _image_tag()
+    assert config["docker"]["image"].endswith("/" + _image_tag())  # in the user's registry
     assert not re.search(r"(?i)aws_(secret|access)|secret_key", CLUSTER_YAML.read_text())
 
 
@@ -126,3 +126,38 @@ def test_each_rayjob_runs_a_jobs_entrypoint_that_the_cli_accepts(name):
     assert args.command == command
     runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
     assert runtime_env["working_dir"] == "/home/ray/audiogan"  # where the Dockerfile puts it
+
+
+JOBS = {
+    "prepare": ["prepare"],
+    "train": ["train"],
+    "tune": ["tune"],
+    "generate": ["generate"],
+    "evaluate": ["evaluate"],
+    "compare": ["compare"],
+    "bench_prepare": ["bench", "prepare"],
+    "bench_train": ["bench", "train"],
+}
+
+
+def test_every_job_module_is_known_here():
+    modules = {path.stem for path in (ROOT / "jobs").glob("*.py") if path.stem != "__init__"}
+    assert modules == set(JOBS)
+
+
+@pytest.mark.parametrize("module", sorted(JOBS))
+def test_each_job_takes_exactly_the_arguments_of_its_command(module, monkeypatch, capsys):
+    """`python -m jobs.X --help` is `audiogan X --help`: the same parser, so the same options."""
+    import runpy
+
+    from audiogan.cli import main
+
+    with pytest.raises(SystemExit) as direct:
+        main([*JOBS[module], "--help"])
+    expected = capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", [f"jobs/{module}.py", "--help"])
+    with pytest.raises(SystemExit) as as_job:
+        runpy.run_module(f"jobs.{module}", run_name="__main__")
+    assert (as_job.value.code, direct.value.code) == (0, 0)
+    assert capsys.readouterr().out == expected
+    assert "--json" in expected  # sanity: a real help text
