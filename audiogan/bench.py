@@ -452,3 +452,99 @@ def format_train_table(result: dict) -> list[str]:
     if "scaling_efficiency_2_workers" in result:
         lines.append(f"2-worker scaling efficiency: {result['scaling_efficiency_2_workers']}")
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# model: what one training step costs, for sizing a cluster
+
+RING_WORKERS = (2, 4, 8, 16)
+
+
+def bench_model(
+    config_path: str, overrides: dict, clip_seconds: float = 4.0, sample_rate_hz: int = 16000
+) -> dict:
+    """Parameters of G and D, FLOPs of one gan_step per worker, and the gradient bytes DDP
+    all-reduces per step, for a preset at a clip length. No Ray, no timing.
+
+    FLOPs are counted on a batch of 2 and scaled to the preset's batch: every counted operation
+    (matrix products and convolutions) grows linearly with the batch. DDP all-reduces the fp32
+    gradients of the module each backward pass trains: D's in each of the n_critic D updates,
+    G's (D frozen) in the G update.
+    """
+    import dataclasses
+
+    import torch
+
+    from audiogan.config import TrainConfig, load_config
+    from audiogan.models import build
+    from audiogan.step import gan_step, make_gan
+
+    cfg = load_config(TrainConfig, config_path, overrides)
+    clip_samples = PrepareConfig(
+        clip_seconds=clip_seconds, sample_rate_hz=sample_rate_hz
+    ).clip_samples
+    counted_batch = min(2, cfg.batch_size)
+    small = dataclasses.replace(cfg, batch_size=counted_batch)
+    num_classes = 2 if cfg.conditional else 0
+    torch.manual_seed(cfg.seed)
+    generator, discriminator = build(small, clip_samples, num_classes)
+    gan = make_gan(generator, discriminator, small)
+    real = [torch.rand(counted_batch, 1, clip_samples) * 2 - 1 for _ in range(cfg.n_critic)]
+    labels = [torch.zeros(counted_batch, dtype=torch.long) if num_classes else None] * cfg.n_critic
+    flops = count_flops(lambda: gan_step(gan, real, labels)) * cfg.batch_size // counted_batch
+
+    def trained(module) -> int:
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    g_params, d_params = trained(generator), trained(discriminator)
+    allreduce_bytes = 4 * (g_params + cfg.n_critic * d_params)
+    clips_per_step = cfg.batch_size * cfg.n_critic
+    return {
+        "model": cfg.model,
+        "preset": os.path.basename(config_path),
+        "clip_samples": clip_samples,
+        "clip_seconds": clip_seconds,
+        "sample_rate_hz": sample_rate_hz,
+        "batch_size": cfg.batch_size,
+        "n_critic": cfg.n_critic,
+        "g_params": g_params,
+        "d_params": d_params,
+        "flops_per_step": flops,
+        "clips_per_step": clips_per_step,
+        "flops_per_clip": flops // clips_per_step,
+        "allreduce_bytes_per_step": allreduce_bytes,
+        # A ring all-reduce sends (and receives) 2 (N - 1) / N of the buffer per worker.
+        "ring_bytes_per_worker": {n: 2 * (n - 1) * allreduce_bytes // n for n in RING_WORKERS},
+    }
+
+
+def format_model_table(result: dict) -> list[str]:
+    mb = lambda n: f"{n / 1e6:.1f} MB"  # noqa: E731
+    rows = [
+        ("G", result["g_params"], 1),
+        ("D", result["d_params"], result["n_critic"]),
+    ]
+    lines = [
+        f"model size: {result['model']} ({result['preset']}), {result['clip_samples']}-sample "
+        f"clips ({result['clip_seconds']} s at {result['sample_rate_hz']} Hz), batch "
+        f"{result['batch_size']} per worker, n_critic {result['n_critic']}",
+        "",
+        "| network | parameters | fp32 gradients | backward passes a step | all-reduced a step |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, params, passes in rows:
+        lines.append(
+            f"| {name} | {params:,} | {mb(4 * params)} | {passes} | {mb(4 * params * passes)} |"
+        )
+    ring = ", ".join(
+        f"{n} workers {mb(sent)}" for n, sent in result["ring_bytes_per_worker"].items()
+    )
+    lines += [
+        "",
+        f"per step and worker: {result['flops_per_step'] / 1e9:.1f} GFLOP for "
+        f"{result['clips_per_step']} real clips, {result['flops_per_clip'] / 1e9:.2f} GFLOP a "
+        "clip (torch's formulas, counted at batch 2 and scaled)",
+        f"all-reduced per step: {mb(result['allreduce_bytes_per_step'])}; a ring all-reduce "
+        f"sends and receives per worker: {ring}",
+    ]
+    return lines

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from audiogan import __version__
-from audiogan.config import CROP_MODES, NORMALIZE_MODES, PAD_MODES, PrepareConfig
+from audiogan.config import CROP_MODES, NORMALIZE_MODES, PAD_MODES, PRESETS_DIR, PrepareConfig
 from audiogan.errors import AudioganError
 
 
@@ -356,6 +356,16 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
         log=_stderr,
     )
     _emit(result, args.json, bench.format_train_table(result))
+
+
+def cmd_bench_model(args: argparse.Namespace) -> None:
+    from audiogan import bench
+    from audiogan.config import parse_overrides
+
+    result = bench.bench_model(
+        args.config, parse_overrides(args.overrides), args.clip_seconds, args.sample_rate
+    )
+    _emit(result, args.json, bench.format_model_table(result))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -727,6 +737,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_output_options(bench_train, local_ray=True)
     bench_train.set_defaults(run=cmd_bench_train)
+
+    bench_model = benches.add_parser(
+        "model",
+        help="what one training step of a preset costs: parameters, FLOPs, all-reduced bytes",
+        description="For sizing a cluster: the parameters of G and D, the FLOPs of one gan_step "
+        "per worker (torch's formulas, counted on the CPU at batch 2 and scaled to the preset's "
+        "batch) and the gradient bytes DDP all-reduces per step, with the ring all-reduce's "
+        "traffic per worker for 2 to 16 workers. No Ray and no timing; takes seconds.",
+    )
+    bench_model.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    bench_model.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        default=str(PRESETS_DIR / "wavegan.yaml"),
+        help="a training preset (default: jobs/configs/wavegan.yaml, the GPU WaveGAN)",
+    )
+    bench_model.add_argument(
+        "--clip-seconds", type=float, default=4.0, help="clip length in seconds (default 4)"
+    )
+    bench_model.add_argument(
+        "--sample-rate", type=int, default=16000, help="sample rate in Hz (default 16000)"
+    )
+    _add_output_options(bench_model, local_ray=False)
+    bench_model.set_defaults(run=cmd_bench_model)
     return parser
 
 

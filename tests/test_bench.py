@@ -1,6 +1,9 @@
-"""The prepare benchmark runs and reports every figure (its timings are not asserted)."""
+"""The benchmarks run and report every figure (their timings are not asserted); the model-size
+counts are exact."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -50,3 +53,36 @@ def test_flops_are_counted_through_a_gradient_penalty():
         grad.sum().backward()
 
     assert bench.count_flops(penalty) > 2 * 3 * 5 * 2
+
+
+def test_bench_model_scales_flops_from_batch_2_exactly_and_counts_all_reduced_gradients():
+    """The FLOPs counted at batch 2 and scaled equal those counted at the full batch, and the
+    all-reduced bytes are D's fp32 gradients n_critic times plus G's once."""
+    import torch
+
+    from audiogan.config import PRESETS_DIR, TrainConfig, load_config
+    from audiogan.models import build
+    from audiogan.step import gan_step, make_gan
+
+    overrides = {"model_dim": 4, "batch_size": 6, "n_critic": 3}
+    result = bench.bench_model(str(PRESETS_DIR / "wavegan.yaml"), overrides, clip_seconds=0.5)
+    cfg = load_config(TrainConfig, str(PRESETS_DIR / "wavegan.yaml"), overrides)
+    generator, discriminator = build(cfg, 8000)
+    gan = make_gan(generator, discriminator, cfg)
+    real = [torch.rand(6, 1, 8000) for _ in range(3)]
+    assert result["flops_per_step"] == bench.count_flops(lambda: gan_step(gan, real, [None] * 3))
+    g = sum(p.numel() for p in generator.parameters())
+    d = sum(p.numel() for p in discriminator.parameters())
+    assert (result["g_params"], result["d_params"]) == (g, d)
+    assert result["allreduce_bytes_per_step"] == 4 * (g + 3 * d)
+    assert result["ring_bytes_per_worker"][4] == 2 * 3 * 4 * (g + 3 * d) // 4
+    assert (result["clip_samples"], result["clips_per_step"]) == (8000, 18)
+
+
+def test_bench_model_command_prints_the_table_and_json(capsys):
+    from audiogan.cli import main
+
+    assert main(["bench", "model", "model_dim=4", "--clip-seconds", "1", "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("model size: wavegan (wavegan.yaml), 16000-sample clips")
+    assert json.loads(out[-1])["batch_size"] == 64

@@ -137,6 +137,7 @@ JOBS = {
     "compare": ["compare"],
     "bench_prepare": ["bench", "prepare"],
     "bench_train": ["bench", "train"],
+    "bench_model": ["bench", "model"],
 }
 
 
