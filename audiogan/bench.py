@@ -469,7 +469,9 @@ def bench_model(
     FLOPs are counted on a batch of 2 and scaled to the preset's batch: every counted operation
     (matrix products and convolutions) grows linearly with the batch. DDP all-reduces the fp32
     gradients of the module each backward pass trains: D's in each of the n_critic D updates,
-    G's (D frozen) in the G update.
+    G's (D frozen) in the G update. Not counted: DDP's broadcast of buffers (the BatchNorm
+    statistics of the DCGAN baseline) before each forward pass. A conditional model is counted
+    with 2 classes (its label embeddings grow with the number of classes).
     """
     import dataclasses
 

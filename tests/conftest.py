@@ -62,6 +62,15 @@ def ray_session():
     ray.shutdown()
 
 
+def die_with_parent() -> None:
+    """A Popen preexec_fn: the child gets SIGTERM when the test process dies, even if it is
+    killed and no teardown runs (Linux's PR_SET_PDEATHSIG), so no server outlives the suite."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -75,7 +84,12 @@ def s3_server(tmp_path_factory):
     endpoint = f"http://127.0.0.1:{port}"
     moto = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or "moto_server"
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    process = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    process = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+        preexec_fn=die_with_parent,
+    )
     deadline = time.time() + 30
     while True:
         try:

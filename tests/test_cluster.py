@@ -162,3 +162,15 @@ def test_each_job_takes_exactly_the_arguments_of_its_command(module, monkeypatch
     assert (as_job.value.code, direct.value.code) == (0, 0)
     assert capsys.readouterr().out == expected
     assert "--json" in expected  # sanity: a real help text
+
+
+def test_every_job_command_in_the_readme_parses():
+    """The README's `python -m jobs.X ...` commands are accepted by the parser they reach."""
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S))
+    commands = re.findall(r"python -m jobs\.(\w+)([^\n]*)", blocks)
+    assert len(commands) >= 6
+    for module, rest in commands:
+        words = shlex.split(rest, comments=True)
+        args = build_parser().parse_args([*JOBS[module], *words])  # exits on a bad option
+        assert args.command == JOBS[module][0]
