@@ -92,14 +92,25 @@ def _load(source, path: str) -> dict[str, Any]:
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        unsafe = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
-        if unsafe:  # a pickle that names functions or classes: it could run code
+        lines = [line.strip() for line in str(error).splitlines()]
+        # The safe loader met a function or class: a pickle that could run code names them.
+        names = [line for line in lines if "global" in line.lower()]
+        if names:
             raise CheckpointError(
-                f"{path} holds more than tensors and plain values; refused ({unsafe[0][:200]})"
+                f"{path} holds more than tensors and plain values; refused ({names[0][:200]})"
             ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint (not a torch file)") from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({error})") from None
+        # An instruction it does not allow: damaged bytes, or a pickle of a newer protocol
+        # (one way to smuggle in code); refused either way.
+        refused = [line for line in lines if "operand" in line.lower()]
+        detail = "not a torch file"
+        if refused:
+            detail = f"refused by the safe loader: {refused[0][:200]}"
+        raise CheckpointError(f"{path} is not a readable checkpoint ({detail})") from None
+    except Exception as error:  # noqa: BLE001 - foreign or damaged bytes fail in many ways
+        message = " ".join(str(error).split())[:200]  # (a text file gives a KeyError)
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {message})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an audiogan checkpoint")
     return state
