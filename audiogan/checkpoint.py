@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import pickle
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -17,6 +20,10 @@ from audiogan.errors import AudioganError
 from audiogan.step import GAN, unwrap
 
 STATE_FILE = "state.pt"
+# Written after state.pt: its size and SHA-256. A folder is a finished checkpoint only once this
+# exists and matches, so a copy cut short (a lost node, a full disk, a store that went away)
+# is never resumed from.
+COMPLETE_FILE = "complete.json"
 CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
 FORMAT = "audiogan.checkpoint/1"
 
@@ -41,17 +48,25 @@ def training_state(gan: GAN, step: int, dataset: dict[str, Any]) -> dict[str, An
     }
 
 
-def all_checkpoints(fs: pafs.FileSystem, run: str) -> list[str]:
-    """The paths of a run folder's checkpoint_XXXXXX folders that hold a state, oldest first."""
-    folders = [
+def _checkpoint_folders(fs: pafs.FileSystem, run: str) -> list[str]:
+    """The paths of a run folder's checkpoint_XXXXXX folders, finished or not, oldest first."""
+    return [
         f"{run.rstrip('/')}/{info.base_name}"
         for info in storage.list_folder(fs, run, pafs.FileType.Directory)
         if CHECKPOINT_FOLDER.fullmatch(info.base_name)
     ]
+
+
+def all_checkpoints(fs: pafs.FileSystem, run: str) -> list[str]:
+    """The paths of a run folder's checkpoint_XXXXXX folders that were finished (state.pt and,
+    after it, complete.json), oldest first. Their bytes are checked when loaded."""
     return [
         folder
-        for folder in folders
-        if fs.get_file_info(f"{folder}/{STATE_FILE}").type == pafs.FileType.File
+        for folder in _checkpoint_folders(fs, run)
+        if all(
+            info.type == pafs.FileType.File
+            for info in fs.get_file_info([f"{folder}/{STATE_FILE}", f"{folder}/{COMPLETE_FILE}"])
+        )
     ]
 
 
@@ -62,12 +77,34 @@ def latest(fs: pafs.FileSystem, run: str) -> str | None:
 
 
 def save(folder: str, state: dict[str, Any], fs: pafs.FileSystem | None = None) -> str:
-    """Writes folder/state.pt whole (local by default), so a reader never sees half of it."""
+    """Writes folder/state.pt whole (local by default), then complete.json with its size and
+    SHA-256: the commit mark, written last."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
+    data = buffer.getvalue()
+    fs = fs or pafs.LocalFileSystem()
     path = storage.join(folder, STATE_FILE)
-    storage.write_bytes(fs or pafs.LocalFileSystem(), path, buffer.getvalue())
+    storage.write_bytes(fs, path, data)
+    mark = {"file": STATE_FILE, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    storage.write_bytes(fs, storage.join(folder, COMPLETE_FILE), json.dumps(mark).encode())
     return path
+
+
+def _verify(fs: pafs.FileSystem, folder: str, data: bytes) -> None:
+    """Refuses state.pt bytes that are not what complete.json recorded (when it exists)."""
+    mark_path = storage.join(folder, COMPLETE_FILE)
+    if not storage.exists(fs, mark_path):
+        return
+    try:
+        mark = json.loads(storage.read_bytes(fs, mark_path))
+        expected = (int(mark["bytes"]), str(mark["sha256"]))
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{folder}/{COMPLETE_FILE} is damaged") from None
+    if (len(data), hashlib.sha256(data).hexdigest()) != expected:
+        raise CheckpointError(
+            f"{folder}/{STATE_FILE} is damaged: {len(data)} bytes where {expected[0]} were "
+            "written, or other bytes (its SHA-256 differs)"
+        )
 
 
 def load(folder_or_file: str) -> dict[str, Any]:
@@ -77,7 +114,10 @@ def load(folder_or_file: str) -> dict[str, Any]:
         path = os.path.join(path, STATE_FILE)
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {folder_or_file} (expected {STATE_FILE})")
-    return _load(path, path)
+    with open(path, "rb") as file:
+        data = file.read()
+    _verify(pafs.LocalFileSystem(), os.path.dirname(os.path.abspath(path)), data)
+    return _load(io.BytesIO(data), path)
 
 
 def load_from(fs: pafs.FileSystem, folder: str) -> dict[str, Any]:
@@ -85,7 +125,27 @@ def load_from(fs: pafs.FileSystem, folder: str) -> dict[str, Any]:
     path = storage.join(folder, STATE_FILE)
     if fs.get_file_info(path).type != pafs.FileType.File:
         raise CheckpointError(f"no checkpoint at {folder} (expected {STATE_FILE})")
-    return _load(io.BytesIO(storage.read_bytes(fs, path)), path)
+    data = storage.read_bytes(fs, path)
+    _verify(fs, folder, data)
+    return _load(io.BytesIO(data), path)
+
+
+def newest_loadable(
+    fs: pafs.FileSystem, run: str, log: Callable[[str], None] = print
+) -> tuple[str | None, dict[str, Any] | None]:
+    """(folder, state) of the newest finished checkpoint whose bytes check out, or (None, None).
+    A newer one that is unfinished or damaged is skipped, and `log` says which and why."""
+    finished = set(all_checkpoints(fs, run))
+    for folder in reversed(_checkpoint_folders(fs, run)):
+        name = folder.rsplit("/", 1)[-1]
+        if folder not in finished:
+            log(f"resume: skipping {name}: unfinished (no {STATE_FILE} or no {COMPLETE_FILE})")
+            continue
+        try:
+            return folder, load_from(fs, folder)
+        except CheckpointError as error:
+            log(f"resume: skipping {name}: {error}")
+    return None, None
 
 
 def _load(source, path: str) -> dict[str, Any]:

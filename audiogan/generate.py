@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -15,11 +17,13 @@ def load_generator(checkpoint_url: str) -> tuple[torch.nn.Module, TrainConfig, d
     """(the EMA generator, or G, in eval mode; its config; the checkpoint state) from a
     checkpoint folder or a run folder (its newest checkpoint), local or S3."""
     fs, path = storage.resolve(checkpoint_url)
-    if not storage.exists(fs, storage.join(path, checkpoint.STATE_FILE)):
-        path = checkpoint.latest(fs, path) or path  # a run folder: its newest checkpoint
-    if not storage.exists(fs, storage.join(path, checkpoint.STATE_FILE)):
-        raise checkpoint.CheckpointError(f"no checkpoint at {storage.display(checkpoint_url)}")
-    state = checkpoint.load_from(fs, path)
+    if storage.exists(fs, storage.join(path, checkpoint.STATE_FILE)):
+        state = checkpoint.load_from(fs, path)
+    else:  # a run folder: its newest finished checkpoint whose bytes check out
+        stderr = lambda message: print(message, file=sys.stderr)  # noqa: E731
+        _, state = checkpoint.newest_loadable(fs, path, log=stderr)
+        if state is None:
+            raise checkpoint.CheckpointError(f"no checkpoint at {storage.display(checkpoint_url)}")
     cfg = from_dict(TrainConfig, state["config"])
     dataset = state["dataset"]
     generator, _ = models.build(cfg, dataset["clip_samples"], len(dataset["labels"]))

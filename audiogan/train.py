@@ -161,9 +161,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # The run folder's newest checkpoint: Ray Train's own are stored there too (its storage
     # path is the run folder), local mode (--workers 0) writes its own there, and so a run can
     # also switch between local and distributed. ray.train.get_checkpoint() is never newer.
-    newest = checkpoint.latest(folder.fs, folder.root)
+    newest, state = checkpoint.newest_loadable(
+        folder.fs, folder.root, log=print if rank == 0 else lambda _: None
+    )
     if newest:
-        step = checkpoint.restore(gan, checkpoint.load_from(folder.fs, newest))
+        step = checkpoint.restore(gan, state)
+        if rank == 0:
+            print(f"resume: from {newest.rsplit('/', 1)[-1]} (step {step})", flush=True)
     noise_seed = cfg.seed * 1000 + rank + step  # different noise and order per rank and restart
     torch.manual_seed(noise_seed)
 
@@ -412,9 +416,9 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
     """Runs (or resumes) a training run and returns its summary."""
     fs, root = storage.resolve(spec.storage_url)
     run = storage.join(root, spec.name)
-    newest = checkpoint.latest(fs, run)
+    newest, state = checkpoint.newest_loadable(fs, run, log=lambda _: None)  # workers say it
     if newest:  # refuse an incompatible resume here, not in every worker
-        checkpoint.check_compatible(cfg, checkpoint.load_from(fs, newest))
+        checkpoint.check_compatible(cfg, state)
     try:
         result = build_trainer(cfg, spec, callbacks).fit()
     except ray.train.TrainingFailedError as error:

@@ -4,6 +4,7 @@ checkpoints and configs. Each fault must end as a valid result or a clear refusa
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import signal
@@ -20,6 +21,7 @@ from conftest import tone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from audiogan import audio
 from audiogan.audio import Rejected, clips_from_file
 from audiogan.cli import main
 from audiogan.config import PrepareConfig
@@ -29,7 +31,10 @@ from audiogan.config import PrepareConfig
 
 CFG = PrepareConfig(clip_seconds=0.25)
 SECONDS_PER_FILE = 5  # a file that takes longer than this to decode counts as a hang
-PEAK_BYTES_PER_FILE = 64 << 20  # Python-side allocation (numpy included) while decoding one file
+# Python-side allocation (numpy included) while decoding one file. The most a file can cost is
+# the resampling kernel of an odd source rate, which audio.MAX_RESAMPLE_RATIO_PRODUCT bounds:
+# about 70 MB to build; a header that claims gigabytes of frames must not come near this.
+PEAK_BYTES_PER_FILE = 128 << 20
 
 
 def _encode(samples: np.ndarray, rate_hz: int, **kwargs) -> bytes:
@@ -102,6 +107,7 @@ def mutated_files(draw) -> tuple[str, bytes]:
 def test_any_mutated_wav_or_flac_ends_as_a_clip_or_a_reject_row(case):
     """No crash, no hang, no unbounded allocation: a valid clip or `Rejected` with a reason."""
     name, data = case
+    audio._resample_plan.cache_clear()  # every file pays for its own kernel: the worst case
     tracemalloc.start()
     try:
         with _time_limit(SECONDS_PER_FILE):
@@ -200,3 +206,74 @@ def test_a_damaged_or_foreign_checkpoint_file_is_a_clear_error(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.startswith("audiogan generate: error: ") and str(folder) in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Partial checkpoints
+
+TINY = dict(model_dim=4, latent_dim=16, batch_size=4, n_critic=2, log_every=1,
+            sample_every=2, checkpoint_every=2, eval_every=2, eval_clips=8, num_samples=2,
+            ema_decay=0.9)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def clips_1s(ray_session, synth_root, tmp_path_factory):
+    from audiogan import data
+
+    dest = tmp_path_factory.mktemp("faults_1s")
+    data.prepare(str(synth_root), str(dest), PrepareConfig(clip_seconds=1.0), log=lambda _: None)
+    return str(dest)
+
+
+def _truncate(run, folder):
+    path = run / folder / "state.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _delete(run, folder):
+    (run / folder / "state.pt").unlink()
+
+
+def _flip(run, folder):  # same size, other bytes: only the checksum can tell
+    path = run / folder / "state.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    "damage", [_truncate, _delete, _flip], ids=["truncated", "deleted", "flipped"]
+)
+def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(
+    clips_1s, tmp_path, capfd, damage
+):
+    from audiogan import checkpoint, train
+    from audiogan.config import TrainConfig
+
+    spec = train.RunSpec(clips_1s, str(tmp_path), "run", workers=0, gpu=False)
+    run = tmp_path / "run"
+    train.train(TrainConfig(max_steps=4, **TINY), spec)
+    damage(run, "checkpoint_000004")
+    capfd.readouterr()
+
+    summary = train.train(TrainConfig(max_steps=6, **TINY), spec)
+    out = capfd.readouterr().out
+    assert "resume: skipping checkpoint_000004" in out
+    assert "resume: from checkpoint_000002 (step 2)" in out
+    assert summary["steps"] == 6
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # steps 3 and 4 again, once each in the record
+    for folder in ("checkpoint_000002", "checkpoint_000004", "checkpoint_000006"):
+        assert checkpoint.load(str(run / folder))["step"] == int(folder[-6:])  # all whole now
+
+
+def test_a_checkpoint_file_that_differs_from_its_record_is_refused(tmp_path):
+    from audiogan import checkpoint
+
+    folder = tmp_path / "checkpoint_000001"
+    checkpoint.save(str(folder), {"format": checkpoint.FORMAT, "step": 1, "w": torch.zeros(64)})
+    assert checkpoint.load(str(folder))["step"] == 1
+    _flip(tmp_path, "checkpoint_000001")
+    with pytest.raises(checkpoint.CheckpointError, match="damaged"):
+        checkpoint.load(str(folder))
