@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 import yaml
-from conftest import die_with_parent, free_port
+from conftest import die_with_parent, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -97,21 +97,14 @@ def ray_head(s3_server, synth_root):
         s3.upload_file(str(path), bucket, f"raw/{path.relative_to(synth_root).as_posix()}")
 
     temp_dir = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short: Ray's socket paths
-    dashboard_port = free_port()
-    ports = {
-        "--port": free_port(),
-        "--dashboard-port": dashboard_port,
-        "--ray-client-server-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-        # Away from the default range (10002-19999) the session's own Ray instance uses.
-        "--min-worker-port": 21000,
-        "--max-worker-port": 21999,
-    }
+    flags = ["--port", "--dashboard-port", "--ray-client-server-port",
+             "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--metrics-export-port", "--runtime-env-agent-port", "--node-manager-port",
+             "--object-manager-port"]  # fmt: skip
+    ports = dict(zip(flags, free_ports(len(flags)), strict=True))
+    dashboard_port = ports["--dashboard-port"]
+    # Away from the default range (10002-19999) the session's own Ray instance uses.
+    ports.update({"--min-worker-port": 21000, "--max-worker-port": 21999})
     command = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2",
                "--dashboard-host=127.0.0.1",
                f"--temp-dir={temp_dir}", "--disable-usage-stats",
