@@ -57,17 +57,16 @@ def _checkpoint_folders(fs: pafs.FileSystem, run: str) -> list[str]:
     ]
 
 
+def _finished(fs: pafs.FileSystem, folder: str) -> bool:
+    """Whether a checkpoint folder holds state.pt and, written after it, complete.json."""
+    infos = fs.get_file_info([f"{folder}/{STATE_FILE}", f"{folder}/{COMPLETE_FILE}"])
+    return all(info.type == pafs.FileType.File for info in infos)
+
+
 def all_checkpoints(fs: pafs.FileSystem, run: str) -> list[str]:
-    """The paths of a run folder's checkpoint_XXXXXX folders that were finished (state.pt and,
-    after it, complete.json), oldest first. Their bytes are checked when loaded."""
-    return [
-        folder
-        for folder in _checkpoint_folders(fs, run)
-        if all(
-            info.type == pafs.FileType.File
-            for info in fs.get_file_info([f"{folder}/{STATE_FILE}", f"{folder}/{COMPLETE_FILE}"])
-        )
-    ]
+    """The paths of a run folder's finished checkpoint_XXXXXX folders, oldest first. Their
+    bytes are checked when loaded."""
+    return [folder for folder in _checkpoint_folders(fs, run) if _finished(fs, folder)]
 
 
 def latest(fs: pafs.FileSystem, run: str) -> str | None:
@@ -135,10 +134,9 @@ def newest_loadable(
 ) -> tuple[str | None, dict[str, Any] | None]:
     """(folder, state) of the newest finished checkpoint whose bytes check out, or (None, None).
     A newer one that is unfinished or damaged is skipped, and `log` says which and why."""
-    finished = set(all_checkpoints(fs, run))
     for folder in reversed(_checkpoint_folders(fs, run)):
         name = folder.rsplit("/", 1)[-1]
-        if folder not in finished:
+        if not _finished(fs, folder):
             log(f"resume: skipping {name}: unfinished (no {STATE_FILE} or no {COMPLETE_FILE})")
             continue
         try:

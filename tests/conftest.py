@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -48,6 +49,30 @@ def synth_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     synth.synthesize(str(root), clips_per_class=5, seed=7)
     return root
+
+
+# A tiny WaveGAN that trains a few steps in seconds (pass max_steps).
+TINY = dict(model_dim=4, latent_dim=16, batch_size=4, n_critic=2, log_every=1, sample_every=2,
+            checkpoint_every=2, eval_every=2, eval_clips=8, num_samples=2,
+            ema_decay=0.9)  # fmt: skip
+
+
+def encode(samples: np.ndarray, rate_hz: int, **kwargs) -> bytes:
+    """Audio file bytes from soundfile (WAV unless format= says otherwise)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate_hz, format=kwargs.pop("format", "WAV"), **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def one_second_clips(ray_session, synth_root, tmp_path_factory) -> str:
+    """synth_root prepared as 1 s clips, for the training, sweep and fault tests."""
+    from audiogan import data
+    from audiogan.config import PrepareConfig
+
+    dest = tmp_path_factory.mktemp("prepared_1s")
+    data.prepare(str(synth_root), str(dest), PrepareConfig(clip_seconds=1.0), log=lambda _: None)
+    return str(dest)
 
 
 @pytest.fixture(scope="session")

@@ -12,17 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
-from conftest import dominant_hz, tone
+from conftest import dominant_hz, encode, tone
 
 from audiogan import audio
 from audiogan.audio import Rejected, clips_from_file
 from audiogan.config import PrepareConfig
-
-
-def encode(samples: np.ndarray, rate_hz: int, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate_hz, format=kwargs.pop("format", "WAV"), **kwargs)
-    return buffer.getvalue()
 
 
 def decode(data: bytes, cfg: PrepareConfig | None = None, key: str = "x.wav") -> audio.Decoded:

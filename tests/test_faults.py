@@ -15,9 +15,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from conftest import tone
+from conftest import TINY, encode, tone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,23 +36,17 @@ SECONDS_PER_FILE = 5  # a file that takes longer than this to decode counts as a
 PEAK_BYTES_PER_FILE = 128 << 20
 
 
-def _encode(samples: np.ndarray, rate_hz: int, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate_hz, **kwargs)
-    return buffer.getvalue()
-
-
 # Valid files to start from: the formats and shapes prepare meets most.
 SEEDS = {
-    "wav16_mono": _encode(tone(440, 0.5, 16000), 16000, format="WAV", subtype="PCM_16"),
-    "wav_float_stereo": _encode(
+    "wav16_mono": encode(tone(440, 0.5, 16000), 16000, format="WAV", subtype="PCM_16"),
+    "wav_float_stereo": encode(
         np.stack([tone(440, 0.4, 44100), tone(660, 0.4, 44100)], axis=1),
         44100,
         format="WAV",
         subtype="FLOAT",
     ),
-    "wav24_22k": _encode(tone(300, 0.6, 22050), 22050, format="WAV", subtype="PCM_24"),
-    "flac": _encode(tone(500, 0.5, 48000), 48000, format="FLAC", subtype="PCM_16"),
+    "wav24_22k": encode(tone(300, 0.6, 22050), 22050, format="WAV", subtype="PCM_24"),
+    "flac": encode(tone(500, 0.5, 48000), 48000, format="FLAC", subtype="PCM_16"),
 }
 # Where a canonical WAV header keeps its numbers: RIFF size, channels, sample rate, byte rate,
 # block align, bits per sample (and the data chunk's size, found by name).
@@ -212,19 +205,6 @@ def test_a_damaged_or_foreign_checkpoint_file_is_a_clear_error(tmp_path, capsys,
 # ---------------------------------------------------------------------------------------------
 # Partial checkpoints
 
-TINY = dict(model_dim=4, latent_dim=16, batch_size=4, n_critic=2, log_every=1,
-            sample_every=2, checkpoint_every=2, eval_every=2, eval_clips=8, num_samples=2,
-            ema_decay=0.9)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def clips_1s(ray_session, synth_root, tmp_path_factory):
-    from audiogan import data
-
-    dest = tmp_path_factory.mktemp("faults_1s")
-    data.prepare(str(synth_root), str(dest), PrepareConfig(clip_seconds=1.0), log=lambda _: None)
-    return str(dest)
-
 
 def _truncate(run, folder):
     path = run / folder / "state.pt"
@@ -247,12 +227,12 @@ def _flip(run, folder):  # same size, other bytes: only the checksum can tell
     "damage", [_truncate, _delete, _flip], ids=["truncated", "deleted", "flipped"]
 )
 def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(
-    clips_1s, tmp_path, capfd, damage
+    one_second_clips, tmp_path, capfd, damage
 ):
     from audiogan import checkpoint, train
     from audiogan.config import TrainConfig
 
-    spec = train.RunSpec(clips_1s, str(tmp_path), "run", workers=0, gpu=False)
+    spec = train.RunSpec(one_second_clips, str(tmp_path), "run", workers=0, gpu=False)
     run = tmp_path / "run"
     train.train(TrainConfig(max_steps=4, **TINY), spec)
     damage(run, "checkpoint_000004")

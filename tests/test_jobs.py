@@ -21,15 +21,15 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 import yaml
-from conftest import die_with_parent, free_ports
+from conftest import TINY, die_with_parent, free_ports
+
+from audiogan import storage
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SECRET = "jobs-secret-value"
-# A few steps of a tiny WaveGAN (the small_cpu preset, shrunk).
-TINY = ["model_dim=4", "latent_dim=16", "batch_size=4", "n_critic=2", "log_every=1",
-        "checkpoint_every=2", "sample_every=2", "eval_every=2", "eval_clips=8",
-        "num_samples=2"]  # fmt: skip
+# A few steps of a tiny WaveGAN (the small_cpu preset, shrunk), as key=value arguments.
+TINY_ARGS = [f"{key}={value}" for key, value in TINY.items()]
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
 
@@ -147,12 +147,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _bucket_files(head: Head, prefix: str) -> set[str]:
-    fs = pafs.S3FileSystem(
-        access_key=head.env["AWS_ACCESS_KEY_ID"],
-        secret_key=SECRET,
-        region="us-east-1",
-        endpoint_override=head.env["AWS_ENDPOINT_URL"],
-    )
+    fs = storage.s3_filesystem(head.env)
     selector = pafs.FileSelector(f"{head.bucket}/{prefix}", recursive=True, allow_not_found=True)
     return {
         info.path.split(f"{prefix}/", 1)[1]
@@ -168,7 +163,7 @@ def _pipeline(head: Head, tag: str) -> list[list[str]]:
         ["jobs.prepare", f"{s3}/raw", f"{s3}/{tag}/prepared", "--clip-seconds", "1"],
         ["jobs.train", "--config", "jobs/configs/small_cpu.yaml", "--data", f"{s3}/{tag}/prepared",
          "--storage", f"{s3}/{tag}/runs", "--name", "run", "--workers", "2", "--max-steps", "4",
-         *TINY],
+         *TINY_ARGS],
         ["jobs.generate", f"{s3}/{tag}/runs/run", f"{s3}/{tag}/generated", "--n", "2"],
     ]  # fmt: skip
 

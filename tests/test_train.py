@@ -11,6 +11,7 @@ import pytest
 import ray.cloudpickle
 import ray.train
 import soundfile as sf
+from conftest import TINY
 
 from audiogan import data, generate, storage, train
 from audiogan.checkpoint import CheckpointError
@@ -20,17 +21,6 @@ from audiogan.errors import AudioganError
 pytestmark = pytest.mark.ray
 # The callback below runs in Ray Train's controller actor, which cannot import this file.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-TINY = dict(model_dim=4, latent_dim=16, batch_size=4, n_critic=2, log_every=1, sample_every=2,
-            checkpoint_every=2, eval_every=2, eval_clips=8, num_samples=2,
-            ema_decay=0.9)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def one_second_clips(ray_session, synth_root, tmp_path_factory):
-    dest = tmp_path_factory.mktemp("prepared_1s")
-    data.prepare(str(synth_root), str(dest), PrepareConfig(clip_seconds=1.0), log=lambda _: None)
-    return str(dest)
 
 
 class RecordReports(ray.train.UserCallback):

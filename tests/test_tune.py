@@ -12,9 +12,9 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
-from audiogan import data, generate, storage, tune
+from audiogan import generate, storage, tune
 from audiogan.cli import main
-from audiogan.config import PRESETS_DIR, ConfigError, PrepareConfig, TrainConfig, TuneConfig
+from audiogan.config import PRESETS_DIR, ConfigError, TrainConfig, TuneConfig
 
 
 def _space(text: str, **kwargs):
@@ -218,18 +218,11 @@ tune: {grace_period_steps: 4, reduction_factor: 2, workers_per_trial: 2}
 
 
 @pytest.fixture(scope="module")
-def prepared_1s(ray_session, synth_root, tmp_path_factory):
-    dest = tmp_path_factory.mktemp("prepared_1s_tune")
-    data.prepare(str(synth_root), str(dest), PrepareConfig(clip_seconds=1.0), log=lambda _: None)
-    return str(dest)
-
-
-@pytest.fixture(scope="module")
-def three_trials(prepared_1s, tmp_path_factory):
+def three_trials(one_second_clips, tmp_path_factory):
     folder = tmp_path_factory.mktemp("sweep")
     path = _sweep_file(folder, TINY_SWEEP)
     sweep = tune.load_sweep(path, ["tune.trials=3"])
-    spec = tune.SweepSpec(prepared_1s, str(folder / "sweeps"), "three")
+    spec = tune.SweepSpec(one_second_clips, str(folder / "sweeps"), "three")
     return sweep, spec, tune.run_sweep(sweep, spec, log=lambda _: None), path
 
 
@@ -290,7 +283,7 @@ def test_running_a_finished_sweep_again_trains_nothing_and_a_changed_one_is_refu
 
 
 @pytest.mark.ray
-def test_asha_stops_a_diverging_trial_and_an_exploding_one_fails(prepared_1s, tmp_path):
+def test_asha_stops_a_diverging_trial_and_an_exploding_one_fails(one_second_clips, tmp_path):
     # One trial at a time, the good one first, so the diverging one meets its score at the
     # first rung: learning rates of 1.0 (points may leave the drawn ranges) send the critic's
     # loss past 1e12 within 4 steps, yet finite; at 1e8 it is infinite at step 1.
@@ -306,7 +299,7 @@ points:
     sweep = tune.load_sweep(
         _sweep_file(tmp_path, text), ["tune.trials=3", "tune.max_concurrent_trials=1"]
     )
-    summary = tune.run_sweep(sweep, tune.SweepSpec(prepared_1s, str(tmp_path), "asha"))
+    summary = tune.run_sweep(sweep, tune.SweepSpec(one_second_clips, str(tmp_path), "asha"))
     by_lr = {row["lr_g"]: row for row in summary["rows"]}
     good, bad, exploded = by_lr[1e-4], by_lr[1.0], by_lr[1e8]
     assert good["status"] == "completed" and good["steps"] == 12
@@ -322,12 +315,12 @@ points:
 @pytest.mark.ray
 @pytest.mark.s3
 def test_a_sweep_against_the_s3_server_keeps_everything_there_and_no_secret(
-    prepared_1s, s3_env, tmp_path
+    one_second_clips, s3_env, tmp_path
 ):
     bucket = s3_env
     sweep = tune.load_sweep(_sweep_file(tmp_path, TINY_SWEEP), ["tune.trials=2", "max_steps=8"])
     summary = tune.run_sweep(
-        sweep, tune.SweepSpec(prepared_1s, f"s3://{bucket}/sweeps", "s3sweep"), lambda _: None
+        sweep, tune.SweepSpec(one_second_clips, f"s3://{bucket}/sweeps", "s3sweep"), lambda _: None
     )
     assert summary["finished"] and summary["errors"] == 0
     assert summary["best_checkpoint"].startswith(f"s3://{bucket}/sweeps/s3sweep/trials/")
@@ -351,7 +344,7 @@ def test_a_sweep_against_the_s3_server_keeps_everything_there_and_no_secret(
 
 
 @pytest.mark.ray
-def test_an_interrupted_sweep_resumes_when_the_command_runs_again(prepared_1s, tmp_path):
+def test_an_interrupted_sweep_resumes_when_the_command_runs_again(one_second_clips, tmp_path):
     """Ctrl-C (SIGINT) to `audiogan tune` on the test's Ray cluster, then the same sweep again:
     the interrupted trial goes on from its checkpoint, the other one runs."""
     import signal
@@ -364,7 +357,7 @@ def test_an_interrupted_sweep_resumes_when_the_command_runs_again(prepared_1s, t
     path = _sweep_file(tmp_path, TINY_SWEEP)
     overrides = ["tune.trials=2", "tune.max_concurrent_trials=1", "max_steps=16"]
     storage_url = str(tmp_path / "sweeps")
-    command = [sys.executable, "-m", "audiogan.cli", "tune", "--data", prepared_1s,
+    command = [sys.executable, "-m", "audiogan.cli", "tune", "--data", one_second_clips,
                "--storage", storage_url, "--name", "cut", "--config", path, "--json",
                *overrides]  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
@@ -383,7 +376,7 @@ def test_an_interrupted_sweep_resumes_when_the_command_runs_again(prepared_1s, t
     (first,) = [folder.name for folder in trials.iterdir()]
 
     sweep = tune.load_sweep(path, overrides)
-    summary = tune.run_sweep(sweep, tune.SweepSpec(prepared_1s, storage_url, "cut"), print)
+    summary = tune.run_sweep(sweep, tune.SweepSpec(one_second_clips, storage_url, "cut"), print)
     assert summary["finished"] and summary["trials"] == 2
     by_trial = {row["trial"]: row for row in summary["rows"]}
     assert by_trial[first]["status"] == "completed" and by_trial[first]["steps"] == 16
