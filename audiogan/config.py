@@ -156,6 +156,9 @@ class TrainConfig:
     shard_cache_mb: int = 1024
     # Worker failures Ray Train recovers from (restarting from the latest checkpoint).
     max_failures: int = 0
+    # How long a write or read of the run folder is retried (with growing waits) while the
+    # storage cannot be reached, before the run fails naming it; the finished checkpoints stay.
+    storage_retry_s: float = 300.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -184,6 +187,7 @@ class TrainConfig:
         _require(self.eval_clips >= 2, "eval_clips must be at least 2")
         _require(self.shard_cache_mb >= 0, "shard_cache_mb must be >= 0")
         _require(self.max_failures >= -1, "max_failures must be >= -1 (-1: unlimited)")
+        _require(self.storage_retry_s >= 0, "storage_retry_s must be >= 0 (0: no retries)")
 
 
 SEARCH_ALGS = ("random", "optuna")

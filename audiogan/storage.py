@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
 from audiogan.errors import AudioganError
+
+T = TypeVar("T")
+
+# S3 errors (as pyarrow words them) that no retry can fix: wrong keys, no such bucket.
+PERMANENT_S3_ERRORS = ("ACCESS_DENIED", "NO_SUCH_BUCKET", "INVALID_ACCESS_KEY_ID",
+                       "SIGNATURE_DOES_NOT_MATCH", "INVALID_SIGNATURE")  # fmt: skip
+# Waits between attempts grow from the first to the last, then stay there.
+RETRY_FIRST_WAIT_S, RETRY_LONGEST_WAIT_S = 0.5, 30.0
 
 
 class StorageError(AudioganError):
@@ -150,3 +160,55 @@ def delete(fs: pafs.FileSystem, path: str) -> None:
 def unreachable(url: str, error: BaseException) -> StorageError:
     """A StorageError naming the URL (never its credentials) for a failed storage call."""
     return StorageError(f"storage at {display(url)} failed: {' '.join(str(error).split())[:300]}")
+
+
+def transient(error: BaseException) -> bool:
+    """Whether a failed storage call may succeed if tried again: a store that is down, slow or
+    unreachable, or a disk that is full, yes; a missing file, a refused permission or a wrong
+    key, no."""
+    if not isinstance(error, OSError) or isinstance(
+        error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+    ):
+        return False
+    return not any(token in str(error) for token in PERMANENT_S3_ERRORS)
+
+
+def retrying(
+    call: Callable[[], T],
+    what: str,
+    url: str,
+    budget_s: float,
+    log: Callable[[str], None] = print,
+) -> T:
+    """call(), tried again with growing waits while it fails transiently, for `budget_s` seconds.
+
+    Once the time is up (or at the first permanent failure) raises a StorageError that names
+    `what` was being done and the storage URL (as `display` shows it), never a credential.
+    `log` hears of the first retry and of recovery, so an outage shows in the run's log.
+    """
+    started = time.monotonic()
+    wait, attempts = RETRY_FIRST_WAIT_S, 0
+    while True:
+        attempts += 1
+        try:
+            result = call()
+        except OSError as error:
+            if not transient(error):
+                raise unreachable(url, error) from None
+            elapsed = time.monotonic() - started
+            if elapsed + wait > budget_s:
+                detail = " ".join(str(error).split())[:300]
+                raise StorageError(
+                    f"storage at {display(url)} unreachable: {what} kept failing for "
+                    f"{elapsed:.0f} s ({attempts} attempts with growing waits; the limit is "
+                    f"{budget_s:g} s); last error: {detail}"
+                ) from None
+            if attempts == 1:
+                log(f"storage: {what} failed ({type(error).__name__}); retrying for up to "
+                    f"{budget_s:g} s")  # fmt: skip
+            time.sleep(wait)
+            wait = min(2 * wait, RETRY_LONGEST_WAIT_S)
+            continue
+        if attempts > 1:
+            log(f"storage: {what} succeeded after {attempts} attempts")
+        return result

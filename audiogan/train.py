@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -34,6 +33,7 @@ from audiogan.step import gan_step, make_gan, sample_latent, sampling_generator,
 
 # Where Ray Train 2.60 keeps the list of checkpoints it manages, in the run folder.
 RAY_CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
+T = TypeVar("T")
 
 
 class TrainError(AudioganError):
@@ -96,20 +96,56 @@ def _batches(cfg: TrainConfig, device, seed: int) -> Iterator[tuple[torch.Tensor
 
 
 class _RunFolder:
-    """Rank 0's writes into STORAGE/NAME: samples, plots, metrics.jsonl."""
+    """Reads and writes in STORAGE/NAME: samples, plots, metrics.jsonl, the report, checkpoints.
 
-    def __init__(self, fs: pafs.FileSystem, root: str):
-        self.fs, self.root = fs, root
+    Each is retried with growing waits for `retry_s` seconds while the storage cannot be
+    reached (storage.retrying), then fails with a StorageError naming the run's URL: a short
+    outage costs a pause, a long one ends the run with its finished checkpoints intact.
+    """
+
+    def __init__(
+        self,
+        fs: pafs.FileSystem,
+        root: str,
+        url: str,
+        retry_s: float,
+        log: Callable[[str], None] = print,
+    ):
+        self.fs, self.root, self.url, self.retry_s, self.log = fs, root, url, retry_s, log
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        return storage.retrying(call, what, self.url, self.retry_s, self.log)
 
     def write(self, relative: str, data: bytes) -> None:
-        storage.write_bytes(self.fs, storage.join(self.root, relative), data)
+        path = storage.join(self.root, relative)
+        self._retry(f"writing {relative}", lambda: storage.write_bytes(self.fs, path, data))
+
+    def exists(self, relative: str) -> bool:
+        path = storage.join(self.root, relative)
+        return self._retry(f"reading {relative}", lambda: storage.exists(self.fs, path))
+
+    def newest_checkpoint(self, log: Callable[[str], None]) -> tuple[str | None, dict | None]:
+        """(folder, state) of the newest checkpoint that loads (checkpoint.newest_loadable)."""
+        return self._retry(
+            "reading the checkpoints", lambda: checkpoint.newest_loadable(self.fs, self.root, log)
+        )
+
+    def save_checkpoint(self, step: int, state: dict) -> str:
+        """checkpoint_XXXXXX/ (state.pt, then complete.json); returns the folder's path."""
+        folder = storage.join(self.root, f"checkpoint_{step:06d}")
+        self._retry(
+            f"writing checkpoint_{step:06d}", lambda: checkpoint.save(folder, state, self.fs)
+        )
+        return folder
 
     def write_checkpoint(self, step: int, state: dict, keep: int) -> None:
-        """checkpoint_XXXXXX/state.pt written whole, then all but the newest `keep` deleted
-        (0 keeps all)."""
-        checkpoint.save(storage.join(self.root, f"checkpoint_{step:06d}"), state, self.fs)
-        if not keep:
-            return
+        """save_checkpoint, then all but the newest `keep` deleted (0 keeps all): local mode,
+        where Ray Train manages no checkpoints."""
+        self.save_checkpoint(step, state)
+        if keep:
+            self._retry("deleting old checkpoints", lambda: self._prune(keep))
+
+    def _prune(self, keep: int) -> None:
         # Not those Ray Train's checkpoint manager tracks (from distributed runs of the same
         # name): deleting them would break its next resume.
         tracked = self._ray_tracked()
@@ -140,8 +176,15 @@ class _RunFolder:
         self.write(report.METRICS, "".join(json.dumps(row) + "\n" for row in history).encode())
 
     def read_metrics(self, up_to_step: int) -> list[dict]:
-        rows = report.read_metrics(self.fs, self.root)
+        rows = self._retry(
+            f"reading {report.METRICS}", lambda: report.read_metrics(self.fs, self.root)
+        )
         return [row for row in rows if row["step"] <= up_to_step]
+
+    def write_report(self, config: dict, history: list[dict]) -> None:
+        self._retry(
+            f"writing {report.REPORT}", lambda: report.write(self.fs, self.root, config, history)
+        )
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -156,14 +199,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     discriminator = ray.train.torch.prepare_model(discriminator)
     gan = make_gan(generator, discriminator, cfg)
 
-    folder = _RunFolder(config["storage_fs"], config["run_dir"])
-    step = 0
-    # The run folder's newest checkpoint: Ray Train's own are stored there too (its storage
-    # path is the run folder), local mode (--workers 0) writes its own there, and so a run can
-    # also switch between local and distributed. ray.train.get_checkpoint() is never newer.
-    newest, state = checkpoint.newest_loadable(
-        folder.fs, folder.root, log=print if rank == 0 else lambda _: None
+    say = print if rank == 0 else lambda _: None
+    folder = _RunFolder(
+        config["storage_fs"], config["run_dir"], config["run_url"], cfg.storage_retry_s, say
     )
+    step = 0
+    # The run folder's newest checkpoint: every checkpoint is written there by rank 0 (Ray
+    # Train only tracks them), so a run can also switch between local and distributed.
+    newest, state = folder.newest_checkpoint(log=say)
     if newest:
         step = checkpoint.restore(gan, state)
         if rank == 0:
@@ -245,7 +288,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             folder.write("plots/losses.png", samples.losses_png(history))
 
         if rank == 0 and checkpointing:
-            report.write(folder.fs, folder.root, to_dict(cfg), history)
+            folder.write_report(to_dict(cfg), history)
 
         if checkpointing or evaluating:
             # Every rank reports equally often (Ray Train requires it), with its G's checksum:
@@ -259,13 +302,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 folder.write_checkpoint(step, state, cfg.keep_checkpoints)
                 ray.train.report(metrics)
             elif checkpointing and rank == 0:
-                with tempfile.TemporaryDirectory() as temporary:
-                    checkpoint.save(temporary, checkpoint.training_state(gan, step, dataset))
-                    ray.train.report(
-                        metrics,
-                        checkpoint=ray.train.Checkpoint.from_directory(temporary),
-                        checkpoint_dir_name=f"checkpoint_{step:06d}",
-                    )
+                # Written by rank 0 with the run folder's retries, then handed to Ray Train,
+                # which tracks it (and deletes old ones) without copying it again.
+                state = checkpoint.training_state(gan, step, dataset)
+                ray.train.report(
+                    metrics,
+                    checkpoint=ray.train.Checkpoint(
+                        folder.save_checkpoint(step, state), filesystem=folder.fs
+                    ),
+                    checkpoint_dir_name=f"checkpoint_{step:06d}",
+                    checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
+                )
             else:
                 ray.train.report(metrics)
         if last:
@@ -339,7 +386,7 @@ class _Quality:
         clips themselves go to samples/real/ once, for the report."""
         audio = render(sampling_generator(gan), self.sample_z, self.sample_labels)
         real = self.real_examples(report.CLIPS_SHOWN)
-        if not storage.exists(folder.fs, storage.join(folder.root, report.REAL_DIR)):
+        if not folder.exists(report.REAL_DIR):
             for i, clip in enumerate(real):
                 name = f"{report.REAL_DIR}/real_{i:02d}.wav"
                 folder.write(name, samples.wav_bytes(clip, self.rate))
@@ -380,6 +427,7 @@ def build_trainer(
             "dataset": dataset_info,
             "storage_fs": run_fs,
             "run_dir": storage.join(run_root, spec.name),
+            "run_url": storage.display(spec.storage_url.rstrip("/") + "/" + spec.name),
             "local": spec.workers == 0,
         },
         scaling_config=ray.train.ScalingConfig(
@@ -415,26 +463,30 @@ def _read_clips(path: str, fs: pafs.FileSystem, cpus: float) -> ray.data.Dataset
 def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dict:
     """Runs (or resumes) a training run and returns its summary."""
     fs, root = storage.resolve(spec.storage_url)
-    run = storage.join(root, spec.name)
-    newest, state = checkpoint.newest_loadable(fs, run, log=lambda _: None)  # workers say it
+    url = spec.storage_url.rstrip("/") + "/" + spec.name
+    folder = _RunFolder(fs, storage.join(root, spec.name), url, cfg.storage_retry_s)
+    try:  # no retries here: before training starts, failing at once loses nothing
+        newest, state = checkpoint.newest_loadable(fs, folder.root, log=lambda _: None)
+    except OSError as error:  # (the workers say which checkpoint they resume from)
+        raise storage.unreachable(url, error) from None
     if newest:  # refuse an incompatible resume here, not in every worker
         checkpoint.check_compatible(cfg, state)
     try:
         result = build_trainer(cfg, spec, callbacks).fit()
     except ray.train.TrainingFailedError as error:
-        raise TrainError(f"training failed: {_last_lines(str(error))}") from None
-    history = _RunFolder(fs, run).read_metrics(cfg.max_steps)
+        raise _failure(error, url) from None
+    history = folder.read_metrics(cfg.max_steps)
     last = history[-1] if history else {}
     if last.get("diverged"):
         losses = ", ".join(
             f"{key} {last[key]}" for key in ("d_loss", "gp", "g_loss") if key in last
         )
         raise TrainError(f"training diverged at step {last['step']}: {losses}")
-    newest = checkpoint.latest(fs, run)
+    newest = checkpoint.latest(fs, folder.root)
     if newest and storage.is_s3(spec.storage_url):
         newest = f"s3://{newest}"
     return {
-        "run": storage.display(spec.storage_url.rstrip("/") + "/" + spec.name),
+        "run": storage.display(url),
         "steps": last.get("step", 0),
         "d_loss": last.get("d_loss"),
         "g_loss": last.get("g_loss"),
@@ -442,6 +494,22 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
         "checkpoint": newest,
         "error": None if result.error is None else str(result.error),
     }
+
+
+def _failure(error: ray.train.TrainingFailedError, url: str) -> AudioganError:
+    """The error a failed run ends with: a worker's StorageError as it is (it names the run's
+    URL and how long it retried), a storage call of Ray Train's own that failed as one naming
+    the URL, and anything else as the end of the worker's traceback."""
+    causes = list(getattr(error, "worker_failures", {}).values())
+    causes.append(getattr(error, "controller_failure", None))
+    for cause in causes:
+        # Ray Train wraps a worker's exception with its traceback text (_base_exc).
+        for inner in (cause, getattr(cause, "_base_exc", None), getattr(cause, "cause", None)):
+            if isinstance(inner, storage.StorageError):
+                return inner
+            if isinstance(inner, OSError) and cause is causes[-1]:
+                return storage.unreachable(url, inner)
+    return TrainError(f"training failed: {_last_lines(str(error))}")
 
 
 def _last_lines(text: str, count: int = 3) -> str:

@@ -41,6 +41,24 @@ def write_fsd(root: Path, files: dict[str, tuple[str | None, bool]], extra_rows=
     (root / "train.csv").write_text("\n".join(lines) + "\n")
 
 
+# What each fault test injected and how it ended, printed after the test session's summary:
+# the figures of README's "What audiogan survives" come from these lines.
+FAULTS: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def report_fault():
+    """report_fault("fault", "outcome"): one line of the session's fault summary."""
+    return lambda fault, outcome: FAULTS.append(f"{fault}: {outcome}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FAULTS:
+        terminalreporter.section("faults injected and their outcome")
+        for line in FAULTS:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small synthetic FSDKaggle2018 tree: 4 classes x 5 clips."""

@@ -1,22 +1,31 @@
-"""Faults injected for real (issue 7): mutated audio bytes fed to the decoder, hostile
-checkpoints and configs. Each fault must end as a valid result or a clear refusal."""
+"""Faults injected for real (issue 7): a training worker killed mid-run, the storage cut
+mid-run, damaged checkpoints, a prepare killed halfway, mutated audio bytes fed to the decoder,
+hostile checkpoints and configs. Each fault must end as a recovered run, a valid result or a
+clear refusal, with nothing finished lost."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import pickle
+import re
 import signal
+import socket
 import struct
+import subprocess
+import sys
+import threading
 import time
 import tracemalloc
+from collections import Counter
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, encode, tone
+from conftest import TINY, encode, free_port, tone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,25 +104,50 @@ def mutated_files(draw) -> tuple[str, bytes]:
     return name, bytes(data)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(scope="module")
+def fuzz_outcomes(report_fault):
+    """How the mutated files ended (clip or reject reason), the slowest and the largest."""
+    outcomes = {"counts": Counter(), "slowest_s": 0.0, "peak_bytes": 0}
+    yield outcomes
+    counts = outcomes["counts"]
+    if counts:
+        ends = ", ".join(f"{reason} {n}" for reason, n in counts.most_common())
+        report_fault(
+            f"{counts.total()} mutated WAV/FLAC files (hypothesis)",
+            f"{ends}; slowest {1000 * outcomes['slowest_s']:.0f} ms, largest allocation "
+            f"{outcomes['peak_bytes'] / 2**20:.0f} MiB; no crash, no hang",
+        )
+
+
+# AUDIOGAN_FUZZ_EXAMPLES=1000 (for example) runs a longer fuzz than CI's.
+@settings(
+    max_examples=int(os.environ.get("AUDIOGAN_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(mutated_files())
-def test_any_mutated_wav_or_flac_ends_as_a_clip_or_a_reject_row(case):
+def test_any_mutated_wav_or_flac_ends_as_a_clip_or_a_reject_row(fuzz_outcomes, case):
     """No crash, no hang, no unbounded allocation: a valid clip or `Rejected` with a reason."""
     name, data = case
     audio._resample_plan.cache_clear()  # every file pays for its own kernel: the worst case
     tracemalloc.start()
+    started = time.perf_counter()
     try:
         with _time_limit(SECONDS_PER_FILE):
             try:
                 decoded = clips_from_file(io.BytesIO(data), len(data), CFG, f"{name}.x")
+                outcome = "clip"
             except Rejected as rejected:
                 assert rejected.reason in {"empty", "decode_error", "non_finite", "too_short",
                                            "silent", "unsupported"}  # fmt: skip
                 assert rejected.detail
-                decoded = None
+                decoded, outcome = None, rejected.reason
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    fuzz_outcomes["counts"][outcome] += 1
+    fuzz_outcomes["slowest_s"] = max(fuzz_outcomes["slowest_s"], time.perf_counter() - started)
+    fuzz_outcomes["peak_bytes"] = max(fuzz_outcomes["peak_bytes"], peak)
     assert peak < PEAK_BYTES_PER_FILE, f"{peak / 2**20:.0f} MiB allocated for one file"
     if decoded is not None:
         assert decoded.clips
@@ -144,7 +178,9 @@ class _RunsCode:
 
 
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
-def test_a_checkpoint_whose_pickle_runs_code_is_refused_by_generate(tmp_path, capsys, protocol):
+def test_a_checkpoint_whose_pickle_runs_code_is_refused_by_generate(
+    tmp_path, capsys, report_fault, protocol
+):
     marker = tmp_path / "code-ran"
     folder = tmp_path / "run" / "checkpoint_000001"
     folder.mkdir(parents=True)
@@ -158,6 +194,8 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_by_generate(tmp_path, ca
     assert "Traceback" not in err
     assert not marker.exists()  # nothing in the file ran
     assert not (tmp_path / "out").exists()
+    report_fault(f"checkpoint whose pickle (protocol {protocol}) calls os.system",
+                 "refused by generate, nothing ran, one-line error")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -172,7 +210,7 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_by_generate(tmp_path, ca
     ],
 )
 def test_a_hostile_config_is_refused_before_any_ray_work(
-    tmp_path, capsys, monkeypatch, text, message
+    tmp_path, capsys, monkeypatch, report_fault, text, message
 ):
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started for a config that should have been refused")
@@ -183,8 +221,12 @@ def test_a_hostile_config_is_refused_before_any_ray_work(
     code = main(["train", "--data", str(tmp_path / "none"), "--storage", str(tmp_path),
                  "--name", "x", "--config", str(config)])  # fmt: skip
     assert code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
     assert not (tmp_path / "x").exists()
+    said = err.strip().splitlines()[-1].removeprefix("audiogan train: error: ")
+    said = said.split("; known:")[0].replace(str(config), "config.yaml")
+    report_fault(f"config {text.strip()!r}", f"refused before Ray starts: {said}")
 
 
 @pytest.mark.parametrize(
@@ -192,7 +234,9 @@ def test_a_hostile_config_is_refused_before_any_ray_work(
     [b"", b"hello world, not a checkpoint", b"PK\x03\x04 broken zip", bytes(range(256)) * 4],
     ids=["empty", "text", "broken-zip", "noise"],
 )
-def test_a_damaged_or_foreign_checkpoint_file_is_a_clear_error(tmp_path, capsys, data):
+def test_a_damaged_or_foreign_checkpoint_file_is_a_clear_error(
+    tmp_path, capsys, request, report_fault, data
+):
     folder = tmp_path / "checkpoint_000001"
     folder.mkdir()
     (folder / "state.pt").write_bytes(data)
@@ -200,6 +244,8 @@ def test_a_damaged_or_foreign_checkpoint_file_is_a_clear_error(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.startswith("audiogan generate: error: ") and str(folder) in err
     assert "Traceback" not in err
+    kind = request.node.callspec.id
+    report_fault(f"state.pt that is {kind} ({len(data)} bytes)", "a one-line error from generate")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +273,7 @@ def _flip(run, folder):  # same size, other bytes: only the checksum can tell
     "damage", [_truncate, _delete, _flip], ids=["truncated", "deleted", "flipped"]
 )
 def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(
-    one_second_clips, tmp_path, capfd, damage
+    one_second_clips, tmp_path, capfd, report_fault, damage
 ):
     from audiogan import checkpoint, train
     from audiogan.config import TrainConfig
@@ -247,6 +293,11 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_from_the_one
     assert steps == [1, 2, 3, 4, 5, 6]  # steps 3 and 4 again, once each in the record
     for folder in ("checkpoint_000002", "checkpoint_000004", "checkpoint_000006"):
         assert checkpoint.load(str(run / folder))["step"] == int(folder[-6:])  # all whole now
+    how = {_truncate: "truncated", _delete: "deleted", _flip: "altered (same size)"}[damage]
+    report_fault(
+        f"newest checkpoint's state.pt {how}",
+        "skipped, resumed from checkpoint_000002; steps 1..6 once each in metrics",
+    )
 
 
 def test_a_checkpoint_file_that_differs_from_its_record_is_refused(tmp_path):
@@ -266,7 +317,7 @@ def test_a_checkpoint_file_that_differs_from_its_record_is_refused(tmp_path):
 
 @pytest.mark.ray
 def test_a_prepare_killed_halfway_leaves_no_manifest_and_a_rerun_gives_the_same_dataset(
-    ray_session, tmp_path
+    ray_session, tmp_path, report_fault
 ):
     """SIGKILL while clips are being written; the rerun with --overwrite must equal a run that
     was never interrupted: the same clip_ids with the same audio bytes."""
@@ -290,6 +341,7 @@ def test_a_prepare_killed_halfway_leaves_no_manifest_and_a_rerun_gives_the_same_
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
         assert time.time() < deadline, "prepare wrote no clips"
         time.sleep(0.05)
+    written = len(list(dest.glob("clips/*.parquet")))
     process.kill()
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL  # killed mid-way, not finished
@@ -314,3 +366,226 @@ def test_a_prepare_killed_halfway_leaves_no_manifest_and_a_rerun_gives_the_same_
     assert all(rerun[clip] == reference[clip] for clip in reference)
     manifests = [json.loads((folder / "manifest.json").read_text()) for folder in (dest, whole)]
     assert manifests[0]["counts"] == manifests[1]["counts"]
+    report_fault(
+        f"prepare of 160 files SIGKILLed with {written} clip file(s) written",
+        "no manifest; the --overwrite rerun gives the same 160 clip_ids and audio bytes",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# A training worker killed mid-run, and the storage cut mid-run: `audiogan train` runs as its
+# own driver on the session's Ray (so its workers' output reaches us), and the test injects the
+# fault from outside while the run is in progress.
+
+
+def _train_process(ray_session, data, storage_url, name, settings, env=None):
+    command = [sys.executable, "-m", "audiogan.cli", "train", "--data", data,
+               "--storage", storage_url, "--name", name, "--workers", "2",
+               *(f"{key}={value}" for key, value in settings.items())]  # fmt: skip
+    env = {
+        **(env or os.environ),
+        "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
+        "RAY_DEDUP_LOGS": "0",  # every worker line as it was printed
+        "PYTHONUNBUFFERED": "1",
+    }
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for(condition, process, what, seconds=180):
+    deadline = time.time() + seconds
+    while not condition():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the run ended before {what}:\n{out[-3000:]}\n{err[-3000:]}")
+        assert time.time() < deadline, f"no {what} after {seconds} s"
+        time.sleep(0.05)
+
+
+def _finish(process, seconds=240) -> tuple[int, str, str]:
+    try:
+        out, err = process.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"the run did not end within {seconds} s:\n{out[-3000:]}\n{err[-3000:]}")
+    return process.returncode, out, err
+
+
+RESUMED = re.compile(r"resume: from checkpoint_(\d+) \(step (\d+)\)")
+
+
+@pytest.mark.ray
+def test_a_training_worker_killed_mid_run_is_replaced_and_the_run_finishes(
+    ray_session, one_second_clips, tmp_path, report_fault
+):
+    """SIGKILL to one of the two Ray Train workers at step 6 (checkpoint 4 written); with
+    max_failures=1 Ray Train starts a new worker group, which resumes from the newest checkpoint
+    and trains to max_steps, repeating at most one checkpoint interval."""
+    from ray.util.state import list_actors
+
+    from audiogan import checkpoint
+
+    every, total = 4, 12
+    settings = {**TINY, "max_steps": total, "checkpoint_every": every, "eval_every": every,
+                "sample_every": every, "max_failures": 1}  # fmt: skip
+    run = tmp_path / "runs" / "killed"
+    process = _train_process(ray_session, one_second_clips, str(tmp_path / "runs"), "killed",
+                             settings)  # fmt: skip
+
+    def mid_interval():  # checkpoint 4 written and step 6 logged: killed between checkpoints
+        metrics = run / "metrics.jsonl"
+        return (run / "checkpoint_000004" / "complete.json").exists() and (
+            metrics.exists() and len(metrics.read_text().splitlines()) >= 6
+        )
+
+    _wait_for(mid_interval, process, "step 6")
+
+    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    assert len(workers) == 2, workers
+    os.kill(workers[0].pid, signal.SIGKILL)
+    rows_at_kill = len((run / "metrics.jsonl").read_text().splitlines())
+
+    code, out, err = _finish(process)
+    assert code == 0, f"{out[-3000:]}\n{err[-3000:]}"
+    assert rows_at_kill < total, "the run had finished before the worker was killed"
+    resumed = [int(step) for _, step in RESUMED.findall(out)]
+    assert len(resumed) == 1 and resumed[0] >= 4, out[-3000:]
+    # Rank 0 prints every step it trains, in both attempts: the steps trained twice are the
+    # ones after the checkpoint it resumed from.
+    trained = re.findall(rf"step (\d+)/{total} ", out)
+    repeated = len(trained) - total
+    assert 0 <= repeated <= every, sorted(map(int, trained))
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, total + 1))  # no gap, no step twice
+    assert checkpoint.load(str(run / f"checkpoint_{total:06d}"))["step"] == total
+    report_fault(
+        f"a Ray Train worker SIGKILLed at step {rows_at_kill} of {total} (max_failures=1)",
+        f"recovered from checkpoint_{resumed[0]:06d}, {repeated} steps trained twice "
+        f"(checkpoint every {every}); metrics steps 1..{total} once each; final checkpoint loads",
+    )
+
+
+class TcpProxy:
+    """A TCP forwarder on 127.0.0.1 in front of another local port. stop() closes every
+    connection and refuses new ones, as a store that went away would (the server behind it and
+    its data stay); start() opens the same port again."""
+
+    def __init__(self, target_port: int):
+        self.target_port, self.port = target_port, free_port()
+        self._server: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.close()
+        with self._lock:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+            self._open.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return  # stopped
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._open.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def storage_proxy(s3_server):
+    proxy = TcpProxy(int(s3_server.rsplit(":", 1)[1]))
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_storage_cut_mid_run_is_ridden_out_or_fails_clearly_and_the_rerun_resumes(
+    ray_session, one_second_clips, s3_env, s3_server, storage_proxy, report_fault
+):
+    """The run's S3 traffic goes through a proxy. Once checkpoint 8 is recorded the test stops
+    the proxy for a few seconds: the run retries and goes on. Once checkpoint 16 is recorded it
+    stops it for good: after storage_retry_s the run fails naming the run's URL (and no key).
+    With the proxy back, the same command resumes from the newest complete checkpoint."""
+    from audiogan import checkpoint, storage
+
+    every, total, retry_s, short_outage_s = 8, 32, 10, 5
+    settings = {**TINY, "max_steps": total, "checkpoint_every": every, "eval_every": every,
+                "sample_every": every, "storage_retry_s": retry_s}  # fmt: skip
+    url = f"s3://{s3_env}/runs"
+    proxied = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{storage_proxy.port}"}
+    direct, _ = storage.resolve(url)  # the test itself reads the bucket around the proxy
+    run = f"{s3_env}/runs/cut"
+
+    def recorded(name):
+        """Whether Ray Train has recorded checkpoint `name`: it writes its record just after a
+        checkpoint, without retries, so the test cuts the storage after it, between steps."""
+        snapshot = f"{run}/checkpoint_manager_snapshot.json"
+        text = storage.read_bytes(direct, snapshot) if storage.exists(direct, snapshot) else b""
+        return name in text.decode()
+
+    process = _train_process(ray_session, one_second_clips, url, "cut", settings, proxied)
+    _wait_for(lambda: recorded("checkpoint_000008"), process, "checkpoint 8 recorded")
+    storage_proxy.stop()
+    time.sleep(short_outage_s)
+    storage_proxy.start()
+    _wait_for(lambda: recorded("checkpoint_000016"), process, "checkpoint 16 recorded")
+    storage_proxy.stop()
+    cut_at = time.monotonic()
+    code, out, err = _finish(process)
+    failed_after = time.monotonic() - cut_at
+
+    assert code == 2, f"{out[-3000:]}\n{err[-3000:]}"
+    # The short outage: retried, and then the writes went through.
+    assert re.search(r"storage: writing \S+ failed \(OSError\); retrying for up to 10 s", out)
+    assert re.search(r"storage: writing \S+ succeeded after \d+ attempts", out), out[-3000:]
+    # The long one: a clear last line, within the retry time and one slow attempt.
+    message = err.strip().splitlines()[-1]
+    assert message.startswith(f"audiogan train: error: storage at {url}/cut unreachable: "), err
+    assert f"; the limit is {retry_s} s)" in message
+    assert "testing-secret-value" not in out + err
+    assert retry_s <= failed_after < retry_s + 30, f"it took {failed_after:.0f} s to give up"
+    newest = checkpoint.latest(direct, run)
+    assert newest is not None and 16 <= int(newest[-6:]) < total  # cut mid-run
+
+    storage_proxy.start()
+    process = _train_process(ray_session, one_second_clips, url, "cut", settings, proxied)
+    code, out, err = _finish(process)
+    assert code == 0, f"{out[-3000:]}\n{err[-3000:]}"
+    assert RESUMED.findall(out) == [(newest[-6:], str(int(newest[-6:])))], out[-3000:]
+    rows = storage.read_bytes(direct, f"{run}/metrics.jsonl").decode().splitlines()
+    assert [json.loads(row)["step"] for row in rows] == list(range(1, total + 1))
+    assert checkpoint.load_from(direct, f"{run}/checkpoint_{total:06d}")["step"] == total
+    report_fault(
+        f"S3 cut for {short_outage_s} s mid-run (proxy stopped)",
+        "writes retried with growing waits, then the run went on",
+    )
+    report_fault(
+        "S3 cut for good mid-run",
+        f"failed {failed_after:.0f} s later (storage_retry_s={retry_s}) naming {url}/cut, no "
+        f"key; {newest.rsplit('/', 1)[-1]} intact; the rerun resumed from it to step {total}",
+    )

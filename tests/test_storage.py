@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import time
+
 import pyarrow.fs as pafs
 import pytest
+from conftest import free_port
 
 from audiogan import storage
 
@@ -50,3 +53,55 @@ def test_write_bytes_replaces_a_file_whole(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json"]
     storage.delete(fs, storage.join(root, "a"))
     assert not storage.exists(fs, storage.join(root, "a"))
+
+
+def test_a_transient_failure_is_retried_with_growing_waits_until_it_succeeds():
+    calls, said = [], []
+
+    def flaky():
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise ConnectionRefusedError("connection refused")
+        return "done"
+
+    assert storage.retrying(flaky, "writing x", "s3://b/run", 30, said.append) == "done"
+    waits = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
+    assert waits[0] >= storage.RETRY_FIRST_WAIT_S and waits[1] >= 2 * storage.RETRY_FIRST_WAIT_S
+    assert said == [
+        "storage: writing x failed (ConnectionRefusedError); retrying for up to 30 s",
+        "storage: writing x succeeded after 3 attempts",
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PermissionError("denied"), FileNotFoundError("gone"), OSError("AWS Error ACCESS_DENIED")],
+)
+def test_a_permanent_failure_is_not_retried(error):
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise error
+
+    with pytest.raises(storage.StorageError, match=r"^storage at s3://b/run failed: "):
+        storage.retrying(refused, "writing x", "s3://key:secret@b/run", 30)
+    assert len(calls) == 1
+
+
+def test_a_store_that_stays_away_fails_after_the_time_limit_naming_the_url_only():
+    """A real S3 client against a port nobody listens on."""
+    port = free_port()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "id",
+           "AWS_SECRET_ACCESS_KEY": "secret-value"}  # fmt: skip
+    fs, path = storage.resolve("s3://bucket/runs", env)
+    started = time.monotonic()
+    with pytest.raises(storage.StorageError) as raised:
+        storage.retrying(
+            lambda: storage.write_bytes(fs, f"{path}/x", b"x"), "writing x", "s3://bucket/runs", 1,
+            log=lambda _: None,
+        )  # fmt: skip
+    message = str(raised.value)
+    assert message.startswith("storage at s3://bucket/runs unreachable: writing x kept failing")
+    assert "the limit is 1 s" in message and "secret-value" not in message
+    assert time.monotonic() - started < 30
