@@ -562,7 +562,8 @@ def test_storage_cut_mid_run_is_ridden_out_or_fails_clearly_and_the_rerun_resume
     assert code == 2, f"{out[-3000:]}\n{err[-3000:]}"
     # The short outage: retried, and then the writes went through.
     assert re.search(r"storage: writing \S+ failed \(OSError\); retrying for up to 10 s", out)
-    assert re.search(r"storage: writing \S+ succeeded after \d+ attempts", out), out[-3000:]
+    recovered = re.search(r"storage: writing \S+ succeeded after (\d+) attempts", out)
+    assert recovered, out[-3000:]
     # The long one: a clear last line, within the retry time and one slow attempt.
     message = err.strip().splitlines()[-1]
     assert message.startswith(f"audiogan train: error: storage at {url}/cut unreachable: "), err
@@ -582,7 +583,8 @@ def test_storage_cut_mid_run_is_ridden_out_or_fails_clearly_and_the_rerun_resume
     assert checkpoint.load_from(direct, f"{run}/checkpoint_{total:06d}")["step"] == total
     report_fault(
         f"S3 cut for {short_outage_s} s mid-run (proxy stopped)",
-        "writes retried with growing waits, then the run went on",
+        f"the write retried with growing waits, through after {recovered[1]} attempts; the "
+        "run went on",
     )
     report_fault(
         "S3 cut for good mid-run",

@@ -105,3 +105,13 @@ def test_a_store_that_stays_away_fails_after_the_time_limit_naming_the_url_only(
     assert message.startswith("storage at s3://bucket/runs unreachable: writing x kept failing")
     assert "the limit is 1 s" in message and "secret-value" not in message
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.s3
+def test_a_missing_bucket_is_not_retried(s3_env):
+    fs, path = storage.resolve(f"s3://{s3_env}-missing/runs")
+    started = time.monotonic()
+    with pytest.raises(storage.StorageError, match="NO_SUCH_BUCKET"):
+        storage.retrying(lambda: storage.write_bytes(fs, f"{path}/x", b"x"), "writing x",
+                         f"s3://{s3_env}-missing/runs", 60)  # fmt: skip
+    assert time.monotonic() - started < 10  # one attempt, not a minute of them
