@@ -550,3 +550,145 @@ def format_model_table(result: dict) -> list[str]:
         f"sends and receives per worker: {ring}",
     ]
     return lines
+
+
+def bench_step(
+    config_path: str,
+    overrides: dict,
+    device: str = "cuda",
+    clip_seconds: float = 4.0,
+    steps: int = 30,
+    window: int = 5,
+) -> dict:
+    """samples/s and achieved FLOP/s of one worker's training step on one device, the way a Ray
+    Train worker runs it: G and D each under DDP (NCCL on a GPU, gloo on the CPU, in a group of
+    one process, so every gradient still goes through the all-reduce), bf16 autocast on a GPU
+    (and fp32 beside it), batches already on the device. No Ray: its per-step cost is what
+    `bench train` measures; this is the device's part.
+    """
+    import dataclasses
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from audiogan.config import TrainConfig, load_config
+    from audiogan.models import build
+    from audiogan.step import gan_step, make_gan
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AudioganError("bench step --device cuda needs a CUDA GPU; none is visible")
+    cfg = load_config(TrainConfig, config_path, overrides)
+    clip_samples = PrepareConfig(clip_seconds=clip_seconds).clip_samples
+    target = torch.device(device)
+    backend = "nccl" if target.type == "cuda" else "gloo"
+    precisions = ("bf16", "fp32") if target.type == "cuda" else ("fp32",)
+    model = bench_model(config_path, overrides, clip_seconds)  # FLOPs of one step
+    num_classes = 2 if cfg.conditional else 0  # as bench model counts a conditional model
+
+    def synchronize():
+        if target.type == "cuda":
+            torch.cuda.synchronize()
+
+    torch.backends.cudnn.benchmark = target.type == "cuda"  # as the training workers set it
+    port = _free_port()
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    rows = []
+    try:
+        for precision in precisions:
+            torch.manual_seed(cfg.seed)
+            generator, discriminator = (
+                DistributedDataParallel(
+                    net.to(target), device_ids=[target] if target.type == "cuda" else None
+                )
+                for net in build(cfg, clip_samples, num_classes)
+            )
+            gan = make_gan(generator, discriminator, dataclasses.replace(cfg))
+            real = [
+                torch.rand(cfg.batch_size, 1, clip_samples, device=target) * 2 - 1
+                for _ in range(cfg.n_critic)
+            ]
+            labels = [
+                torch.zeros(cfg.batch_size, dtype=torch.long, device=target)
+                if num_classes
+                else None
+            ] * cfg.n_critic
+
+            def autocast(precision=precision):
+                if precision == "bf16":
+                    return torch.autocast("cuda", dtype=torch.bfloat16)
+                return contextlib.nullcontext()
+
+            if target.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            for _ in range(3):  # warm-up: cuDNN picks its algorithms here
+                gan_step(gan, real, labels, autocast)
+            synchronize()
+            rates = []
+            for _ in range(max(steps // window, 1)):
+                started = time.perf_counter()
+                for _ in range(window):
+                    gan_step(gan, real, labels, autocast)
+                synchronize()
+                seconds = time.perf_counter() - started
+                rates.append(window * cfg.n_critic * cfg.batch_size / seconds)
+            rate = statistics.median(rates)
+            step_s = cfg.n_critic * cfg.batch_size / rate
+            rows.append(
+                {
+                    "precision": precision,
+                    "samples_per_s": round(rate, 1),
+                    "window_rates": [round(r, 1) for r in rates],
+                    "seconds_per_step": round(step_s, 4),
+                    "tflops": round(model["flops_per_step"] / step_s / 1e12, 2),
+                    "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                    if target.type == "cuda"
+                    else None,
+                }
+            )
+            del gan, generator, discriminator, real
+    finally:
+        dist.destroy_process_group()
+    return {
+        "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu",
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "backend": backend,
+        "preset": os.path.basename(config_path),
+        "model": cfg.model,
+        "clip_samples": clip_samples,
+        "batch_size": cfg.batch_size,
+        "n_critic": cfg.n_critic,
+        "flops_per_step": model["flops_per_step"],
+        "steps": steps,
+        "torch": torch.__version__,
+        "rows": rows,
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def format_step_table(result: dict) -> list[str]:
+    lines = [
+        f"one worker's training step on {result['device']} ({result['backend']} DDP, one "
+        f"process): {result['model']} ({result['preset']}), {result['clip_samples']}-sample "
+        f"clips, batch {result['batch_size']} x n_critic {result['n_critic']}, "
+        f"{result['flops_per_step'] / 1e12:.2f} TFLOP a step; the median of timing windows "
+        f"over {result['steps']} steps (torch {result['torch']}, cuDNN benchmark "
+        f"{'on' if result['cudnn_benchmark'] else 'off'})",
+        "",
+        "| precision | clips/s | s/step | achieved TFLOP/s | peak memory |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        memory = "-" if row["peak_memory_gib"] is None else f"{row['peak_memory_gib']:.1f} GiB"
+        lines.append(
+            f"| {row['precision']} | {row['samples_per_s']:,.1f} | {row['seconds_per_step']:.3f} "
+            f"| {row['tflops']:.2f} | {memory} |"
+        )
+    return lines

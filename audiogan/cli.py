@@ -368,6 +368,21 @@ def cmd_bench_model(args: argparse.Namespace) -> None:
     _emit(result, args.json, bench.format_model_table(result))
 
 
+def cmd_bench_step(args: argparse.Namespace) -> None:
+    from audiogan import bench
+    from audiogan.config import parse_overrides
+
+    result = bench.bench_step(
+        args.config,
+        parse_overrides(args.overrides),
+        args.device,
+        args.clip_seconds,
+        args.steps,
+        args.window,
+    )
+    _emit(result, args.json, bench.format_step_table(result))
+
+
 # ---------------------------------------------------------------------------------------------
 # parser
 
@@ -761,6 +776,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_output_options(bench_model, local_ray=False)
     bench_model.set_defaults(run=cmd_bench_model)
+
+    bench_step = benches.add_parser(
+        "step",
+        help="clips/s and achieved TFLOP/s of one worker's training step on a GPU (or the CPU)",
+        description="Times the training step of a preset on one device as a Ray Train worker "
+        "runs it: G and D under DDP (NCCL on a GPU, gloo on the CPU) in a one-process group, "
+        "bf16 autocast and fp32 on a GPU, batches already on the device, no Ray. Prints clips/s, "
+        "seconds per step, achieved TFLOP/s (from bench model's FLOP count) and peak memory.",
+    )
+    bench_step.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    bench_step.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        default=str(PRESETS_DIR / "wavegan.yaml"),
+        help="a training preset (default: jobs/configs/wavegan.yaml, the GPU WaveGAN)",
+    )
+    bench_step.add_argument(
+        "--device", choices=("cuda", "cpu"), default="cuda", help="where to run (default cuda)"
+    )
+    bench_step.add_argument(
+        "--clip-seconds", type=float, default=4.0, help="clip length in seconds (default 4)"
+    )
+    bench_step.add_argument(
+        "--steps", type=int, default=30, help="timed steps per precision (default 30)"
+    )
+    bench_step.add_argument(
+        "--window",
+        type=int,
+        default=5,
+        help="steps per timing window; the rate is the median window (default 5)",
+    )
+    _add_output_options(bench_step, local_ray=False)
+    bench_step.set_defaults(run=cmd_bench_step)
     return parser
 
 

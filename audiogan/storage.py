@@ -7,6 +7,7 @@ AWS for the bucket's region unless told, so both are passed explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import time
@@ -137,9 +138,14 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(parent, recursive=True)
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-        with fs.open_output_stream(temporary) as stream:
-            stream.write(data)
-        fs.move(temporary, path)
+        try:
+            with fs.open_output_stream(temporary) as stream:
+                stream.write(data)
+            fs.move(temporary, path)
+        except OSError:
+            with contextlib.suppress(OSError):  # a full disk keeps no half-written copies
+                fs.delete_file(temporary)
+            raise
         return
     with fs.open_output_stream(path) as stream:
         stream.write(data)
@@ -180,7 +186,8 @@ def retrying(
     budget_s: float,
     log: Callable[[str], None] = print,
 ) -> T:
-    """call(), tried again with growing waits while it fails transiently, for `budget_s` seconds.
+    """call(), tried again with growing waits while it fails transiently, for `budget_s` seconds
+    (and at most one call longer: an attempt under way is not cut short).
 
     Once the time is up (or at the first permanent failure) raises a StorageError that names
     `what` was being done and the storage URL (as `display` shows it), never a credential.
@@ -196,17 +203,18 @@ def retrying(
             if not transient(error):
                 raise unreachable(url, error) from None
             elapsed = time.monotonic() - started
-            if elapsed + wait > budget_s:
+            if elapsed >= budget_s:
                 detail = " ".join(str(error).split())[:300]
+                tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
                 raise StorageError(
                     f"storage at {display(url)} unreachable: {what} kept failing for "
-                    f"{elapsed:.0f} s ({attempts} attempts with growing waits; the limit is "
+                    f"{elapsed:.0f} s ({tries} with growing waits; the limit is "
                     f"{budget_s:g} s); last error: {detail}"
                 ) from None
             if attempts == 1:
                 log(f"storage: {what} failed ({type(error).__name__}); retrying for up to "
                     f"{budget_s:g} s")  # fmt: skip
-            time.sleep(wait)
+            time.sleep(min(wait, budget_s - elapsed))  # the last attempt comes at the limit
             wait = min(2 * wait, RETRY_LONGEST_WAIT_S)
             continue
         if attempts > 1:

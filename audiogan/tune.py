@@ -360,6 +360,9 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
         if storage.exists(fs, sweep_path):
             stored = json.loads(storage.read_bytes(fs, sweep_path))
+            # A sweep stored before a training key existed ran with that key's default.
+            if isinstance(stored.get("train"), dict):
+                stored["train"] = {**to_dict(TrainConfig()), **stored["train"]}
             changed = _differences(stored, json.loads(described))  # tuples read back as lists
             if changed:
                 raise TuneError(

@@ -86,3 +86,22 @@ def test_bench_model_command_prints_the_table_and_json(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("model size: wavegan (wavegan.yaml), 16000-sample clips")
     assert json.loads(out[-1])["batch_size"] == 64
+
+
+def test_bench_step_times_a_ddp_step_on_the_cpu_and_prints_the_table(capsys):
+    """The same code times the GPU step (NCCL, bf16 and fp32); here gloo and fp32 on the CPU."""
+    from audiogan.cli import main
+
+    argv = ["bench", "step", "--device", "cpu", "--clip-seconds", "0.25", "--steps", "2",
+            "--window", "1", "model_dim=4", "batch_size=2", "n_critic=2", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("one worker's training step on cpu (gloo DDP, one process)")
+    result = json.loads(out[-1])
+    assert [row["precision"] for row in result["rows"]] == ["fp32"]
+    row = result["rows"][0]
+    assert row["samples_per_s"] > 0 and len(row["window_rates"]) == 2
+    assert row["seconds_per_step"] == pytest.approx(4 / row["samples_per_s"], rel=0.01)
+    assert row["tflops"] * 1e12 == pytest.approx(
+        result["flops_per_step"] / row["seconds_per_step"], rel=0.02, abs=1e10
+    )

@@ -138,6 +138,7 @@ JOBS = {
     "bench_prepare": ["bench", "prepare"],
     "bench_train": ["bench", "train"],
     "bench_model": ["bench", "model"],
+    "bench_step": ["bench", "step"],
 }
 
 

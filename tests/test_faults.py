@@ -427,12 +427,25 @@ def test_a_training_worker_killed_mid_run_is_replaced_and_the_run_finishes(
 
     from audiogan import checkpoint
 
-    every, total = 4, 12
+    every, total = 4, 16
     settings = {**TINY, "max_steps": total, "checkpoint_every": every, "eval_every": every,
                 "sample_every": every, "max_failures": 1}  # fmt: skip
     run = tmp_path / "runs" / "killed"
+
+    def train_workers() -> set[int]:
+        alive = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+        return {actor.pid for actor in list_actors(filters=alive)}
+
+    earlier = train_workers()  # (none should be left from other tests; they are not ours)
     process = _train_process(ray_session, one_second_clips, str(tmp_path / "runs"), "killed",
                              settings)  # fmt: skip
+    ours: set[int] = set()
+
+    def found_workers():  # looked up while the run starts, so the kill itself is immediate
+        ours.update(train_workers() - earlier)
+        return len(ours) == 2
+
+    _wait_for(found_workers, process, "two training workers")
 
     def mid_interval():  # checkpoint 4 written and step 6 logged: killed between checkpoints
         metrics = run / "metrics.jsonl"
@@ -441,10 +454,7 @@ def test_a_training_worker_killed_mid_run_is_replaced_and_the_run_finishes(
         )
 
     _wait_for(mid_interval, process, "step 6")
-
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-    assert len(workers) == 2, workers
-    os.kill(workers[0].pid, signal.SIGKILL)
+    os.kill(min(ours), signal.SIGKILL)
     rows_at_kill = len((run / "metrics.jsonl").read_text().splitlines())
 
     code, out, err = _finish(process)
@@ -469,8 +479,8 @@ def test_a_training_worker_killed_mid_run_is_replaced_and_the_run_finishes(
 
 class TcpProxy:
     """A TCP forwarder on 127.0.0.1 in front of another local port. stop() closes every
-    connection and refuses new ones, as a store that went away would (the server behind it and
-    its data stay); start() opens the same port again."""
+    connection and the listening socket, so new connections are refused, as from a store that
+    went away (the server behind it and its data stay); start() opens the same port again."""
 
     def __init__(self, target_port: int):
         self.target_port, self.port = target_port, free_port()
@@ -483,13 +493,23 @@ class TcpProxy:
         threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
 
     def stop(self) -> None:
-        self._server.close()
         with self._lock:
-            for connection in self._open:
+            server, self._server = self._server, None
+            if server is not None:
+                # shutdown() wakes the thread blocked in accept() (close() alone would not,
+                # and the port would go on listening until the next connection came in).
                 with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-                connection.close()
+                    server.shutdown(socket.SHUT_RDWR)
+                server.close()
+            for connection in self._open:
+                self._close(connection)
             self._open.clear()
+
+    @staticmethod
+    def _close(connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)
+        connection.close()
 
     def _accept(self, server: socket.socket) -> None:
         while True:
@@ -497,8 +517,16 @@ class TcpProxy:
                 client, _ = server.accept()
             except OSError:
                 return  # stopped
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                self._close(client)
+                continue
             with self._lock:
+                if self._server is not server:  # accepted just as stop() ran: cut it too
+                    self._close(client)
+                    self._close(upstream)
+                    return
                 self._open.update((client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
@@ -565,11 +593,13 @@ def test_storage_cut_mid_run_is_ridden_out_or_fails_clearly_and_the_rerun_resume
     recovered = re.search(r"storage: writing \S+ succeeded after (\d+) attempts", out)
     assert recovered, out[-3000:]
     # The long one: a clear last line, within the retry time and one slow attempt.
-    message = err.strip().splitlines()[-1]
+    # The command's own last word (Ray may still forward workers' lines after it).
+    message = [line for line in err.splitlines() if line.startswith("audiogan train: error:")][-1]
     assert message.startswith(f"audiogan train: error: storage at {url}/cut unreachable: "), err
     assert f"; the limit is {retry_s} s)" in message
     assert "testing-secret-value" not in out + err
     assert retry_s <= failed_after < retry_s + 30, f"it took {failed_after:.0f} s to give up"
+    assert int(re.search(r"kept failing for (\d+) s", message)[1]) >= retry_s  # the whole limit
     newest = checkpoint.latest(direct, run)
     assert newest is not None and 16 <= int(newest[-6:]) < total  # cut mid-run
 
