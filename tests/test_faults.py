@@ -561,7 +561,7 @@ def test_storage_cut_mid_run_is_ridden_out_or_fails_clearly_and_the_rerun_resume
     With the proxy back, the same command resumes from the newest complete checkpoint."""
     from audiogan import checkpoint, storage
 
-    every, total, retry_s, short_outage_s = 8, 32, 10, 5
+    every, total, retry_s, short_outage_s = 8, 24, 6, 5
     settings = {**TINY, "max_steps": total, "checkpoint_every": every, "eval_every": every,
                 "sample_every": every, "storage_retry_s": retry_s}  # fmt: skip
     url = f"s3://{s3_env}/runs"
@@ -589,7 +589,8 @@ def test_storage_cut_mid_run_is_ridden_out_or_fails_clearly_and_the_rerun_resume
 
     assert code == 2, f"{out[-3000:]}\n{err[-3000:]}"
     # The short outage: retried, and then the writes went through.
-    assert re.search(r"storage: writing \S+ failed \(OSError\); retrying for up to 10 s", out)
+    retried = rf"storage: writing \S+ failed \(OSError\); retrying for up to {retry_s} s"
+    assert re.search(retried, out), out[-3000:]
     recovered = re.search(r"storage: writing \S+ succeeded after (\d+) attempts", out)
     assert recovered, out[-3000:]
     # The long one: a clear last line, within the retry time and one slow attempt.
