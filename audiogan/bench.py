@@ -290,6 +290,25 @@ def count_flops(run) -> int:
     return Counter.total
 
 
+def _window_rates(
+    step: Callable[[], object],
+    clips_per_step: int,
+    steps: int,
+    window: int,
+    synchronize: Callable[[], object] = lambda: None,
+) -> list[float]:
+    """clips/s of `step()` in each of steps // window (at least one) windows of `window` steps;
+    `synchronize` waits for queued device work before a window's clock stops."""
+    rates = []
+    for _ in range(max(steps // window, 1)):
+        started = time.perf_counter()
+        for _ in range(window):
+            step()
+        synchronize()
+        rates.append(window * clips_per_step / (time.perf_counter() - started))
+    return rates
+
+
 def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict:
     """The same gan_step in a plain loop: one process, one thread, tensors already in memory.
 
@@ -308,13 +327,8 @@ def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict
         labels = [None] * cfg.n_critic
         gan_step(gan, real, labels)  # warm-up
         flops = count_flops(lambda: gan_step(gan, real, labels))
-        rates = []
-        for _ in range(max(steps // window, 1)):
-            started = time.perf_counter()
-            for _ in range(window):
-                gan_step(gan, real, labels)
-            seconds = time.perf_counter() - started
-            rates.append(window * cfg.n_critic * cfg.batch_size / seconds)
+        clips_per_step = cfg.n_critic * cfg.batch_size
+        rates = _window_rates(lambda: gan_step(gan, real, labels), clips_per_step, steps, window)
     rate = statistics.median(rates)
     return {
         "samples_per_s": rate,
@@ -566,8 +580,6 @@ def bench_step(
     (and fp32 beside it), batches already on the device. No Ray: its per-step cost is what
     `bench train` measures; this is the device's part.
     """
-    import dataclasses
-
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -579,98 +591,89 @@ def bench_step(
     if device == "cuda" and not torch.cuda.is_available():
         raise AudioganError("bench step --device cuda needs a CUDA GPU; none is visible")
     cfg = load_config(TrainConfig, config_path, overrides)
-    clip_samples = PrepareConfig(clip_seconds=clip_seconds).clip_samples
+    model = bench_model(config_path, overrides, clip_seconds)  # sizes and FLOPs of one step
+    clip_samples = model["clip_samples"]
     target = torch.device(device)
     backend = "nccl" if target.type == "cuda" else "gloo"
     precisions = ("bf16", "fp32") if target.type == "cuda" else ("fp32",)
-    model = bench_model(config_path, overrides, clip_seconds)  # FLOPs of one step
     num_classes = 2 if cfg.conditional else 0  # as bench model counts a conditional model
 
     def synchronize():
         if target.type == "cuda":
             torch.cuda.synchronize()
 
+    def measure(precision: str) -> dict:
+        """One precision's row: fresh G and D under DDP, warmed up, then timed."""
+        torch.manual_seed(cfg.seed)
+        generator, discriminator = (
+            DistributedDataParallel(
+                net.to(target), device_ids=[target] if target.type == "cuda" else None
+            )
+            for net in build(cfg, clip_samples, num_classes)
+        )
+        gan = make_gan(generator, discriminator, cfg)
+        real = [
+            torch.rand(cfg.batch_size, 1, clip_samples, device=target) * 2 - 1
+            for _ in range(cfg.n_critic)
+        ]
+        label = torch.zeros(cfg.batch_size, dtype=torch.long, device=target)
+        labels = [label if num_classes else None] * cfg.n_critic
+
+        def autocast():
+            if precision == "bf16":
+                return torch.autocast("cuda", dtype=torch.bfloat16)
+            return contextlib.nullcontext()
+
+        if target.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(3):  # warm-up: cuDNN picks its algorithms here
+            gan_step(gan, real, labels, autocast)
+        synchronize()
+        rates = _window_rates(
+            lambda: gan_step(gan, real, labels, autocast),
+            model["clips_per_step"],
+            steps,
+            window,
+            synchronize,
+        )
+        rate = statistics.median(rates)
+        step_s = model["clips_per_step"] / rate
+        memory = torch.cuda.max_memory_allocated() / 2**30 if target.type == "cuda" else None
+        return {
+            "precision": precision,
+            "samples_per_s": round(rate, 1),
+            "window_rates": [round(r, 1) for r in rates],
+            "seconds_per_step": round(step_s, 4),
+            "tflops": round(model["flops_per_step"] / step_s / 1e12, 2),
+            "peak_memory_gib": None if memory is None else round(memory, 2),
+        }
+
     torch.backends.cudnn.benchmark = target.type == "cuda"  # as the training workers set it
-    port = _free_port()
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    rows = []
+    # A group of one process meets in an in-memory store: no port to open.
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     try:
-        for precision in precisions:
-            torch.manual_seed(cfg.seed)
-            generator, discriminator = (
-                DistributedDataParallel(
-                    net.to(target), device_ids=[target] if target.type == "cuda" else None
-                )
-                for net in build(cfg, clip_samples, num_classes)
-            )
-            gan = make_gan(generator, discriminator, dataclasses.replace(cfg))
-            real = [
-                torch.rand(cfg.batch_size, 1, clip_samples, device=target) * 2 - 1
-                for _ in range(cfg.n_critic)
-            ]
-            labels = [
-                torch.zeros(cfg.batch_size, dtype=torch.long, device=target)
-                if num_classes
-                else None
-            ] * cfg.n_critic
-
-            def autocast(precision=precision):
-                if precision == "bf16":
-                    return torch.autocast("cuda", dtype=torch.bfloat16)
-                return contextlib.nullcontext()
-
-            if target.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            for _ in range(3):  # warm-up: cuDNN picks its algorithms here
-                gan_step(gan, real, labels, autocast)
-            synchronize()
-            rates = []
-            for _ in range(max(steps // window, 1)):
-                started = time.perf_counter()
-                for _ in range(window):
-                    gan_step(gan, real, labels, autocast)
-                synchronize()
-                seconds = time.perf_counter() - started
-                rates.append(window * cfg.n_critic * cfg.batch_size / seconds)
-            rate = statistics.median(rates)
-            step_s = cfg.n_critic * cfg.batch_size / rate
-            rows.append(
-                {
-                    "precision": precision,
-                    "samples_per_s": round(rate, 1),
-                    "window_rates": [round(r, 1) for r in rates],
-                    "seconds_per_step": round(step_s, 4),
-                    "tflops": round(model["flops_per_step"] / step_s / 1e12, 2),
-                    "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
-                    if target.type == "cuda"
-                    else None,
-                }
-            )
-            del gan, generator, discriminator, real
+        rows = [measure(precision) for precision in precisions]
     finally:
         dist.destroy_process_group()
     return {
         "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu",
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "backend": backend,
-        "preset": os.path.basename(config_path),
-        "model": cfg.model,
-        "clip_samples": clip_samples,
-        "batch_size": cfg.batch_size,
-        "n_critic": cfg.n_critic,
-        "flops_per_step": model["flops_per_step"],
+        **{
+            key: model[key]
+            for key in (
+                "preset",
+                "model",
+                "clip_samples",
+                "batch_size",
+                "n_critic",
+                "flops_per_step",
+            )
+        },  # fmt: skip
         "steps": steps,
         "torch": torch.__version__,
         "rows": rows,
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def format_step_table(result: dict) -> list[str]:

@@ -387,6 +387,20 @@ def cmd_bench_step(args: argparse.Namespace) -> None:
 # parser
 
 
+def _add_preset_options(parser: argparse.ArgumentParser) -> None:
+    """key=value overrides, --config and --clip-seconds: what bench model and bench step size."""
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        default=str(PRESETS_DIR / "wavegan.yaml"),
+        help="a training preset (default: jobs/configs/wavegan.yaml, the GPU WaveGAN)",
+    )
+    parser.add_argument(
+        "--clip-seconds", type=float, default=4.0, help="clip length in seconds (default 4)"
+    )
+
+
 def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
     d = lambda name: _default(PrepareConfig, name)  # noqa: E731
     parser.add_argument(
@@ -761,16 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
         "batch) and the gradient bytes DDP all-reduces per step, with the ring all-reduce's "
         "traffic per worker for 2 to 16 workers. No Ray and no timing; takes seconds.",
     )
-    bench_model.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    bench_model.add_argument(
-        "--config",
-        metavar="FILE.yaml",
-        default=str(PRESETS_DIR / "wavegan.yaml"),
-        help="a training preset (default: jobs/configs/wavegan.yaml, the GPU WaveGAN)",
-    )
-    bench_model.add_argument(
-        "--clip-seconds", type=float, default=4.0, help="clip length in seconds (default 4)"
-    )
+    _add_preset_options(bench_model)
     bench_model.add_argument(
         "--sample-rate", type=int, default=16000, help="sample rate in Hz (default 16000)"
     )
@@ -785,18 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bf16 autocast and fp32 on a GPU, batches already on the device, no Ray. Prints clips/s, "
         "seconds per step, achieved TFLOP/s (from bench model's FLOP count) and peak memory.",
     )
-    bench_step.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    bench_step.add_argument(
-        "--config",
-        metavar="FILE.yaml",
-        default=str(PRESETS_DIR / "wavegan.yaml"),
-        help="a training preset (default: jobs/configs/wavegan.yaml, the GPU WaveGAN)",
-    )
+    _add_preset_options(bench_step)
     bench_step.add_argument(
         "--device", choices=("cuda", "cpu"), default="cuda", help="where to run (default cuda)"
-    )
-    bench_step.add_argument(
-        "--clip-seconds", type=float, default=4.0, help="clip length in seconds (default 4)"
     )
     bench_step.add_argument(
         "--steps", type=int, default=30, help="timed steps per precision (default 30)"
