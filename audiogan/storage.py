@@ -98,6 +98,11 @@ def resolve(
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
 
 
+def is_plain_name(name: str) -> bool:
+    """Whether a run or sweep name is one folder under its storage (no separator, not . or ..)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+
+
 def join(root: str, *parts: str) -> str:
     return posixpath.join(root, *parts) if parts else root
 

@@ -60,8 +60,13 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         # One folder under the storage: Ray Train records checkpoint paths under it verbatim.
-        if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name:
+        if not storage.is_plain_name(self.name):
             raise TrainError(f"--name must be a plain folder name, got {self.name!r}")
+
+    @property
+    def run_url(self) -> str:
+        """STORAGE/NAME as a URL (or path), for messages: storage.display hides credentials."""
+        return self.storage_url.rstrip("/") + "/" + self.name
 
 
 def _batches(cfg: TrainConfig, device, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -435,7 +440,7 @@ def build_trainer(
             "dataset": dataset_info,
             "storage_fs": run_fs,
             "run_dir": storage.join(run_root, spec.name),
-            "run_url": storage.display(spec.storage_url.rstrip("/") + "/" + spec.name),
+            "run_url": storage.display(spec.run_url),
             "local": spec.workers == 0,
         },
         scaling_config=ray.train.ScalingConfig(
@@ -471,7 +476,7 @@ def _read_clips(path: str, fs: pafs.FileSystem, cpus: float) -> ray.data.Dataset
 def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dict:
     """Runs (or resumes) a training run and returns its summary."""
     fs, root = storage.resolve(spec.storage_url)
-    url = spec.storage_url.rstrip("/") + "/" + spec.name
+    url = spec.run_url
     folder = _RunFolder(fs, storage.join(root, spec.name), url, cfg.storage_retry_s)
     try:  # no retries here: before training starts, failing at once loses nothing
         newest, state = checkpoint.newest_loadable(fs, folder.root, log=lambda _: None)
@@ -508,17 +513,19 @@ def _failure(error: ray.train.TrainingFailedError, url: str) -> AudioganError:
     """The error a failed run ends with: a worker's StorageError as it is (it names the run's
     URL and how long it retried), a storage call of Ray Train's own that failed as one naming
     the URL, and anything else as the end of the worker's traceback."""
-    causes = list(getattr(error, "worker_failures", {}).values())
-    causes.append(getattr(error, "controller_failure", None))
-    for cause in causes:
+    for failure in getattr(error, "worker_failures", {}).values():
         # Ray Train wraps a worker's exception with its traceback text (_base_exc).
-        for inner in (cause, getattr(cause, "_base_exc", None), getattr(cause, "cause", None)):
+        for inner in (
+            failure,
+            getattr(failure, "_base_exc", None),
+            getattr(failure, "cause", None),
+        ):
             if isinstance(inner, storage.StorageError):
                 return inner
-            # pyarrow's storage errors are plain OSErrors; Ray's own connection errors are not.
-            storage_call = isinstance(inner, OSError) and not isinstance(inner, ConnectionError)
-            if storage_call and cause is causes[-1]:
-                return storage.unreachable(url, inner)
+    controller = getattr(error, "controller_failure", None)
+    # pyarrow's storage errors are plain OSErrors; Ray's own connection errors are not.
+    if isinstance(controller, OSError) and not isinstance(controller, ConnectionError):
+        return storage.unreachable(url, controller)
     return TrainError(f"training failed: {_last_lines(str(error))}")
 
 

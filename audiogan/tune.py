@@ -324,7 +324,7 @@ class SweepSpec:
     gpu: bool = False
 
     def __post_init__(self) -> None:
-        if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name:
+        if not storage.is_plain_name(self.name):
             raise TuneError(f"--name must be a plain folder name, got {self.name!r}")
         for field in ("data_url", "storage_url"):
             url = getattr(self, field)

@@ -335,12 +335,11 @@ def test_a_prepare_killed_halfway_leaves_no_manifest_and_a_rerun_gives_the_same_
     command = [sys.executable, "-m", "audiogan.cli", "prepare", str(raw), str(dest),
                "--clip-seconds", "1", "--batch-size", "16"]  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not list(dest.glob("clips/*.parquet")):  # some clips are written: halfway
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        assert time.time() < deadline, "prepare wrote no clips"
-        time.sleep(0.05)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    # Some clips are written: halfway.
+    _wait_for(lambda: list(dest.glob("clips/*.parquet")), process, "clips were written", 120)
     written = len(list(dest.glob("clips/*.parquet")))
     process.kill()
     process.wait(timeout=30)
@@ -398,7 +397,7 @@ def _wait_for(condition, process, what, seconds=180):
     while not condition():
         if process.poll() is not None:
             out, err = process.communicate()
-            pytest.fail(f"the run ended before {what}:\n{out[-3000:]}\n{err[-3000:]}")
+            pytest.fail(f"the run ended before {what}:\n{(out or '')[-3000:]}\n{err[-3000:]}")
         assert time.time() < deadline, f"no {what} after {seconds} s"
         time.sleep(0.05)
 
