@@ -10,7 +10,6 @@ reconstruction (WAVs, full and zoomed waveforms, spectrograms) and the reconstru
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -33,15 +32,21 @@ SHOWN = 4
 
 
 class Encoder(nn.Module):
-    """The model's discriminator without dropout, phase shuffle or labels, its last linear layer
-    ending in latent_dim; tanh for WaveGAN's z in [-1, 1]."""
+    """The baseline's discriminator (for the baseline) or WaveGAN's (for the others), without
+    dropout, phase shuffle or labels, its last linear layer ending in latent_dim; tanh for the
+    z in [-1, 1] of every model but the baseline."""
 
     def __init__(self, cfg: TrainConfig, clip_samples: int):
         super().__init__()
-        body_cfg = dataclasses.replace(cfg, conditional=False, dropout=0.0, phase_shuffle=0)
+        body_cfg = TrainConfig(
+            model="dcgan" if cfg.model == "dcgan" else "wavegan",
+            latent_dim=cfg.latent_dim,
+            model_dim=cfg.model_dim,
+            phase_shuffle=0,
+        )
         _, self.body = models.build(body_cfg, clip_samples)
         self.body.out = nn.Linear(self.body.out.in_features, cfg.latent_dim)
-        self.bounded = cfg.model == "wavegan"
+        self.bounded = cfg.model != "dcgan"
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         z = self.body(audio)[0].reshape(len(audio), -1)  # (B, latent_dim)

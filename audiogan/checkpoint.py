@@ -177,7 +177,15 @@ def _load(source, path: str) -> dict[str, Any]:
 def check_compatible(cfg: TrainConfig, state: dict[str, Any]) -> None:
     """Refuses to resume a run with a differently shaped model."""
     saved = from_dict(TrainConfig, state["config"])
-    shape = ("model", "latent_dim", "model_dim", "conditional")
+    shape = (
+        "model",
+        "latent_dim",
+        "model_dim",
+        "conditional",
+        "discriminator",
+        "disc_channels",
+        "spectral_norm",
+    )
     if any(getattr(saved, key) != getattr(cfg, key) for key in shape):
         raise CheckpointError(
             f"the checkpoint's model ({', '.join(shape)}) = "
@@ -196,4 +204,5 @@ def restore(gan: GAN, state: dict[str, Any]) -> int:
     if gan.ema is not None and state["ema"] is not None:
         gan.ema.load_state_dict(state["ema"])
     torch.set_rng_state(state["torch_rng"])
-    return int(state["step"])
+    gan.g_steps = int(state["step"])
+    return gan.g_steps

@@ -12,7 +12,14 @@ import time
 from collections.abc import Sequence
 
 from audiogan import __version__
-from audiogan.config import CROP_MODES, NORMALIZE_MODES, PAD_MODES, PRESETS_DIR, PrepareConfig
+from audiogan.config import (
+    CROP_MODES,
+    NORMALIZE_MODES,
+    PAD_MODES,
+    PRESETS_DIR,
+    RECIPES,
+    PrepareConfig,
+)
 from audiogan.errors import AudioganError
 
 
@@ -317,7 +324,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         args.storage,
         args.minutes,
         workers=args.workers,
-        model_names=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        recipes=tuple(r.strip() for r in args.recipes.split(",") if r.strip()),
         n=args.n,
         overwrite=args.overwrite,
         log=_stderr,
@@ -690,22 +697,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare",
-        help="the 2019 baseline against WaveGAN: same data, same minutes, same classifier",
-        description="Trains each model from scratch for the same number of minutes on the same "
-        "Ray Train workers (dcgan: jobs/configs/dcgan.yaml; wavegan: jobs/configs/small_cpu.yaml) "
-        "into STORAGE/compare-MODEL, fits the dataset's evaluation classifier if it has none, "
-        "evaluates both with it, and writes STORAGE/compare.json.",
+        help="training recipes side by side: same data, same minutes, same classifier",
+        description="Trains each recipe (a preset in jobs/configs/) from scratch for the same "
+        "number of minutes on the same Ray Train workers into STORAGE/compare-RECIPE, fits the "
+        "dataset's evaluation classifier if it has none, evaluates each with it, prints one "
+        "table (G steps, mel_fd, classifier FD, Inception Score and its ratio to real data's) "
+        "and writes STORAGE/compare.json. Recipes: "
+        + "; ".join(f"{name}: {about}" for name, (_, about) in RECIPES.items())
+        + ".",
     )
     compare.add_argument("--data", required=True, help="a prepared dataset with labels")
     compare.add_argument("--storage", required=True, help="runs folder: local path or s3://...")
     compare.add_argument(
-        "--minutes", type=float, default=15.0, help="training minutes per model (default 15)"
+        "--minutes", type=float, default=20.0, help="training minutes per recipe (default 20)"
     )
     compare.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
     compare.add_argument(
-        "--models", default="dcgan,wavegan", help="comma-separated (default dcgan,wavegan)"
+        "--recipes",
+        default=",".join(RECIPES),
+        help="comma-separated recipe names, or paths to YAML presets (default: all, "
+        f"{','.join(RECIPES)})",
     )
-    compare.add_argument("--n", type=int, default=256, help="clips evaluated per model")
+    compare.add_argument("--n", type=int, default=256, help="clips evaluated per recipe")
     compare.add_argument(
         "--overwrite", action="store_true", help="start the compare-* runs again from scratch"
     )

@@ -1,20 +1,46 @@
-"""`audiogan compare`: the 2019 baseline against WaveGAN on the same data, budget and yardstick.
+"""`audiogan compare`: training recipes side by side, on the same data, budget and yardstick.
 
-Each model trains from scratch for the same number of minutes on the same Ray Train workers
-(its preset, with `max_minutes` as the budget), then `evaluate` scores its EMA generator (or G)
-with the same evaluation classifier against the same real held-out clips.
+Each recipe (a training preset in jobs/configs/) trains from scratch for the same number of
+minutes on the same Ray Train workers (its preset, with `max_minutes` as the budget), then
+`evaluate` scores its EMA generator (or G) with the same evaluation classifier against the
+same real held-out clips. The table puts every recipe beside the textbook WaveGAN-GP (the
+reference) and the 2019 baseline, and says whether the best recipe meets the quality targets.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from audiogan import evaluate, evaluator, storage, train
-from audiogan.config import CPU_PRESETS, TrainConfig, load_config
+from audiogan.config import PRESETS_DIR, RECIPES, TrainConfig, load_config
 from audiogan.errors import AudioganError
 
 RESULT = "compare.json"
+DEFAULT_RECIPES = tuple(RECIPES)
+REFERENCE = "wavegan-gp"
+BASELINE = "dcgan"
+# The targets the best recipe is held to: an Inception Score of at least this share of real
+# data's, and a classifier FD of at most this share of the reference's.
+TARGET_IS_RATIO = 0.3
+TARGET_FD_SHARE = 0.25
+
+
+def recipe_preset(recipe: str) -> Path:
+    """The preset of a recipe name, or a YAML file given by its path."""
+    if recipe in RECIPES:
+        return PRESETS_DIR / RECIPES[recipe][0]
+    if recipe.endswith((".yaml", ".yml")) and Path(recipe).is_file():
+        return Path(recipe)
+    raise AudioganError(
+        f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)} (or a path to a YAML preset)"
+    )
+
+
+def recipe_name(recipe: str) -> str:
+    """A recipe's name in run names and the table: a preset path's file name without .yaml."""
+    return recipe if recipe in RECIPES else Path(recipe).stem
 
 
 def compare(
@@ -22,7 +48,7 @@ def compare(
     storage_url: str,
     minutes: float,
     workers: int = 2,
-    model_names: tuple[str, ...] = ("dcgan", "wavegan"),
+    recipes: tuple[str, ...] = DEFAULT_RECIPES,
     n: int = 256,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
@@ -34,23 +60,27 @@ def compare(
         raise AudioganError("--workers must be 0 (in-process) or more")
     if n < 2:
         raise AudioganError("--n must be at least 2")
-    unknown = [m for m in model_names if m not in CPU_PRESETS]
-    if unknown:
-        known = ", ".join(CPU_PRESETS)
-        raise AudioganError(f"unknown model(s) {', '.join(unknown)}; known: {known}")
+    if not recipes:
+        raise AudioganError("--recipes names no recipe")
+    configs = {}
+    for recipe in recipes:
+        preset = recipe_preset(recipe)
+        overrides = {"max_minutes": float(minutes), "max_steps": 10**7}
+        configs[recipe_name(recipe)] = (preset, load_config(TrainConfig, str(preset), overrides))
+    if len(configs) < len(recipes):
+        raise AudioganError("--recipes names a recipe twice")
     fs, root = storage.resolve(storage_url)
-    names = {model: f"compare-{model}" for model in model_names}
-    for name in names.values():
-        run = storage.join(root, name)
+    for name in configs:
+        run = storage.join(root, f"compare-{name}")
         if storage.is_nonempty_dir(fs, run):
             if not overwrite:
                 raise AudioganError(
-                    f"{storage.display(storage_url)}/{name} exists; a resumed run would not get "
-                    "the same budget (use --overwrite to start again)"
+                    f"{storage.display(storage_url)}/compare-{name} exists; a resumed run would "
+                    "not get the same budget (use --overwrite to start again)"
                 )
             storage.delete(fs, run)
 
-    clips = evaluator.read_labelled_clips(data_url)  # once, for the check and both evaluations
+    clips = evaluator.read_labelled_clips(data_url)  # once, for the check and every evaluation
     classifier_url = storage.join(data_url, evaluator.DEFAULT_DIR)
     if storage.exists(*storage.resolve(storage.join(classifier_url, evaluator.STATE_FILE))):
         _, about = evaluator.load(classifier_url)
@@ -65,49 +95,59 @@ def compare(
         "budget_minutes": minutes,
         "workers": workers,
         "classifier_held_out_accuracy": about["held_out_accuracy"],
-        "models": {},
+        "recipes": {},
     }
-    for model, name in names.items():
-        preset = CPU_PRESETS[model]
-        cfg = load_config(
-            TrainConfig, str(preset), {"max_minutes": float(minutes), "max_steps": 10**7}
-        )
-        log(f"compare: training {model} ({preset.name}) for {minutes} min on {workers} worker(s)")
-        spec = train.RunSpec(data_url, storage_url, name, workers, gpu=False)
+    for name, (preset, cfg) in configs.items():
+        log(f"compare: training {name} ({preset.name}) for {minutes} min on {workers} worker(s)")
+        spec = train.RunSpec(data_url, storage_url, f"compare-{name}", workers, gpu=False)
         summary = train.train(cfg, spec)
         if summary["error"]:
-            raise AudioganError(f"training {model} failed: {summary['error']}")
+            raise AudioganError(f"training {name} failed: {summary['error']}")
         scores = evaluate.evaluate(
             data_url, checkpoint_url=summary["checkpoint"], n=n, log=log, clips=clips
         )
-        result["models"][model] = {
+        result["recipes"][name] = {
             "preset": preset.name,
+            "about": RECIPES[name][1] if name in RECIPES else "",
             "steps": summary["steps"],
             "samples_per_s": summary["samples_per_s"],
             "checkpoint": summary["checkpoint"],
             "metrics": scores["metrics"],
             "diagnostics": scores["diagnostics"],
+            "predicted_labels": scores["predicted_labels"],
             "clips": scores["generated_clips"],
         }
-        _write(fs, root, result)  # a later model's failure loses nothing already measured
-    if {"dcgan", "wavegan"} <= set(result["models"]):
-        base, wave = result["models"]["dcgan"]["metrics"], result["models"]["wavegan"]["metrics"]
-        result["wavegan_vs_dcgan"] = {
-            "classifier_fd_ratio": _ratio(
-                wave["classifier_fd"]["generated"], base["classifier_fd"]["generated"]
-            ),
-            "inception_score_ratio_gain": _ratio(
-                wave["inception_score"]["ratio"], base["inception_score"]["ratio"]
-            ),
-        }
-        fd_ratio = result["wavegan_vs_dcgan"]["classifier_fd_ratio"]
-        is_ratios = (wave["inception_score"]["ratio"], base["inception_score"]["ratio"])
-        result["targets_met"] = {
-            "classifier_fd_at_most_half": fd_ratio is not None and fd_ratio <= 0.5,
-            "higher_inception_score_ratio": None not in is_ratios and is_ratios[0] > is_ratios[1],
-        }
+        _write(fs, root, result)  # a later recipe's failure loses nothing already measured
+    result |= _verdict(result["recipes"])
     _write(fs, root, result)
     return result
+
+
+def _verdict(rows: dict[str, dict]) -> dict:
+    """The best recipe (lowest classifier FD, neither the baseline nor the reference) and
+    whether it meets the targets against the reference."""
+
+    def fd(name: str) -> float:
+        return rows[name]["metrics"]["classifier_fd"]["generated"]
+
+    candidates = [name for name in rows if name not in (BASELINE, REFERENCE)]
+    if not candidates:
+        return {}
+    best = min(candidates, key=fd)
+    is_ratio = rows[best]["metrics"]["inception_score"]["ratio"]
+    verdict: dict = {
+        "best": best,
+        "targets_met": {
+            "inception_score_ratio": is_ratio is not None and is_ratio >= TARGET_IS_RATIO
+        },
+    }
+    if REFERENCE in rows:
+        share = _ratio(fd(best), fd(REFERENCE))
+        verdict["classifier_fd_vs_reference"] = share
+        verdict["targets_met"]["classifier_fd_vs_reference"] = (
+            share is not None and share <= TARGET_FD_SHARE
+        )
+    return verdict
 
 
 def _write(fs, root: str, result: dict) -> None:
@@ -121,30 +161,41 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def format_table(result: dict) -> list[str]:
+    rows = result["recipes"]
+    reference_fd = (
+        rows[REFERENCE]["metrics"]["classifier_fd"]["generated"] if REFERENCE in rows else None
+    )
     lines = [
         f"compare: {result['budget_minutes']} min of training each on {result['workers']} CPU "
         f"worker(s), data {result['data']}; classifier held-out accuracy "
         f"{result['classifier_held_out_accuracy']}",
         "",
-        "| model | steps | mel_fd (real) | classifier FD (real) | Inception Score (real) "
-        "| IS ratio | silent share |",
+        "| recipe | G steps | mel_fd (real) | classifier FD (real) | FD / wavegan-gp's "
+        "| Inception Score (real) | IS ratio |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for model, row in result["models"].items():
-        m, silent = row["metrics"], row["diagnostics"]["generated"]["silent_share"]
+    for name, row in rows.items():
+        m = row["metrics"]
+        cfd = m["classifier_fd"]["generated"]
         lines.append(
-            f"| {model} | {row['steps']} | {m['mel_fd']['generated']} ({m['mel_fd']['real']}) "
-            f"| {m['classifier_fd']['generated']} ({m['classifier_fd']['real']}) "
+            f"| {name} | {row['steps']} | {m['mel_fd']['generated']} ({m['mel_fd']['real']}) "
+            f"| {cfd} ({m['classifier_fd']['real']}) | {_ratio(cfd, reference_fd)} "
             f"| {m['inception_score']['generated']} ({m['inception_score']['real']}) "
-            f"| {m['inception_score']['ratio']} | {silent} |"
+            f"| {m['inception_score']['ratio']} |"
         )
-    if "wavegan_vs_dcgan" in result:
-        versus, met = result["wavegan_vs_dcgan"], result["targets_met"]
+    if "best" in result:
+        best, met = result["best"], result["targets_met"]
+        is_ratio = rows[best]["metrics"]["inception_score"]["ratio"]
         lines += [
             "",
-            f"WaveGAN's classifier FD / the baseline's: {versus['classifier_fd_ratio']} "
-            f"(target <= 0.5: {'met' if met['classifier_fd_at_most_half'] else 'missed'})",
-            f"WaveGAN's IS ratio / the baseline's: {versus['inception_score_ratio_gain']} "
-            f"(target > 1: {'met' if met['higher_inception_score_ratio'] else 'missed'})",
+            f"best recipe: {best} (lowest classifier FD)",
+            f"  Inception Score ratio {is_ratio} (target >= {TARGET_IS_RATIO}: "
+            f"{'met' if met['inception_score_ratio'] else 'missed'})",
         ]
+        if "classifier_fd_vs_reference" in result:
+            lines.append(
+                f"  classifier FD / {REFERENCE}'s {result['classifier_fd_vs_reference']} "
+                f"(target <= {TARGET_FD_SHARE}: "
+                f"{'met' if met['classifier_fd_vs_reference'] else 'missed'})"
+            )
     return lines

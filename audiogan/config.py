@@ -97,22 +97,44 @@ class PrepareConfig:
         _require(self.labels is None or len(self.labels) > 0, "labels must not be empty")
 
 
-MODELS = ("dcgan", "wavegan")
+MODELS = ("dcgan", "wavegan", "ddsp")
 # The YAML presets (jobs/configs/ in the repository), and the one each model trains with on a
 # CPU: the 2019 baseline as it was, and the small WaveGAN of the demo.
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "jobs" / "configs"
 CPU_PRESETS = {"dcgan": PRESETS_DIR / "dcgan.yaml", "wavegan": PRESETS_DIR / "small_cpu.yaml"}
-LOSSES = ("bce", "wgan-gp")
+# The recipes, in the table's order: name -> (preset in jobs/configs/, what it is).
+RECIPES = {
+    "dcgan": ("dcgan.yaml", "the 2019 baseline: BCE, BatchNorm, dropout, one shared Adam"),
+    "wavegan-gp": ("wavegan_gp.yaml", "textbook WaveGAN-GP, d = 16: 5 critic steps, lambda 10"),
+    "hinge-r1": ("hinge_r1.yaml", "WaveGAN G and D, hinge, 1 critic step, lazy R1, SN, 2 lrs"),
+    "multiscale": ("multiscale.yaml", "WaveGAN G, HiFi-GAN's MPD + MSD, feature matching"),
+    "stft": ("stft.yaml", "WaveGAN G, multi-resolution STFT D, feature matching"),
+    "ddsp-stft": ("ddsp_stft.yaml", "harmonic-plus-noise G, multi-resolution STFT D, FM"),
+}
+
+LOSSES = ("bce", "wgan-gp", "hinge")
+# "model": the model family's own D (ddsp has none); the others are WaveGAN's D whatever G is,
+# and audiogan/models/multiscale.py and stft.py.
+DISCRIMINATORS = ("model", "wavegan", "multiscale", "stft")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One GAN training run: model, optimisation, bookkeeping; flat, so Tune can search any key."""
 
-    # dcgan: the 2019 baseline; wavegan: Donahue et al. 2019.
+    # dcgan: the 2019 baseline; wavegan: Donahue et al. 2019; ddsp: a harmonic-plus-noise
+    # synthesiser whose controls G draws (audiogan/models/ddsp.py; needs a `discriminator`).
     model: str = "wavegan"
-    # bce: the baseline's cross-entropy (non-saturating for G); wgan-gp: Wasserstein + penalty.
+    # bce: cross-entropy, non-saturating for G (the baseline's); wgan-gp: Wasserstein with
+    # WaveGAN's gradient penalty; hinge: SAGAN's and BigGAN's, best with spectral_norm and R1.
     loss: str = "wgan-gp"
+    # model: the model family's own D; wavegan: WaveGAN's; multiscale: HiFi-GAN's multi-period
+    # (2, 3, 5, 7, 11) and multi-scale (x1, x2, x4) ones; stft: a multi-resolution STFT one.
+    discriminator: str = "model"
+    # Width of the multiscale and stft sub-discriminators (their first layer; stft's are 8x).
+    disc_channels: int = 16
+    # Spectral normalisation of D's layers: a 1-Lipschitz D by construction, no penalty needed.
+    spectral_norm: bool = False
     # Size of the noise vector z (WaveGAN used 100, the baseline 500).
     latent_dim: int = 100
     # Dropout after D's convolutions (and the baseline G's); WaveGAN used none.
@@ -131,9 +153,17 @@ class TrainConfig:
     n_critic: int = 5
     # WGAN-GP's lambda.
     gp_weight: float = 10.0
+    # R1's gamma: D's loss gains gamma / 2 * E||grad D(real)||^2; 0: none (any loss but wgan-gp).
+    r1_weight: float = 0.0
+    # Lazy regularisation (StyleGAN2): R1 on one D update in this many, weighed by as many.
+    r1_every: int = 1
+    # Feature matching (MelGAN, HiFi-GAN): G's loss gains this times the L1 distance between
+    # D's feature maps of real and generated clips; 0: none.
+    fm_weight: float = 0.0
     # One model for all classes of the dataset (label embedding in G, projection in D).
     conditional: bool = False
-    # Decay of the EMA copy of G used for samples; 0 keeps no copy.
+    # Decay of the EMA copy of G used for samples; 0 keeps no copy. It warms up: at G step t
+    # the decay is min(ema_decay, (1 + t) / (10 + t)), so early samples are not of the init.
     ema_decay: float = 0.999
     # G updates in the whole run (a resumed run may raise it).
     max_steps: int = 2000
@@ -165,6 +195,20 @@ class TrainConfig:
         check_types(self)
         _require(self.model in MODELS, f"model must be one of {', '.join(MODELS)}")
         _require(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}")
+        _require(
+            self.discriminator in DISCRIMINATORS,
+            f"discriminator must be one of {', '.join(DISCRIMINATORS)}",
+        )
+        _require(
+            not (self.model == "ddsp" and self.discriminator == "model"),
+            "model=ddsp has no discriminator of its own: set discriminator=wavegan, multiscale "
+            "or stft",
+        )
+        _require(self.disc_channels >= 1, "disc_channels must be at least 1")
+        _require(
+            not (self.conditional and self.discriminator in ("multiscale", "stft")),
+            "conditional=true needs discriminator=model or wavegan (a projection on its features)",
+        )
         _require(self.latent_dim >= 1, "latent_dim must be at least 1")
         _require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
         _require(self.model_dim >= 1, "model_dim must be at least 1")
@@ -177,6 +221,13 @@ class TrainConfig:
         _require(self.batch_size >= 1, "batch_size must be at least 1")
         _require(self.n_critic >= 1, "n_critic must be at least 1")
         _require(self.gp_weight >= 0, "gp_weight must be >= 0")
+        _require(self.r1_weight >= 0, "r1_weight must be >= 0")
+        _require(
+            not (self.r1_weight and self.loss == "wgan-gp"),
+            "r1_weight is for loss=bce or hinge; wgan-gp has its own penalty (gp_weight)",
+        )
+        _require(self.r1_every >= 1, "r1_every must be at least 1")
+        _require(self.fm_weight >= 0, "fm_weight must be >= 0")
         _require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         _require(self.max_steps >= 1, "max_steps must be at least 1")
         _require(self.max_minutes >= 0, "max_minutes must be >= 0 (0: no limit)")
@@ -361,6 +412,7 @@ def _describe(hint) -> str:
 __all__ = [
     "CROP_MODES",
     "ConfigError",
+    "DISCRIMINATORS",
     "LOSSES",
     "MODELS",
     "NORMALIZE_MODES",

@@ -26,7 +26,9 @@ def load_generator(checkpoint_url: str) -> tuple[torch.nn.Module, TrainConfig, d
             raise checkpoint.CheckpointError(f"no checkpoint at {storage.display(checkpoint_url)}")
     cfg = from_dict(TrainConfig, state["config"])
     dataset = state["dataset"]
-    generator, _ = models.build(cfg, dataset["clip_samples"], len(dataset["labels"]))
+    generator, _ = models.build(
+        cfg, dataset["clip_samples"], len(dataset["labels"]), dataset["sample_rate_hz"]
+    )
     generator.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
     return generator.eval(), cfg, state
 

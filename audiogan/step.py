@@ -24,6 +24,10 @@ class GAN:
     opt_d: torch.optim.Optimizer
     cfg: TrainConfig
     ema: nn.Module | None = None
+    # G updates so far (restored from a checkpoint): the EMA's warm-up and lazy R1 count them.
+    g_steps: int = 0
+    # The latest R1 or WGAN-GP penalty, reported by G steps whose D updates carried none.
+    penalty: float = 0.0
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -61,57 +65,82 @@ def d_step(
     real: torch.Tensor,
     labels: torch.Tensor | None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    regularize: bool = False,
 ) -> dict[str, float]:
-    """One discriminator update on a real batch (B, 1, T) and as many fakes."""
+    """One discriminator update on a real batch (B, 1, T) and as many fakes.
+
+    `regularize`: this update carries the R1 penalty (lazy regularisation picks one in
+    `cfg.r1_every`); "gp" is then R1's value, or WGAN-GP's at every update, and None otherwise.
+    """
     cfg, D = gan.cfg, gan.discriminator
     with torch.no_grad(), autocast():
         fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels).float()
-    if cfg.loss == "bce":
+    penalty = None
+    if cfg.loss == "wgan-gp":
+        with autocast():
+            real_logits, _ = D(real, labels)
+            fake_logits, _ = D(fake, labels)
+        d_loss = losses.wgan_d(real_logits, fake_logits)
+        # The penalty's double backward runs in full precision.
+        penalty = losses.gradient_penalty(lambda x: D(x, labels)[0], real, fake)
+        d_loss = d_loss + cfg.gp_weight * penalty
+    else:
         # One forward over real and fake together, so BatchNorm in D sees one batch (DDP-safe).
         both_labels = None if labels is None else torch.cat([labels, labels])
         with autocast():
             logits, _ = D(torch.cat([real, fake]), both_labels)
-        real_logits, fake_logits = logits.float().chunk(2)
-        d_loss = losses.bce_d(real_logits, fake_logits)
-        penalty = torch.zeros((), device=real.device)
-    else:
-        with autocast():
-            real_logits, _ = D(real, labels)
-            fake_logits, _ = D(fake, labels)
-        d_loss = losses.wgan_d(real_logits.float(), fake_logits.float())
-        # The penalty's double backward runs in full precision.
-        penalty = losses.gradient_penalty(lambda x: D(x, labels)[0], real, fake)
-        d_loss = d_loss + cfg.gp_weight * penalty
+        real_logits, fake_logits = losses.split(logits)
+        loss = losses.hinge_d if cfg.loss == "hinge" else losses.bce_d
+        d_loss = loss(real_logits, fake_logits)
+        if regularize and cfg.r1_weight:
+            # Full precision, as WGAN-GP's; weighed by r1_every to make up for the updates
+            # without it (StyleGAN2's lazy regularisation).
+            penalty = losses.r1_penalty(lambda x: D(x, labels)[0], real)
+            d_loss = d_loss + cfg.r1_weight / 2 * cfg.r1_every * penalty
     gan.opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     gan.opt_d.step()
-    return {"d_loss": d_loss.item(), "gp": penalty.item()}
+    return {"d_loss": d_loss.item(), "gp": None if penalty is None else penalty.item()}
 
 
 def g_step(
     gan: GAN,
-    batch: int,
+    real: torch.Tensor,
     labels: torch.Tensor | None,
-    device: torch.device | str = "cpu",
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, float]:
-    """One generator update through a frozen D (the baseline's bug was to train D here too)."""
+    """One generator update through a frozen D (the baseline's bug was to train D here too),
+    on as many clips as the real batch (B, 1, T); the real clips are used by feature matching."""
     cfg, D = gan.cfg, gan.discriminator
     D.requires_grad_(False)
     try:
         with autocast():
-            fake = gan.generator(sample_latent(cfg, batch, device), labels)
-            fake_logits, _ = D(fake, labels)
-        fake_logits = fake_logits.float()
-        g_loss = losses.bce_g(fake_logits) if cfg.loss == "bce" else losses.wgan_g(fake_logits)
+            fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels)
+            fake_logits, fake_features = D(fake, labels)
+        if cfg.loss == "bce":
+            g_loss = losses.bce_g(fake_logits)
+        else:  # hinge and wgan-gp: G raises D's score of its clips
+            g_loss = losses.wgan_g(fake_logits)
+        result = {"g_loss": g_loss.item()}
+        if cfg.fm_weight:
+            with torch.no_grad(), autocast():
+                _, real_features = D(real, labels)
+            matching = losses.feature_matching(
+                [f.float() for f in real_features], [f.float() for f in fake_features]
+            )
+            g_loss = g_loss + cfg.fm_weight * matching
+            result["fm"] = matching.item()
         gan.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         gan.opt_g.step()
     finally:
         D.requires_grad_(True)
+    gan.g_steps += 1
     if gan.ema is not None:
-        update_ema(gan.ema, unwrap(gan.generator), cfg.ema_decay)
-    return {"g_loss": g_loss.item()}
+        # Warm-up: the average starts near G itself, not near its random initialisation.
+        decay = min(cfg.ema_decay, (1 + gan.g_steps) / (10 + gan.g_steps))
+        update_ema(gan.ema, unwrap(gan.generator), decay)
+    return result
 
 
 @torch.no_grad()
@@ -130,18 +159,24 @@ def gan_step(
 ) -> dict[str, float]:
     """`cfg.n_critic` D updates (one per real batch), then one G update.
 
-    Returns the mean D loss and penalty over the critic updates and the G loss.
+    Returns the mean D loss over the critic updates, the mean penalty ("gp": WGAN-GP's, or R1's
+    over the updates that carried it; the latest one when none did), the G loss ("g_loss",
+    without feature matching) and, with fm_weight, the feature-matching distance ("fm").
     """
-    if len(real_batches) != gan.cfg.n_critic:
-        raise ValueError(f"gan_step needs {gan.cfg.n_critic} real batches, got {len(real_batches)}")
+    cfg = gan.cfg
+    if len(real_batches) != cfg.n_critic:
+        raise ValueError(f"gan_step needs {cfg.n_critic} real batches, got {len(real_batches)}")
+    first = gan.g_steps * cfg.n_critic  # D updates so far
     d_results = [
-        d_step(gan, real, labels, autocast)
-        for real, labels in zip(real_batches, label_batches, strict=True)
+        d_step(gan, real, labels, autocast, regularize=(first + i) % cfg.r1_every == 0)
+        for i, (real, labels) in enumerate(zip(real_batches, label_batches, strict=True))
     ]
-    real = real_batches[-1]
-    g_result = g_step(gan, real.shape[0], label_batches[-1], real.device, autocast)
+    g_result = g_step(gan, real_batches[-1], label_batches[-1], autocast)
+    penalties = [r["gp"] for r in d_results if r["gp"] is not None]
+    if penalties:
+        gan.penalty = sum(penalties) / len(penalties)
     return {
         "d_loss": sum(r["d_loss"] for r in d_results) / len(d_results),
-        "gp": sum(r["gp"] for r in d_results) / len(d_results),
+        "gp": gan.penalty,
         **g_result,
     }

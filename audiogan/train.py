@@ -204,7 +204,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    generator, discriminator = models.build(cfg, dataset["clip_samples"], len(dataset["labels"]))
+    generator, discriminator = models.build(
+        cfg, dataset["clip_samples"], len(dataset["labels"]), dataset["sample_rate_hz"]
+    )
     generator = ray.train.torch.prepare_model(generator)
     discriminator = ray.train.torch.prepare_model(discriminator)
     gan = make_gan(generator, discriminator, cfg)

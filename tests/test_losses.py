@@ -42,3 +42,43 @@ def test_feature_matching_is_zero_for_identical_maps_and_l1_otherwise():
     assert losses.feature_matching(maps, [m.clone() for m in maps]).item() == 0.0
     shifted = [m + 1 for m in maps]
     assert losses.feature_matching(maps, shifted).item() == pytest.approx(1.0)
+
+
+def test_hinge_losses_match_hand_computed_values():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-3.0, 0.0])
+    # relu(1 - real) = (0, 0.5), relu(1 + fake) = (0, 1): means 0.25 + 0.5.
+    assert losses.hinge_d(real, fake).item() == pytest.approx(0.75)
+    assert losses.hinge_g(fake).item() == pytest.approx(1.5)
+
+
+def test_losses_of_several_sub_discriminators_average_over_them():
+    # Two sub-discriminators with 1 and 3 patches a clip: each weighs the same.
+    real = [torch.tensor([[2.0], [0.0]]), torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, -2.0]])]
+    fake = [torch.tensor([[0.0], [0.0]]), torch.zeros(2, 3)]
+    assert losses.hinge_d(real, fake).item() == pytest.approx((0.5 + 1.0) / 2 + 1.0)
+    assert losses.wgan_d(real, fake).item() == pytest.approx(-(1.0 + 1.0 / 6) / 2)
+    assert losses.scores(real).tolist() == pytest.approx([1.5, -1 / 3])
+    assert losses.bce_g(torch.zeros(4)).item() == pytest.approx(math.log(2))
+    both = [torch.cat([r, f]) for r, f in zip(real, fake, strict=True)]
+    split_real, split_fake = losses.split(both)
+    assert all(torch.equal(a, b) for a, b in zip(split_real, real, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(split_fake, fake, strict=True))
+
+
+def test_r1_penalty_matches_a_hand_computed_case():
+    # D(x) = w . x + sum(x^2) / 2 has gradient w + x: at x = (1, -2) that is (4, 2), at
+    # x = (0, 0) it is (3, 4); R1 is the mean squared norm, (20 + 25) / 2 = 22.5.
+    w = torch.tensor([3.0, 4.0])
+
+    def critic(x):
+        flat = x.flatten(1)
+        return (flat * w).sum(dim=1) + flat.pow(2).sum(dim=1) / 2
+
+    real = torch.tensor([[[1.0, -2.0]], [[0.0, 0.0]]])
+    penalty = losses.r1_penalty(critic, real)
+    assert penalty.item() == pytest.approx(22.5)
+    assert penalty.requires_grad  # D's loss carries it into D's update
+    assert not real.requires_grad  # the caller's batch is untouched
+    # A patch discriminator: per-clip scores are the mean of its patches, so two patches with
+    # gradients w and -w... give a zero gradient and a zero penalty.
+    assert losses.r1_penalty(lambda x: [torch.stack([critic(x), -critic(x)], 1)], real).item() == 0

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from audiogan import step
-from audiogan.config import TrainConfig
+from audiogan.config import PRESETS_DIR, RECIPES, TrainConfig, load_config
 from audiogan.models import build
 
 
 def tiny_gan(model: str, **overrides) -> step.GAN:
-    loss = "bce" if model == "dcgan" else "wgan-gp"
-    n_critic = 1 if model == "dcgan" else 2
-    cfg = TrainConfig(model=model, loss=loss, model_dim=4, latent_dim=16, n_critic=n_critic,
-                      batch_size=4, **overrides)  # fmt: skip
+    settings = {
+        "loss": "bce" if model == "dcgan" else "wgan-gp",
+        "n_critic": 1 if model == "dcgan" else 2,
+        "model_dim": 4,
+        "latent_dim": 16,
+        "batch_size": 4,
+    }
+    cfg = TrainConfig(model=model, **(settings | overrides))
     torch.manual_seed(0)
     generator, discriminator = build(cfg, 4096, num_classes=2)
     return step.make_gan(generator, discriminator, cfg)
@@ -57,7 +62,7 @@ def test_gan_step_is_reproducible_from_a_seed():
 def test_d_is_frozen_during_the_g_step_and_g_during_the_d_step(model):
     gan = tiny_gan(model)
     d_before, g_before = copy_params(gan.discriminator), copy_params(gan.generator)
-    step.g_step(gan, 4, None)
+    step.g_step(gan, torch.rand(4, 1, 4096) * 2 - 1, None)
     assert not changed(d_before, gan.discriminator)  # the 2019 bug trained D here
     assert all(p.grad is None for p in gan.discriminator.parameters())
     assert all(p.requires_grad for p in gan.discriminator.parameters())
@@ -68,15 +73,19 @@ def test_d_is_frozen_during_the_g_step_and_g_during_the_d_step(model):
     assert not changed(g_before, gan.generator)
 
 
-def test_the_ema_generator_follows_g_slowly():
+def test_the_ema_generator_follows_g_slowly_after_a_warm_up():
     gan = tiny_gan("wavegan", ema_decay=0.9)
-    ema_before = copy_params(gan.ema)
     real = [torch.rand(4, 1, 4096) * 2 - 1 for _ in range(2)]
-    step.gan_step(gan, real, [None, None])
-    for old, ema, new in zip(
-        ema_before, gan.ema.parameters(), gan.generator.parameters(), strict=True
-    ):
-        torch.testing.assert_close(ema, 0.9 * old + 0.1 * new.detach())
+    # At G step t the decay is min(ema_decay, (1 + t) / (10 + t)): 2/11 at the first step,
+    # 0.9 from step 80 on.
+    for steps_before, decay in ((0, 2 / 11), (80, 0.9)):
+        gan.g_steps = steps_before
+        ema_before = copy_params(gan.ema)
+        step.gan_step(gan, real, [None, None])
+        for old, ema, new in zip(
+            ema_before, gan.ema.parameters(), gan.generator.parameters(), strict=True
+        ):
+            torch.testing.assert_close(ema, decay * old + (1 - decay) * new.detach())
 
 
 def test_conditional_step_uses_the_batch_labels():
@@ -91,3 +100,49 @@ def test_gan_step_wants_one_batch_per_critic_update():
     gan = tiny_gan("wavegan")
     with pytest.raises(ValueError, match="needs 2 real batches"):
         step.gan_step(gan, [torch.zeros(4, 1, 4096)], [None])
+
+
+# A recipe's preset, shrunk: the same losses, penalties and families, at a size that steps in
+# a fraction of a second.
+TINY = {"model_dim": 4, "latent_dim": 8, "disc_channels": 2, "batch_size": 2}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_each_recipe_steps_with_finite_losses_and_trains_both_networks(recipe):
+    cfg = load_config(TrainConfig, str(PRESETS_DIR / RECIPES[recipe][0]), TINY)
+    torch.manual_seed(0)
+    generator, discriminator = build(cfg, 4000, sample_rate_hz=16000)
+    gan = step.make_gan(generator, discriminator, cfg)
+    g_before, d_before = copy_params(gan.generator), copy_params(gan.discriminator)
+    for _ in range(2):
+        real = [torch.rand(2, 1, 4000) * 2 - 1 for _ in range(cfg.n_critic)]
+        result = step.gan_step(gan, real, [None] * cfg.n_critic)
+        assert all(math.isfinite(v) for v in result.values()), result
+    assert changed(g_before, gan.generator) and changed(d_before, gan.discriminator)
+    assert ("fm" in result) == (cfg.fm_weight > 0)
+    if cfg.r1_weight or cfg.loss == "wgan-gp":
+        assert result["gp"] > 0  # R1 ran at the first D update; WGAN-GP at every one
+
+
+def test_lazy_r1_runs_on_every_kth_d_update_weighed_by_k(monkeypatch):
+    gan = tiny_gan("wavegan", loss="hinge", r1_weight=2.0, r1_every=3, n_critic=1)
+    calls = []
+
+    def fake_r1(critic, real):
+        calls.append(gan.g_steps)
+        return torch.tensor(0.5, requires_grad=True)
+
+    monkeypatch.setattr(step.losses, "r1_penalty", fake_r1)
+    for _ in range(7):
+        result = step.gan_step(gan, [torch.rand(4, 1, 4096) * 2 - 1], [None])
+        assert result["gp"] == 0.5  # the latest penalty, also on updates without one
+    assert calls == [0, 3, 6]  # D updates 0, 3 and 6 of 0..6
+
+    # gamma / 2 * k * R1 = 2 / 2 * 3 * 0.5 = 1.5 more in the D loss of an update that has it.
+    real = torch.rand(4, 1, 4096) * 2 - 1
+    losses = []
+    for regularize in (False, True):
+        twin = copy.deepcopy(gan)
+        torch.manual_seed(4)  # the same fakes
+        losses.append(step.d_step(twin, real, None, regularize=regularize)["d_loss"])
+    assert losses[1] - losses[0] == pytest.approx(1.5)

@@ -1,23 +1,60 @@
-"""Model families, one file each; `build` makes (G, D) from a TrainConfig and the dataset."""
+"""Model families, one file each; `build` makes (G, D) from a TrainConfig and the dataset.
+
+G is `cfg.model`'s; D is that model's own, unless `cfg.discriminator` names another family:
+`wavegan` (WaveGAN's, whatever G is), `multiscale` (HiFi-GAN's multi-period and multi-scale
+discriminators) or `stft` (a multi-resolution STFT discriminator). `cfg.spectral_norm` puts
+spectral normalisation on every convolution and linear layer of D.
+"""
 
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from audiogan.config import TrainConfig
-from audiogan.models import dcgan, wavegan
+from audiogan.models import dcgan, ddsp, multiscale, stft, wavegan
 
 
-def build(cfg: TrainConfig, clip_samples: int, num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
+def build(
+    cfg: TrainConfig, clip_samples: int, num_classes: int = 0, sample_rate_hz: int = 16000
+) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) for `cfg.model`, emitting exactly `clip_samples`."""
     classes = num_classes if cfg.conditional else 0
-    if cfg.model == "dcgan":
-        model_cfg = dcgan.DCGANConfig(clip_samples, cfg.latent_dim, cfg.dropout, classes)
-        return dcgan.Generator(model_cfg), dcgan.Discriminator(model_cfg)
-    model_cfg = wavegan.WaveGANConfig(
+    wavegan_cfg = wavegan.WaveGANConfig(
         clip_samples, cfg.latent_dim, cfg.model_dim, cfg.phase_shuffle, cfg.dropout, classes
     )
-    return wavegan.Generator(model_cfg), wavegan.Discriminator(model_cfg)
+    discriminator = None
+    if cfg.model == "dcgan":
+        model_cfg = dcgan.DCGANConfig(clip_samples, cfg.latent_dim, cfg.dropout, classes)
+        generator, discriminator = dcgan.Generator(model_cfg), dcgan.Discriminator(model_cfg)
+    elif cfg.model == "ddsp":
+        generator = ddsp.Generator(
+            ddsp.DDSPConfig(clip_samples, sample_rate_hz, cfg.latent_dim, cfg.model_dim, classes)
+        )
+    else:
+        generator = wavegan.Generator(wavegan_cfg)
+        discriminator = wavegan.Discriminator(wavegan_cfg)
+    if cfg.discriminator == "wavegan":
+        discriminator = wavegan.Discriminator(wavegan_cfg)
+    elif cfg.discriminator == "multiscale":
+        discriminator = multiscale.Discriminator(
+            multiscale.MultiScaleConfig(clip_samples, cfg.disc_channels)
+        )
+    elif cfg.discriminator == "stft":
+        discriminator = stft.Discriminator(stft.STFTConfig(clip_samples, cfg.disc_channels))
+    if cfg.spectral_norm:
+        add_spectral_norm(discriminator)
+    return generator, discriminator
+
+
+def add_spectral_norm(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) on every convolution and linear layer: each
+    weight is divided by its largest singular value (one power iteration per training forward),
+    so no layer can stretch its input by more than 1."""
+    for layer in list(module.modules()):
+        if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Linear):
+            spectral_norm(layer)
+    return module
 
 
 def parameter_count(module: nn.Module) -> int:
