@@ -317,16 +317,21 @@ def cmd_autoencode(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from audiogan import compare
+    from audiogan.config import parse_overrides
 
+    recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip())
+    overrides = parse_overrides(args.overrides)
+    compare.recipe_configs(recipes, args.minutes, overrides)  # refusals before Ray starts
     _init_ray(args.num_cpus, dashboard=True)
     result = compare.compare(
         args.data,
         args.storage,
         args.minutes,
         workers=args.workers,
-        recipes=tuple(r.strip() for r in args.recipes.split(",") if r.strip()),
+        recipes=recipes,
         n=args.n,
         overwrite=args.overwrite,
+        overrides=overrides,
         log=_stderr,
     )
     _emit(result, args.json, compare.format_table(result))
@@ -719,6 +724,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"{','.join(RECIPES)})",
     )
     compare.add_argument("--n", type=int, default=256, help="clips evaluated per recipe")
+    compare.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="training keys set for every recipe (audiogan/config.py TrainConfig), e.g. "
+        "batch_size=16",
+    )
     compare.add_argument(
         "--overwrite", action="store_true", help="start the compare-* runs again from scratch"
     )

@@ -43,6 +43,28 @@ def recipe_name(recipe: str) -> str:
     return recipe if recipe in RECIPES else Path(recipe).stem
 
 
+def recipe_configs(
+    recipes: tuple[str, ...], minutes: float, overrides: dict | None = None
+) -> dict[str, tuple[Path, TrainConfig]]:
+    """name -> (preset, training config with the budget) for each recipe; refuses unknown
+    recipes and keys, bad values and a recipe named twice, before anything starts."""
+    if minutes <= 0:
+        raise AudioganError("--minutes must be positive")
+    if not recipes:
+        raise AudioganError("--recipes names no recipe")
+    if "max_minutes" in (overrides or {}):
+        raise AudioganError("max_minutes is the budget: set it with --minutes")
+    configs = {}
+    for recipe in recipes:
+        preset = recipe_preset(recipe)
+        budget = {"max_minutes": float(minutes), "max_steps": 10**7}
+        cfg = load_config(TrainConfig, str(preset), (overrides or {}) | budget)
+        configs[recipe_name(recipe)] = (preset, cfg)
+    if len(configs) < len(recipes):
+        raise AudioganError("--recipes names a recipe twice")
+    return configs
+
+
 def compare(
     data_url: str,
     storage_url: str,
@@ -51,24 +73,17 @@ def compare(
     recipes: tuple[str, ...] = DEFAULT_RECIPES,
     n: int = 256,
     overwrite: bool = False,
+    overrides: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
+    """Trains and scores each recipe; `overrides` are training keys set for every recipe
+    (`audiogan compare ... batch_size=16`), the budget's max_minutes excepted."""
     # Everything that could fail after the training is checked before it.
-    if minutes <= 0:
-        raise AudioganError("--minutes must be positive")
+    configs = recipe_configs(recipes, minutes, overrides)
     if workers < 0:
         raise AudioganError("--workers must be 0 (in-process) or more")
     if n < 2:
         raise AudioganError("--n must be at least 2")
-    if not recipes:
-        raise AudioganError("--recipes names no recipe")
-    configs = {}
-    for recipe in recipes:
-        preset = recipe_preset(recipe)
-        overrides = {"max_minutes": float(minutes), "max_steps": 10**7}
-        configs[recipe_name(recipe)] = (preset, load_config(TrainConfig, str(preset), overrides))
-    if len(configs) < len(recipes):
-        raise AudioganError("--recipes names a recipe twice")
     fs, root = storage.resolve(storage_url)
     for name in configs:
         run = storage.join(root, f"compare-{name}")
@@ -94,6 +109,7 @@ def compare(
         "data": storage.display(data_url),
         "budget_minutes": minutes,
         "workers": workers,
+        "overrides": overrides or {},
         "classifier_held_out_accuracy": about["held_out_accuracy"],
         "recipes": {},
     }

@@ -109,7 +109,8 @@ RECIPES = {
     "hinge-r1": ("hinge_r1.yaml", "WaveGAN G and D, hinge, 1 critic step, lazy R1, SN, 2 lrs"),
     "multiscale": ("multiscale.yaml", "WaveGAN G, HiFi-GAN's MPD + MSD, feature matching"),
     "stft": ("stft.yaml", "WaveGAN G, multi-resolution STFT D, feature matching"),
-    "ddsp-stft": ("ddsp_stft.yaml", "harmonic-plus-noise G, multi-resolution STFT D, FM"),
+    "ddsp-stft": ("ddsp_stft.yaml", "harmonic-plus-noise G, STFT D, hinge, lazy R1, FM, EMA"),
+    "ddsp-stft-cond": ("ddsp_stft_cond.yaml", "ddsp-stft, class-conditional (label in G and D)"),
 }
 
 LOSSES = ("bce", "wgan-gp", "hinge")
@@ -206,8 +207,9 @@ class TrainConfig:
         )
         _require(self.disc_channels >= 1, "disc_channels must be at least 1")
         _require(
-            not (self.conditional and self.discriminator in ("multiscale", "stft")),
-            "conditional=true needs discriminator=model or wavegan (a projection on its features)",
+            not (self.conditional and self.discriminator == "multiscale"),
+            "conditional=true needs discriminator=model, wavegan or stft (they project the label "
+            "onto their features)",
         )
         _require(self.latent_dim >= 1, "latent_dim must be at least 1")
         _require(0 <= self.dropout < 1, "dropout must be in [0, 1)")

@@ -165,18 +165,25 @@ def test_autoencode_inverts_g_and_writes_originals_beside_reconstructions(datase
     assert json.loads((out / "autoencode.json").read_text())["held_out"] == held
 
 
-def test_compare_trains_both_models_on_one_budget_and_scores_them(dataset, tmp_path):
+def test_compare_trains_each_recipe_on_one_budget_and_scores_them(dataset, tmp_path):
     prepared, _ = dataset
     runs = str(tmp_path / "runs")
-    result = compare.compare(prepared, runs, minutes=0.01, workers=0, n=8, log=lambda _: None)
-    assert set(result["models"]) == {"dcgan", "wavegan"}
-    for row in result["models"].values():
+    recipes = ("dcgan", "wavegan-gp", "ddsp-stft")
+    small = {"model_dim": 4, "latent_dim": 8, "disc_channels": 2, "batch_size": 4}
+
+    def run():
+        return compare.compare(
+            prepared, runs, 0.01, 0, recipes, n=8, overrides=small, log=lambda _: None
+        )
+
+    result = run()
+    assert list(result["recipes"]) == list(recipes)
+    for row in result["recipes"].values():
         assert row["steps"] == 10  # max_minutes is checked at the first log step (log_every=10)
         assert {"mel_fd", "classifier_fd", "inception_score"} <= set(row["metrics"])
-    assert set(result["targets_met"]) == {
-        "classifier_fd_at_most_half",
-        "higher_inception_score_ratio",
-    }
+    assert result["best"] == "ddsp-stft"  # the only recipe that is neither baseline nor reference
+    assert set(result["targets_met"]) == {"inception_score_ratio", "classifier_fd_vs_reference"}
+    assert result["overrides"] == small
     assert json.loads((tmp_path / "runs" / "compare.json").read_text()) == result
     with pytest.raises(AudioganError, match="--overwrite"):  # a resumed run: not the same budget
-        compare.compare(prepared, runs, minutes=0.01, workers=0, n=8, log=lambda _: None)
+        run()

@@ -55,7 +55,8 @@ def test_losses_of_several_sub_discriminators_average_over_them():
     # Two sub-discriminators with 1 and 3 patches a clip: each weighs the same.
     real = [torch.tensor([[2.0], [0.0]]), torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, -2.0]])]
     fake = [torch.tensor([[0.0], [0.0]]), torch.zeros(2, 3)]
-    assert losses.hinge_d(real, fake).item() == pytest.approx((0.5 + 1.0) / 2 + 1.0)
+    # relu(1 - real): means 0.5 and 5 / 6; relu(1 + fake) = 1 everywhere.
+    assert losses.hinge_d(real, fake).item() == pytest.approx((0.5 + 5 / 6) / 2 + 1.0)
     assert losses.wgan_d(real, fake).item() == pytest.approx(-(1.0 + 1.0 / 6) / 2)
     assert losses.scores(real).tolist() == pytest.approx([1.5, -1 / 3])
     assert losses.bce_g(torch.zeros(4)).item() == pytest.approx(math.log(2))

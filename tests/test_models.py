@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from audiogan.config import ConfigError, TrainConfig
-from audiogan.models import build, dcgan, multiscale, parameter_count, stft, wavegan
+from audiogan.models import build, dcgan, ddsp, multiscale, parameter_count, stft, wavegan
 
 
 @pytest.mark.parametrize("clip_samples", [16384, 16000, 64000, 8000, 12345])
@@ -151,6 +154,62 @@ def test_spectral_norm_is_on_every_layer_of_d_where_configured_and_nowhere_else(
     assert sigma.item() == pytest.approx(1.0, rel=1e-3)
 
 
-def test_conditional_models_need_their_own_discriminator():
+def test_conditional_models_need_a_discriminator_that_projects_the_label():
     with pytest.raises(ConfigError, match="conditional=true needs discriminator=model"):
-        TrainConfig(conditional=True, discriminator="stft")
+        TrainConfig(conditional=True, discriminator="multiscale")
+    cfg = TrainConfig(model_dim=4, latent_dim=8, discriminator="stft", disc_channels=2,
+                      conditional=True)  # fmt: skip
+    _, discriminator = build(cfg, 4000, num_classes=3)
+    audio = torch.rand(2, 1, 4000) * 2 - 1
+    a, _ = discriminator(audio, torch.tensor([0, 0]))
+    b, _ = discriminator(audio, torch.tensor([2, 2]))
+    assert all(x.shape == y.shape and not torch.allclose(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(ConfigError, match="model=ddsp has no discriminator of its own"):
+        TrainConfig(model="ddsp")
+
+
+def test_the_harmonic_generator_plays_the_pitch_and_harmonics_its_controls_say():
+    torch.manual_seed(0)
+    cfg = ddsp.DDSPConfig(16000, sample_rate_hz=16000, latent_dim=8, model_dim=4)
+    generator = ddsp.Generator(cfg)
+    z = torch.rand(3, 8) * 2 - 1
+    audio = generator(z)
+    assert audio.shape == (3, 1, 16000) and audio.abs().max() <= 1
+    f0_hz, loudness, harmonics, noise = generator.control_frames(z)
+    assert f0_hz.shape == loudness.shape == (3, cfg.frames)
+    assert harmonics.shape == (3, ddsp.HARMONICS, cfg.frames)
+    assert noise.shape == (3, ddsp.NOISE_BANDS, cfg.frames)
+    low, high = ddsp.F0_RANGE_HZ
+    assert ((f0_hz >= low / 2) & (f0_hz <= high * 2)).all()
+    torch.testing.assert_close(harmonics.sum(dim=1), torch.ones(3, cfg.frames))
+
+    # The wavetable oscillators against B x K x T sines, for amplitudes and a pitch that move.
+    frames, samples = 20, 2500
+    amplitudes = torch.rand(2, ddsp.HARMONICS, frames) / ddsp.HARMONICS
+    f0 = torch.linspace(110, 440, samples).repeat(2, 1)
+    cycles = torch.cumsum(f0.double() / 16000, dim=1).remainder(1.0).float()
+    along = F.interpolate(amplitudes, size=samples, mode="linear", align_corners=True)
+    numbers = torch.arange(1, ddsp.HARMONICS + 1).float()[None, :, None]
+    expected = (along * torch.sin(2 * math.pi * numbers * cycles[:, None])).sum(dim=1)
+    played = generator.play(amplitudes, cycles)
+    assert (played - expected).abs().max() < 5e-3 * expected.abs().max()
+
+
+def test_the_harmonic_generators_tone_peaks_at_its_f0_and_has_nothing_above_nyquist():
+    torch.manual_seed(1)
+    cfg = ddsp.DDSPConfig(16000, sample_rate_hz=16000, latent_dim=8, model_dim=4)
+    generator = ddsp.Generator(cfg)
+    f0, frames = 1500.0, cfg.frames
+    # Every harmonic equally loud: 5 lie under 8 kHz (1.5, 3, ..., 7.5 kHz), 43 above.
+    amplitudes = torch.full((1, ddsp.HARMONICS, frames), 1.0 / ddsp.HARMONICS)
+    generator.control_frames = lambda z, labels=None: (
+        torch.full((1, frames), f0),
+        torch.ones(1, frames),
+        amplitudes,
+        torch.zeros(1, ddsp.NOISE_BANDS, frames),
+    )
+    audio = generator(torch.zeros(1, 8))[0, 0]
+    spectrum = torch.fft.rfft(audio * torch.hann_window(16000)).abs()  # 1 Hz bins
+    peaks = spectrum[100:].topk(5).indices + 100
+    assert sorted((peaks.float() / f0).round().tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert spectrum[int(f0) - 5 : int(f0) + 6].max() > 100 * spectrum[7700:].max()

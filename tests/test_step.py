@@ -111,12 +111,13 @@ TINY = {"model_dim": 4, "latent_dim": 8, "disc_channels": 2, "batch_size": 2}
 def test_each_recipe_steps_with_finite_losses_and_trains_both_networks(recipe):
     cfg = load_config(TrainConfig, str(PRESETS_DIR / RECIPES[recipe][0]), TINY)
     torch.manual_seed(0)
-    generator, discriminator = build(cfg, 4000, sample_rate_hz=16000)
+    generator, discriminator = build(cfg, 4000, num_classes=3, sample_rate_hz=16000)
     gan = step.make_gan(generator, discriminator, cfg)
     g_before, d_before = copy_params(gan.generator), copy_params(gan.discriminator)
+    labels = [torch.tensor([0, 2]) if cfg.conditional else None] * cfg.n_critic
     for _ in range(2):
         real = [torch.rand(2, 1, 4000) * 2 - 1 for _ in range(cfg.n_critic)]
-        result = step.gan_step(gan, real, [None] * cfg.n_critic)
+        result = step.gan_step(gan, real, labels)
         assert all(math.isfinite(v) for v in result.values()), result
     assert changed(g_before, gan.generator) and changed(d_before, gan.discriminator)
     assert ("fm" in result) == (cfg.fm_weight > 0)

@@ -41,7 +41,9 @@ def build(
             multiscale.MultiScaleConfig(clip_samples, cfg.disc_channels)
         )
     elif cfg.discriminator == "stft":
-        discriminator = stft.Discriminator(stft.STFTConfig(clip_samples, cfg.disc_channels))
+        discriminator = stft.Discriminator(
+            stft.STFTConfig(clip_samples, cfg.disc_channels, num_classes=classes)
+        )
     if cfg.spectral_norm:
         add_spectral_norm(discriminator)
     return generator, discriminator

@@ -5,8 +5,8 @@ draws the controls of a synthesiser at a frame rate (one frame per HOP samples) 
 synthesiser, made of differentiable torch operations, plays them:
 
     z -> dense -> (C, 16) -> [upsample x2, conv, LeakyReLU] x 3 -> (C / 8, 128) -> `frames`
-      -> per frame: f0 (Hz), loudness, a distribution over HARMONICS harmonics, and the gains
-         of NOISE_BANDS noise bands
+      -> per frame: f0 (Hz; the clip's own from z, bent by up to half an octave), loudness, a
+         distribution over HARMONICS harmonics, and the gains of NOISE_BANDS noise bands
       -> harmonic oscillators: loudness(t) * sum_k a_k(t) sin(2 pi k phi(t)), phi' = f0(t) / sr,
          harmonics above Nyquist silenced
        + noise: white noise shaped, frame by frame, by the band gains (an STFT filter)
@@ -32,7 +32,8 @@ HOP = 128  # samples per control frame (8 ms at 16 kHz)
 HARMONICS = 48
 TABLE_SIZE = 1024  # samples in one period of a frame's wavetable
 NOISE_BANDS = 32
-F0_RANGE_HZ = (40.0, 2000.0)  # f0 is sigmoid-mapped onto this range, on a log scale
+F0_RANGE_HZ = (40.0, 2000.0)  # a clip's f0 is sigmoid-mapped onto this range, on a log scale
+PITCH_BEND_SEMITONES = 6.0  # how far f0 may move from the clip's own within the clip
 INITIAL_FRAMES = 16
 LOUDNESS_BIAS = 1.05  # scaled_sigmoid(1.05) = 1: a full-scale tone at the start
 NOISE_BIAS = -4.0  # band gains of 2e-4: noise 70 dB under the tone at the start
@@ -71,10 +72,12 @@ class Generator(nn.Module):
             for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
         )
         self.smooth = nn.Conv1d(widths[-1], widths[-1], 5, padding=2)
-        # Loudness, harmonics and noise gains come from the last layer, every frame; f0 from
-        # the first (16 frames a clip): a note's pitch changes slowly, and pitch drawn at the
-        # frame rate wobbles.
-        self.pitch = nn.Conv1d(widths[0], 1, 1)
+        # Loudness, harmonics and noise gains come from the last layer, every frame. Pitch is
+        # a clip's own (from z) moved by up to PITCH_BEND_SEMITONES at the first layer's rate
+        # (16 frames a clip): notes hold their pitch, and pitch drawn freely at the frame rate
+        # slides all over the range.
+        self.clip_pitch = nn.Linear(cfg.latent_dim + embed, 1)
+        self.pitch_bend = nn.Conv1d(widths[0], 1, 1)
         self.controls = nn.Conv1d(widths[-1], 1 + HARMONICS + NOISE_BANDS, 1)
         with torch.no_grad():  # start from a plain, loud enough tone: a = 1, a_k ~ 1/k, quiet noise
             self.controls.bias[0] = LOUDNESS_BIAS
@@ -93,15 +96,16 @@ class Generator(nn.Module):
         if self.label_embedding is not None:
             z = torch.cat([z, self.label_embedding(labels)], dim=1)  # (B, latent + embed)
         x = self.dense(z).view(z.shape[0], -1, INITIAL_FRAMES)  # (B, 8d, 16)
-        pitch = self.pitch(F.leaky_relu(x, 0.2)).float()  # (B, 1, 16)
+        bend = PITCH_BEND_SEMITONES * torch.tanh(self.pitch_bend(F.leaky_relu(x, 0.2)).float())
         for conv in self.convs:
             x = F.leaky_relu(conv(F.interpolate(x, scale_factor=2.0)), 0.2)  # (B, C/2, 2L)
         frames = self.cfg.frames
         x = F.interpolate(x, size=frames, mode="linear", align_corners=True)
         x = self.controls(F.leaky_relu(self.smooth(x), 0.2)).float()  # (B, 1 + K + bands, F)
-        pitch = F.interpolate(pitch, size=frames, mode="linear", align_corners=True)[:, 0]
+        bend = F.interpolate(bend, size=frames, mode="linear", align_corners=True)[:, 0]
         low, high = F0_RANGE_HZ
-        f0_hz = low * (high / low) ** torch.sigmoid(pitch)
+        clip_f0_hz = low * (high / low) ** torch.sigmoid(self.clip_pitch(z).float())  # (B, 1)
+        f0_hz = clip_f0_hz * 2 ** (bend / 12)  # (B, frames)
         loudness = scaled_sigmoid(x[:, 0])
         harmonics = torch.softmax(x[:, 1 : 1 + HARMONICS], dim=1)
         noise = scaled_sigmoid(x[:, 1 + HARMONICS :])

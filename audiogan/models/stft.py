@@ -31,12 +31,13 @@ class STFTConfig:
     clip_samples: int
     channels: int = 16  # each sub-discriminator is 8 x this wide
     resolutions: tuple[int, ...] = RESOLUTIONS
+    num_classes: int = 0  # > 0: a projection of the label onto every patch's features
 
 
 class ResolutionDiscriminator(nn.Module):
     """(B, 1, T) -> log |STFT| (B, bins, frames) -> 1-D convolutions along frames."""
 
-    def __init__(self, n_fft: int, channels: int):
+    def __init__(self, n_fft: int, channels: int, num_classes: int = 0):
         super().__init__()
         self.n_fft, self.hop = n_fft, n_fft // 4
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
@@ -50,6 +51,7 @@ class ResolutionDiscriminator(nn.Module):
             ]
         )
         self.out = nn.Conv1d(width, 1, 3, padding=1)
+        self.projection = nn.Embedding(num_classes, width) if num_classes else None
 
     def spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) -> (B, n_fft / 2 + 1, T / hop + 1) natural-log magnitude."""
@@ -63,12 +65,15 @@ class ResolutionDiscriminator(nn.Module):
         )
         return 0.5 * torch.log(spec.real.square() + spec.imag.square() + POWER_FLOOR)
 
-    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, audio: torch.Tensor, labels: torch.Tensor | None = None):
         x, features = self.spectrogram(audio), []
         for conv in self.convs:
             x = F.leaky_relu(conv(x), SLOPE)  # (B, 8c, frames / 2^k)
             features.append(x)
-        return self.out(x).flatten(1), features  # (B, patches)
+        logits = self.out(x)[:, 0]  # (B, patches)
+        if self.projection is not None:  # Miyato & Koyama 2018, at every patch
+            logits = logits + torch.einsum("bc,bcl->bl", self.projection(labels), x)
+        return logits, features
 
 
 class Discriminator(nn.Module):
@@ -78,13 +83,14 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.resolutions = nn.ModuleList(
-            ResolutionDiscriminator(n_fft, cfg.channels) for n_fft in cfg.resolutions
+            ResolutionDiscriminator(n_fft, cfg.channels, cfg.num_classes)
+            for n_fft in cfg.resolutions
         )
 
     def forward(self, audio: torch.Tensor, labels: torch.Tensor | None = None):
         logits, features = [], []
         for sub in self.resolutions:
-            sub_logits, sub_features = sub(audio)
+            sub_logits, sub_features = sub(audio, labels)
             logits.append(sub_logits)
             features += sub_features
         return logits, features

@@ -1,0 +1,93 @@
+"""`audiogan compare`'s recipes and verdict, without training anything (no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from audiogan import compare
+from audiogan.config import PRESETS_DIR, RECIPES, ConfigError
+from audiogan.errors import AudioganError
+
+
+def test_every_recipe_names_a_preset_that_loads_with_the_budget():
+    configs = compare.recipe_configs(compare.DEFAULT_RECIPES, 20.0)
+    assert list(configs) == list(RECIPES)
+    for name, (preset, cfg) in configs.items():
+        assert preset == PRESETS_DIR / RECIPES[name][0]
+        assert cfg.max_minutes == 20.0 and cfg.max_steps == 10**7
+    assert configs["wavegan-gp"][1].n_critic == 5 and configs["wavegan-gp"][1].loss == "wgan-gp"
+
+
+def test_unknown_recipes_and_recipe_keys_are_refused(tmp_path):
+    with pytest.raises(AudioganError, match="unknown recipe 'nope'; known: dcgan, wavegan-gp"):
+        compare.recipe_configs(("wavegan-gp", "nope"), 20.0)
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("model: wavegan\ncritic_steps: 2\n")
+    with pytest.raises(ConfigError, match="unknown TrainConfig key.*critic_steps"):
+        compare.recipe_configs((str(bad),), 20.0)
+    with pytest.raises(ConfigError, match="unknown TrainConfig key.*lr"):
+        compare.recipe_configs(("stft",), 20.0, {"lr": 1e-3})
+    with pytest.raises(AudioganError, match="set it with --minutes"):
+        compare.recipe_configs(("stft",), 20.0, {"max_minutes": 3})
+    with pytest.raises(AudioganError, match="twice"):
+        compare.recipe_configs(("stft", "stft"), 20.0)
+    with pytest.raises(AudioganError, match="--minutes must be positive"):
+        compare.recipe_configs(("stft",), 0)
+
+
+def test_a_preset_file_is_a_recipe_named_after_it(tmp_path):
+    mine = tmp_path / "my-recipe.yaml"
+    mine.write_text("model: wavegan\nloss: hinge\nn_critic: 1\n")
+    configs = compare.recipe_configs((str(mine), "dcgan"), 5.0, {"batch_size": 8})
+    assert list(configs) == ["my-recipe", "dcgan"]
+    assert configs["my-recipe"][1].loss == "hinge" and configs["my-recipe"][1].batch_size == 8
+
+
+def _row(classifier_fd: float, is_ratio: float, steps: int = 100) -> dict:
+    return {
+        "steps": steps,
+        "metrics": {
+            "mel_fd": {"generated": 1000.0, "real": 100.0},
+            "classifier_fd": {"generated": classifier_fd, "real": 1.5},
+            "inception_score": {
+                "generated": round(3 * is_ratio, 4),
+                "real": 3.0,
+                "ratio": is_ratio,
+            },
+        },
+    }
+
+
+def test_the_verdict_takes_the_best_recipe_against_the_reference():
+    rows = {
+        "dcgan": _row(10.0, 0.9),  # the baseline never wins, however it scores
+        "wavegan-gp": _row(80.0, 0.35),
+        "stft": _row(30.0, 0.5),
+        "ddsp-stft": _row(16.0, 0.45),
+    }
+    verdict = compare._verdict(rows)
+    assert verdict["best"] == "ddsp-stft"
+    assert verdict["classifier_fd_vs_reference"] == 0.2
+    assert verdict["targets_met"] == {
+        "inception_score_ratio": True,
+        "classifier_fd_vs_reference": True,
+    }
+    rows["ddsp-stft"] = _row(24.0, 0.29)
+    verdict = compare._verdict(rows)
+    assert verdict["best"] == "ddsp-stft" and verdict["classifier_fd_vs_reference"] == 0.3
+    assert verdict["targets_met"] == {
+        "inception_score_ratio": False,
+        "classifier_fd_vs_reference": False,
+    }
+    result = {
+        "budget_minutes": 20.0,
+        "workers": 2,
+        "data": "d",
+        "classifier_held_out_accuracy": 1.0,
+        "recipes": rows,
+        **verdict,
+    }
+    table = "\n".join(compare.format_table(result))
+    assert "| ddsp-stft | 100 | 1000.0 (100.0) | 24.0 (1.5) | 0.3 | 0.87 (3.0) | 0.29 |" in table
+    assert "classifier FD / wavegan-gp's 0.3 (target <= 0.25: missed)" in table
+    assert compare._verdict({"dcgan": _row(1.0, 1.0)}) == {}
