@@ -83,12 +83,20 @@ class Generator(nn.Module):
             self.controls.bias[0] = LOUDNESS_BIAS
             self.controls.bias[1 : 1 + HARMONICS] = -torch.log(torch.arange(1.0, HARMONICS + 1))
             self.controls.bias[1 + HARMONICS :] = NOISE_BIAS
-        numbers = torch.arange(1, HARMONICS + 1).float()
-        self.register_buffer("harmonic_numbers", numbers, persistent=False)
-        # sin(2 pi k n / N) for every harmonic k and table position n: (K, N).
-        positions = torch.arange(TABLE_SIZE).float() / TABLE_SIZE
-        sines = torch.sin(2 * math.pi * numbers[:, None] * positions[None, :])
-        self.register_buffer("sines", sines, persistent=False)
+
+    @staticmethod
+    def harmonic_numbers(device: torch.device) -> torch.Tensor:
+        """1, 2, ..., HARMONICS. (This and the sines are made at every call, not kept as
+        buffers: DDP overwrites buffers in place at each forward, which breaks the backward of
+        an earlier forward that used them.)"""
+        return torch.arange(1, HARMONICS + 1, device=device, dtype=torch.float32)
+
+    @staticmethod
+    def sines(device: torch.device) -> torch.Tensor:
+        """sin(2 pi k n / N) for every harmonic k and table position n: (K, N)."""
+        positions = torch.arange(TABLE_SIZE, device=device, dtype=torch.float32) / TABLE_SIZE
+        numbers = Generator.harmonic_numbers(device)
+        return torch.sin(2 * math.pi * numbers[:, None] * positions[None, :])
 
     def control_frames(self, z: torch.Tensor, labels: torch.Tensor | None = None):
         """(f0_hz (B, frames), loudness (B, frames), harmonics (B, K, frames), noise gains
@@ -115,7 +123,8 @@ class Generator(nn.Module):
         f0_hz, loudness, harmonics, noise_gains = self.control_frames(z, labels)
         samples, rate = self.cfg.clip_samples, self.cfg.sample_rate_hz
         # Harmonics at or above Nyquist would alias: silence them, then renormalise.
-        audible = (self.harmonic_numbers[None, :, None] * f0_hz.unsqueeze(1) < rate / 2).float()
+        numbers = self.harmonic_numbers(z.device)[None, :, None]
+        audible = (numbers * f0_hz.unsqueeze(1) < rate / 2).float()
         harmonics = harmonics * audible
         harmonics = harmonics / harmonics.sum(dim=1, keepdim=True).clamp_min(1e-7)
         amplitudes = harmonics * loudness.unsqueeze(1)  # (B, K, F)
@@ -137,7 +146,7 @@ class Generator(nn.Module):
         """
         batch, _, frames = amplitudes.shape
         samples = cycles.shape[1]
-        tables = amplitudes.transpose(1, 2) @ self.sines  # (B, F, N)
+        tables = amplitudes.transpose(1, 2) @ self.sines(amplitudes.device)  # (B, F, N)
         tables = torch.cat([tables, tables[..., :1]], dim=-1).reshape(batch, -1)  # wrap: N + 1
         position = cycles * TABLE_SIZE
         index = position.long().clamp_max(TABLE_SIZE - 1)

@@ -40,7 +40,6 @@ class ResolutionDiscriminator(nn.Module):
     def __init__(self, n_fft: int, channels: int, num_classes: int = 0):
         super().__init__()
         self.n_fft, self.hop = n_fft, n_fft // 4
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         width = 8 * channels
         self.convs = nn.ModuleList(
             [
@@ -55,11 +54,14 @@ class ResolutionDiscriminator(nn.Module):
 
     def spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) -> (B, n_fft / 2 + 1, T / hop + 1) natural-log magnitude."""
+        # Made at every call, not kept as a buffer: DDP overwrites buffers in place at each
+        # forward, which breaks the backward of an earlier forward that used them.
+        window = torch.hann_window(self.n_fft, device=audio.device)
         spec = torch.stft(
             audio[:, 0].float(),
             self.n_fft,
             self.hop,
-            window=self.window,
+            window=window,
             normalized=True,
             return_complex=True,
         )
