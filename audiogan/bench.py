@@ -290,6 +290,15 @@ def count_flops(run) -> int:
     return Counter.total
 
 
+def step_flops(gan, real, labels) -> float:
+    """FLOPs of one gan_step, averaged over `r1_every` consecutive steps: with lazy R1 only one
+    step in that many carries the penalty's double backward."""
+    from audiogan.step import gan_step
+
+    every = gan.cfg.r1_every if gan.cfg.r1_weight else 1
+    return sum(count_flops(lambda: gan_step(gan, real, labels)) for _ in range(every)) / every
+
+
 def _window_rates(
     step: Callable[[], object],
     clips_per_step: int,
@@ -326,7 +335,7 @@ def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict
         real = [torch.rand(cfg.batch_size, 1, clip_samples) * 2 - 1 for _ in range(cfg.n_critic)]
         labels = [None] * cfg.n_critic
         gan_step(gan, real, labels)  # warm-up
-        flops = count_flops(lambda: gan_step(gan, real, labels))
+        flops = step_flops(gan, real, labels)
         clips_per_step = cfg.n_critic * cfg.batch_size
         rates = _window_rates(lambda: gan_step(gan, real, labels), clips_per_step, steps, window)
     rate = statistics.median(rates)
@@ -493,7 +502,7 @@ def bench_model(
 
     from audiogan.config import TrainConfig, load_config
     from audiogan.models import build
-    from audiogan.step import gan_step, make_gan
+    from audiogan.step import make_gan
 
     cfg = load_config(TrainConfig, config_path, overrides)
     clip_samples = PrepareConfig(
@@ -503,11 +512,11 @@ def bench_model(
     small = dataclasses.replace(cfg, batch_size=counted_batch)
     num_classes = 2 if cfg.conditional else 0
     torch.manual_seed(cfg.seed)
-    generator, discriminator = build(small, clip_samples, num_classes)
+    generator, discriminator = build(small, clip_samples, num_classes, sample_rate_hz)
     gan = make_gan(generator, discriminator, small)
     real = [torch.rand(counted_batch, 1, clip_samples) * 2 - 1 for _ in range(cfg.n_critic)]
     labels = [torch.zeros(counted_batch, dtype=torch.long) if num_classes else None] * cfg.n_critic
-    flops = count_flops(lambda: gan_step(gan, real, labels)) * cfg.batch_size // counted_batch
+    flops = round(step_flops(gan, real, labels) * cfg.batch_size / counted_batch)
 
     def trained(module) -> int:
         return sum(p.numel() for p in module.parameters() if p.requires_grad)

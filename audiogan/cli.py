@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from audiogan import __version__
 from audiogan.config import (
     CROP_MODES,
+    MODELS,
     NORMALIZE_MODES,
     PAD_MODES,
     PRESETS_DIR,
@@ -167,7 +168,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = train.RunSpec(args.data, args.storage, args.name, args.workers, args.gpu)
     _init_ray(args.num_cpus, dashboard=True)
     print(
-        f"train: {cfg.model} ({cfg.loss}) on {args.data}, {args.workers or 'in-process'} "
+        f"train: {cfg.model} ({cfg.loss}, D: {cfg.discriminator}) on {args.data}, "
+        f"{args.workers or 'in-process'} "
         f"worker(s){' with GPUs' if args.gpu else ''}, to step {cfg.max_steps} -> "
         f"{spec.storage_url.rstrip('/')}/{spec.name}",
         flush=True,
@@ -560,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="a prepared dataset (audiogan prepare DEST)")
     train.add_argument("--storage", required=True, help="runs folder: local path or s3://...")
     train.add_argument("--name", required=True, help="run name; the same name resumes the run")
-    train.add_argument("--model", choices=("dcgan", "wavegan"), help="shorthand for model=...")
+    train.add_argument("--model", choices=MODELS, help="shorthand for model=...")
     train.add_argument(
         "--workers",
         type=int,

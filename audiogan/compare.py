@@ -40,7 +40,12 @@ def recipe_preset(recipe: str) -> Path:
 
 def recipe_name(recipe: str) -> str:
     """A recipe's name in run names and the table: a preset path's file name without .yaml."""
-    return recipe if recipe in RECIPES else Path(recipe).stem
+    if recipe in RECIPES:
+        return recipe
+    name = Path(recipe).stem
+    if name in RECIPES:
+        raise AudioganError(f"{recipe} would be named {name}, a built-in recipe's name; rename it")
+    return name
 
 
 def recipe_configs(
@@ -52,8 +57,9 @@ def recipe_configs(
         raise AudioganError("--minutes must be positive")
     if not recipes:
         raise AudioganError("--recipes names no recipe")
-    if "max_minutes" in (overrides or {}):
-        raise AudioganError("max_minutes is the budget: set it with --minutes")
+    for key in ("max_minutes", "max_steps"):
+        if key in (overrides or {}):
+            raise AudioganError(f"{key} is set by the budget: give --minutes instead")
     configs = {}
     for recipe in recipes:
         preset = recipe_preset(recipe)

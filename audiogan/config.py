@@ -134,7 +134,8 @@ class TrainConfig:
     discriminator: str = "model"
     # Width of the multiscale and stft sub-discriminators (their first layer; stft's are 8x).
     disc_channels: int = 16
-    # Spectral normalisation of D's layers: a 1-Lipschitz D by construction, no penalty needed.
+    # Spectral normalisation of every convolution and linear layer of D: each weight divided by
+    # its largest singular value, which keeps D's slopes in check (SAGAN, BigGAN).
     spectral_norm: bool = False
     # Size of the noise vector z (WaveGAN used 100, the baseline 500).
     latent_dim: int = 100
@@ -155,6 +156,8 @@ class TrainConfig:
     # WGAN-GP's lambda.
     gp_weight: float = 10.0
     # R1's gamma: D's loss gains gamma / 2 * E||grad D(real)||^2; 0: none (any loss but wgan-gp).
+    # D(real) is a clip's score: the mean of a patch discriminator's logits, averaged over its
+    # sub-discriminators (as the losses weigh them), so the same gamma is gentler there.
     r1_weight: float = 0.0
     # Lazy regularisation (StyleGAN2): R1 on one D update in this many, weighed by as many.
     r1_every: int = 1
@@ -229,6 +232,15 @@ class TrainConfig:
             "r1_weight is for loss=bce or hinge; wgan-gp has its own penalty (gp_weight)",
         )
         _require(self.r1_every >= 1, "r1_every must be at least 1")
+        _require(
+            not (
+                (self.r1_weight or self.fm_weight)
+                and self.model == "dcgan"
+                and self.discriminator == "model"
+            ),
+            "r1_weight and fm_weight need a discriminator without BatchNorm (not the baseline's: "
+            "a second forward before the backward breaks BatchNorm under DDP)",
+        )
         _require(self.fm_weight >= 0, "fm_weight must be >= 0")
         _require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         _require(self.max_steps >= 1, "max_steps must be at least 1")

@@ -62,6 +62,7 @@ def hinge_d(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
 
 
 def hinge_g(fake_logits: Logits) -> torch.Tensor:
+    """G raises D's score of its clips, without a margin (SAGAN, BigGAN); the same as WGAN's."""
     return _mean_over_parts(fake_logits, lambda x: -x)
 
 

@@ -65,12 +65,13 @@ def d_step(
     real: torch.Tensor,
     labels: torch.Tensor | None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    regularize: bool = False,
+    regularize: bool = True,
 ) -> dict[str, float]:
     """One discriminator update on a real batch (B, 1, T) and as many fakes.
 
-    `regularize`: this update carries the R1 penalty (lazy regularisation picks one in
-    `cfg.r1_every`); "gp" is then R1's value, or WGAN-GP's at every update, and None otherwise.
+    `regularize`: this update carries the R1 penalty, if cfg.r1_weight asks for one (gan_step
+    picks one update in `cfg.r1_every`). "gp" is R1's value, or WGAN-GP's at every update, and
+    None when there is none.
     """
     cfg, D = gan.cfg, gan.discriminator
     with torch.no_grad(), autocast():
@@ -117,10 +118,9 @@ def g_step(
         with autocast():
             fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels)
             fake_logits, fake_features = D(fake, labels)
-        if cfg.loss == "bce":
-            g_loss = losses.bce_g(fake_logits)
-        else:  # hinge and wgan-gp: G raises D's score of its clips
-            g_loss = losses.wgan_g(fake_logits)
+        g_loss = {"bce": losses.bce_g, "hinge": losses.hinge_g, "wgan-gp": losses.wgan_g}[cfg.loss](
+            fake_logits
+        )
         result = {"g_loss": g_loss.item()}
         if cfg.fm_weight:
             with torch.no_grad(), autocast():

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from audiogan import bench
-from audiogan.config import PrepareConfig
+from audiogan.config import PRESETS_DIR, PrepareConfig
 
 pytestmark = pytest.mark.ray
 
@@ -105,3 +105,17 @@ def test_bench_step_times_a_ddp_step_on_the_cpu_and_prints_the_table(capsys):
     assert row["tflops"] * 1e12 == pytest.approx(
         result["flops_per_step"] / row["seconds_per_step"], rel=0.02, abs=1e10
     )
+
+
+def test_bench_model_counts_lazy_r1_in_one_step_of_r1_every():
+    """With R1 on one D update in four, a step costs a quarter of a step with it plus three
+    quarters of one without."""
+    path = str(PRESETS_DIR / "hinge_r1.yaml")
+    small = {"model_dim": 4, "batch_size": 2}
+
+    def flops(**keys):
+        return bench.bench_model(path, small | keys, clip_seconds=0.25)["flops_per_step"]
+
+    every_step, never, lazy = flops(r1_every=1), flops(r1_weight=0.0), flops(r1_every=4)
+    assert never < lazy < every_step
+    assert lazy == pytest.approx(every_step / 4 + 3 * never / 4, rel=1e-6)

@@ -27,8 +27,13 @@ def test_unknown_recipes_and_recipe_keys_are_refused(tmp_path):
         compare.recipe_configs((str(bad),), 20.0)
     with pytest.raises(ConfigError, match="unknown TrainConfig key.*lr"):
         compare.recipe_configs(("stft",), 20.0, {"lr": 1e-3})
-    with pytest.raises(AudioganError, match="set it with --minutes"):
-        compare.recipe_configs(("stft",), 20.0, {"max_minutes": 3})
+    for key in ("max_minutes", "max_steps"):
+        with pytest.raises(AudioganError, match=f"{key} is set by the budget"):
+            compare.recipe_configs(("stft",), 20.0, {key: 3})
+    clash = tmp_path / "stft.yaml"
+    clash.write_text("model: wavegan\n")
+    with pytest.raises(AudioganError, match="a built-in recipe's name; rename it"):
+        compare.recipe_configs((str(clash),), 20.0)
     with pytest.raises(AudioganError, match="twice"):
         compare.recipe_configs(("stft", "stft"), 20.0)
     with pytest.raises(AudioganError, match="--minutes must be positive"):

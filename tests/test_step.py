@@ -194,3 +194,13 @@ def test_each_recipe_steps_under_ddp_and_keeps_the_ranks_identical(recipe, tmp_p
         assert [p.exitcode for p in processes] == [0, 0]
         first, second = results[0], results[1]
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_the_gpu_preset_of_the_winning_recipe_steps_at_4_s():
+    cfg = load_config(TrainConfig, str(PRESETS_DIR / "ddsp_stft_gpu.yaml"), {"batch_size": 2})
+    assert (cfg.model, cfg.discriminator, cfg.model_dim) == ("ddsp", "stft", 64)
+    torch.manual_seed(0)
+    generator, discriminator = build(cfg, 64000, sample_rate_hz=16000)
+    gan = step.make_gan(generator, discriminator, cfg)
+    result = step.gan_step(gan, [torch.rand(2, 1, 64000) * 2 - 1], [None])
+    assert all(math.isfinite(v) for v in result.values()) and result["gp"] > 0

@@ -23,27 +23,28 @@ def build(
     wavegan_cfg = wavegan.WaveGANConfig(
         clip_samples, cfg.latent_dim, cfg.model_dim, cfg.phase_shuffle, cfg.dropout, classes
     )
-    discriminator = None
+    dcgan_cfg = dcgan.DCGANConfig(clip_samples, cfg.latent_dim, cfg.dropout, classes)
     if cfg.model == "dcgan":
-        model_cfg = dcgan.DCGANConfig(clip_samples, cfg.latent_dim, cfg.dropout, classes)
-        generator, discriminator = dcgan.Generator(model_cfg), dcgan.Discriminator(model_cfg)
+        generator = dcgan.Generator(dcgan_cfg)
     elif cfg.model == "ddsp":
         generator = ddsp.Generator(
             ddsp.DDSPConfig(clip_samples, sample_rate_hz, cfg.latent_dim, cfg.model_dim, classes)
         )
     else:
         generator = wavegan.Generator(wavegan_cfg)
-        discriminator = wavegan.Discriminator(wavegan_cfg)
-    if cfg.discriminator == "wavegan":
-        discriminator = wavegan.Discriminator(wavegan_cfg)
-    elif cfg.discriminator == "multiscale":
+    family = cfg.model if cfg.discriminator == "model" else cfg.discriminator
+    if family == "dcgan":
+        discriminator = dcgan.Discriminator(dcgan_cfg)
+    elif family == "multiscale":
         discriminator = multiscale.Discriminator(
             multiscale.MultiScaleConfig(clip_samples, cfg.disc_channels)
         )
-    elif cfg.discriminator == "stft":
+    elif family == "stft":
         discriminator = stft.Discriminator(
             stft.STFTConfig(clip_samples, cfg.disc_channels, num_classes=classes)
         )
+    else:
+        discriminator = wavegan.Discriminator(wavegan_cfg)
     if cfg.spectral_norm:
         add_spectral_norm(discriminator)
     return generator, discriminator
@@ -51,8 +52,8 @@ def build(
 
 def add_spectral_norm(module: nn.Module) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) on every convolution and linear layer: each
-    weight is divided by its largest singular value (one power iteration per training forward),
-    so no layer can stretch its input by more than 1."""
+    weight, as a matrix (out, in x kernel), is divided by its largest singular value, estimated
+    by one power iteration per training forward."""
     for layer in list(module.modules()):
         if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Linear):
             spectral_norm(layer)

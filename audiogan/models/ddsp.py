@@ -121,9 +121,22 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         f0_hz, loudness, harmonics, noise_gains = self.control_frames(z, labels)
+        # The synthesiser runs in float32 under bf16 autocast too: a tone summed from
+        # bfloat16 tables would carry noise about 50 dB under it, and torch.stft needs float32.
+        with torch.autocast(z.device.type, enabled=False):
+            return self.synthesise(f0_hz, loudness, harmonics, noise_gains)
+
+    def synthesise(
+        self,
+        f0_hz: torch.Tensor,
+        loudness: torch.Tensor,
+        harmonics: torch.Tensor,
+        noise_gains: torch.Tensor,
+    ) -> torch.Tensor:
+        """Control frames (as control_frames returns them) -> (B, 1, clip_samples)."""
         samples, rate = self.cfg.clip_samples, self.cfg.sample_rate_hz
         # Harmonics at or above Nyquist would alias: silence them, then renormalise.
-        numbers = self.harmonic_numbers(z.device)[None, :, None]
+        numbers = self.harmonic_numbers(f0_hz.device)[None, :, None]
         audible = (numbers * f0_hz.unsqueeze(1) < rate / 2).float()
         harmonics = harmonics * audible
         harmonics = harmonics / harmonics.sum(dim=1, keepdim=True).clamp_min(1e-7)
