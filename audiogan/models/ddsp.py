@@ -5,7 +5,7 @@ draws the controls of a synthesiser at a frame rate (one frame per HOP samples) 
 synthesiser, made of differentiable torch operations, plays them:
 
     z -> dense -> (C, 16) -> [upsample x2, conv, LeakyReLU] x 3 -> (C / 8, 128) -> `frames`
-      -> per frame: f0 (Hz; the clip's own from z, bent by up to half an octave), loudness, a
+      -> per frame: f0 (Hz; the clip's own from z, bent by up to 2 semitones), loudness, a
          distribution over HARMONICS harmonics, and the gains of NOISE_BANDS noise bands
       -> harmonic oscillators: loudness(t) * sum_k a_k(t) sin(2 pi k phi(t)), phi' = f0(t) / sr,
          harmonics above Nyquist silenced
@@ -33,7 +33,8 @@ HARMONICS = 48
 TABLE_SIZE = 1024  # samples in one period of a frame's wavetable
 NOISE_BANDS = 32
 F0_RANGE_HZ = (40.0, 2000.0)  # a clip's f0 is sigmoid-mapped onto this range, on a log scale
-PITCH_BEND_SEMITONES = 6.0  # how far f0 may move from the clip's own within the clip
+PITCH_BEND_SEMITONES = 2.0  # how far f0 may move from the clip's own within the clip; 6 made
+# glides that no note of the data has, and scored worse
 INITIAL_FRAMES = 16
 LOUDNESS_BIAS = 1.05  # scaled_sigmoid(1.05) = 1: a full-scale tone at the start
 NOISE_BIAS = -4.0  # band gains of 2e-4: noise 70 dB under the tone at the start
