@@ -725,7 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated recipe names, or paths to YAML presets (default: all, "
         f"{','.join(RECIPES)})",
     )
-    compare.add_argument("--n", type=int, default=256, help="clips evaluated per recipe")
+    compare.add_argument(
+        "--n", type=int, default=256, help="clips evaluated per recipe (default 256)"
+    )
     compare.add_argument(
         "overrides",
         nargs="*",

@@ -106,7 +106,7 @@ CPU_PRESETS = {"dcgan": PRESETS_DIR / "dcgan.yaml", "wavegan": PRESETS_DIR / "sm
 RECIPES = {
     "dcgan": ("dcgan.yaml", "the 2019 baseline: BCE, BatchNorm, dropout, one shared Adam"),
     "wavegan-gp": ("wavegan_gp.yaml", "textbook WaveGAN-GP, d = 16: 5 critic steps, lambda 10"),
-    "hinge-r1": ("hinge_r1.yaml", "WaveGAN G and D, hinge, 1 critic step, lazy R1, SN, 2 lrs"),
+    "hinge-r1": ("hinge_r1.yaml", "WaveGAN G and D, hinge, 1 critic step, lazy R1, SN, lr_d 4x"),
     "multiscale": ("multiscale.yaml", "WaveGAN G, HiFi-GAN's MPD + MSD, feature matching"),
     "stft": ("stft.yaml", "WaveGAN G, multi-resolution STFT D, feature matching"),
     "ddsp-stft": ("ddsp_stft.yaml", "harmonic-plus-noise G, STFT D, hinge, lazy R1, FM, EMA"),

@@ -13,6 +13,13 @@ from torch import nn
 from audiogan import losses
 from audiogan.config import TrainConfig
 
+# Each `loss` key's (D loss, G loss).
+GAN_LOSSES = {
+    "bce": (losses.bce_d, losses.bce_g),
+    "hinge": (losses.hinge_d, losses.hinge_g),
+    "wgan-gp": (losses.wgan_d, losses.wgan_g),
+}
+
 
 @dataclass
 class GAN:
@@ -81,7 +88,7 @@ def d_step(
         with autocast():
             real_logits, _ = D(real, labels)
             fake_logits, _ = D(fake, labels)
-        d_loss = losses.wgan_d(real_logits, fake_logits)
+        d_loss = GAN_LOSSES[cfg.loss][0](real_logits, fake_logits)
         # The penalty's double backward runs in full precision.
         penalty = losses.gradient_penalty(lambda x: D(x, labels)[0], real, fake)
         d_loss = d_loss + cfg.gp_weight * penalty
@@ -90,9 +97,7 @@ def d_step(
         both_labels = None if labels is None else torch.cat([labels, labels])
         with autocast():
             logits, _ = D(torch.cat([real, fake]), both_labels)
-        real_logits, fake_logits = losses.split(logits)
-        loss = losses.hinge_d if cfg.loss == "hinge" else losses.bce_d
-        d_loss = loss(real_logits, fake_logits)
+        d_loss = GAN_LOSSES[cfg.loss][0](*losses.split(logits))
         if regularize and cfg.r1_weight:
             # Full precision, as WGAN-GP's; weighed by r1_every to make up for the updates
             # without it (StyleGAN2's lazy regularisation).
@@ -118,9 +123,7 @@ def g_step(
         with autocast():
             fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels)
             fake_logits, fake_features = D(fake, labels)
-        g_loss = {"bce": losses.bce_g, "hinge": losses.hinge_g, "wgan-gp": losses.wgan_g}[cfg.loss](
-            fake_logits
-        )
+        g_loss = GAN_LOSSES[cfg.loss][1](fake_logits)
         result = {"g_loss": g_loss.item()}
         if cfg.fm_weight:
             with torch.no_grad(), autocast():

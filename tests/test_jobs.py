@@ -212,7 +212,9 @@ def _wait(client, job_id: str, timeout_s: float = 300):
     return status
 
 
-def test_the_sdk_runs_the_same_jobs_and_a_sweep_and_a_bad_argument_fails_clearly(ray_head):
+def test_the_sdk_runs_a_prepare_and_a_sweep_and_a_bad_argument_fails_clearly(ray_head):
+    """JobSubmissionClient: prepare, then a 2-trial sweep on what it wrote (training and
+    generating as jobs are the CLI test's), then a train job with a bad argument."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     headers = {}
@@ -228,7 +230,8 @@ def test_the_sdk_runs_the_same_jobs_and_a_sweep_and_a_bad_argument_fails_clearly
              "--workers-per-trial", "1", "--max-steps", "4", "model_dim=4", "batch_size=4",
              "n_critic=2", "eval_every=2", "eval_clips=8", "num_samples=2",
              "tune.grace_period_steps=2"]  # fmt: skip
-    for i, job in enumerate([*_pipeline(ray_head, "sdk"), sweep]):
+    prepare = _pipeline(ray_head, "sdk")[0]
+    for i, job in enumerate([prepare, sweep]):
         job_id = client.submit_job(
             entrypoint=" ".join(["python", "-m", *job]),
             runtime_env=runtime_env,
@@ -238,8 +241,10 @@ def test_the_sdk_runs_the_same_jobs_and_a_sweep_and_a_bad_argument_fails_clearly
         logs = client.get_job_logs(job_id)
         assert status == JobStatus.SUCCEEDED, logs[-3000:]
         assert SECRET not in logs
-    _assert_pipeline_outputs(ray_head, "sdk")
-    assert {"results.csv", "best.json", "sweep.json"} <= _bucket_files(ray_head, "sdk/sweeps/sweep")
+    assert "manifest.json" in _bucket_files(ray_head, "sdk/prepared")
+    sweep_files = _bucket_files(ray_head, "sdk/sweeps/sweep")
+    assert {"results.csv", "best.json", "sweep.json"} <= sweep_files
+    assert any(name.endswith("/state.pt") for name in sweep_files)  # the trials' checkpoints
     # The job's record (entrypoint, runtime env, metadata) holds no credential either.
     info = client.get_job_info(job_id)
     assert SECRET not in repr(info)
