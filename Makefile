@@ -30,7 +30,7 @@ demo-tune: demo-data
 		--config jobs/configs/sweep_small.yaml
 
 ## demo-compare: the demo's recipe against textbook WaveGAN-GP on the demo's data, 5 minutes
-## each on 2 CPU workers, scored by an evaluation classifier fitted on that data (about 13 min)
+## each on 2 CPU workers, scored by an evaluation classifier fitted on that data (about 11 min)
 demo-compare: demo-data
 	$(BIN)/audiogan compare --data $(DEMO_DIR)/prepared --storage $(DEMO_DIR)/compare \
 		--minutes 5 --recipes wavegan-gp,ddsp-stft-cond --overwrite

@@ -291,8 +291,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 history.append(row)
                 folder.write_metrics(history)
                 quality_note = f"  mel_fd {row['mel_fd']:.3f}" if "mel_fd" in row else ""
+                # A run on a time budget (compare sets max_steps out of reach) counts minutes.
+                progress = (
+                    f"{step} ({row['wall_s'] / 60:.1f}/{cfg.max_minutes:g} min)"
+                    if cfg.max_minutes
+                    else f"{step}/{cfg.max_steps}"
+                )
                 print(
-                    f"step {step}/{cfg.max_steps}  d_loss {row['d_loss']:.4f}  "
+                    f"step {progress}  d_loss {row['d_loss']:.4f}  "
                     f"g_loss {row['g_loss']:.4f}  gp {row['gp']:.4f}  "
                     f"{row['samples_per_s']:.1f} samples/s{quality_note}",
                     flush=True,
