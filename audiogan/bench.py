@@ -290,6 +290,10 @@ def count_flops(run) -> int:
     return Counter.total
 
 
+# A conditional model is sized and timed with this many classes (build ignores it otherwise).
+COUNTED_CLASSES = 2
+
+
 def step_flops(gan, real, labels) -> float:
     """FLOPs of one gan_step, averaged over `r1_every` consecutive steps: with lazy R1 only one
     step in that many carries the penalty's double backward."""
@@ -494,7 +498,7 @@ def bench_model(
     gradients of the module each backward pass trains: D's in each of the n_critic D updates,
     G's (D frozen) in the G update. Not counted: DDP's broadcast of buffers (the BatchNorm
     statistics of the DCGAN baseline) before each forward pass. A conditional model is counted
-    with 2 classes (its label embeddings grow with the number of classes).
+    with COUNTED_CLASSES classes (its label embeddings grow with the number of classes).
     """
     import dataclasses
 
@@ -510,12 +514,12 @@ def bench_model(
     ).clip_samples
     counted_batch = min(2, cfg.batch_size)
     small = dataclasses.replace(cfg, batch_size=counted_batch)
-    num_classes = 2 if cfg.conditional else 0
     torch.manual_seed(cfg.seed)
-    generator, discriminator = build(small, clip_samples, num_classes, sample_rate_hz)
+    generator, discriminator = build(small, clip_samples, COUNTED_CLASSES, sample_rate_hz)
     gan = make_gan(generator, discriminator, small)
     real = [torch.rand(counted_batch, 1, clip_samples) * 2 - 1 for _ in range(cfg.n_critic)]
-    labels = [torch.zeros(counted_batch, dtype=torch.long) if num_classes else None] * cfg.n_critic
+    label = torch.zeros(counted_batch, dtype=torch.long)
+    labels = [label if cfg.conditional else None] * cfg.n_critic
     flops = round(step_flops(gan, real, labels) * cfg.batch_size / counted_batch)
 
     def trained(module) -> int:
@@ -605,7 +609,6 @@ def bench_step(
     target = torch.device(device)
     backend = "nccl" if target.type == "cuda" else "gloo"
     precisions = ("bf16", "fp32") if target.type == "cuda" else ("fp32",)
-    num_classes = 2 if cfg.conditional else 0  # as bench model counts a conditional model
 
     def synchronize():
         if target.type == "cuda":
@@ -618,7 +621,7 @@ def bench_step(
             DistributedDataParallel(
                 net.to(target), device_ids=[target] if target.type == "cuda" else None
             )
-            for net in build(cfg, clip_samples, num_classes)
+            for net in build(cfg, clip_samples, COUNTED_CLASSES)
         )
         gan = make_gan(generator, discriminator, cfg)
         real = [
@@ -626,7 +629,7 @@ def bench_step(
             for _ in range(cfg.n_critic)
         ]
         label = torch.zeros(cfg.batch_size, dtype=torch.long, device=target)
-        labels = [label if num_classes else None] * cfg.n_critic
+        labels = [label if cfg.conditional else None] * cfg.n_critic
 
         def autocast():
             if precision == "bf16":
