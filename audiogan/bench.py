@@ -58,7 +58,7 @@ def staged_prepare(files: list[dict], fs, cfg: PrepareConfig) -> tuple[int, dict
     label_ids = {label: i for i, label in enumerate(sorted({str(f["label"]) for f in files}))}
     timings: dict[str, float] = {}
     with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as folder:
-        clips, _ = process_files(files, fs, cfg, label_ids, timings)
+        clips, _, _ = process_files(files, fs, cfg, label_ids, timings)
         started = time.perf_counter()
         # One Parquet file per block of files, as each Ray task writes.
         for first in range(0, len(clips), FILES_PER_BLOCK):
@@ -109,6 +109,8 @@ def _prepare_flags(cfg: PrepareConfig) -> list[str]:
         str(cfg.seed),
         "--batch-size",
         str(cfg.batch_size),
+        "--max-windows",
+        str(cfg.max_windows),
     ]
     if values["labels"]:
         flags += ["--labels", ",".join(values["labels"])]
@@ -382,10 +384,9 @@ def bench_train(
     Every pipeline runs `steps` training steps timed in windows of `window` steps; each rate is
     the median window, which the page cache and other processes disturb far less than a mean.
     """
-    import ray
-
     from audiogan import synth
     from audiogan.config import CPU_PRESETS, TrainConfig, load_config
+    from audiogan.connect import start_ray
     from audiogan.data import prepare
 
     if steps < 2 * window:
@@ -424,8 +425,7 @@ def bench_train(
     with tempfile.TemporaryDirectory() as scratch:
         raw, prepared = os.path.join(scratch, "raw"), os.path.join(scratch, "prepared")
         synth.synthesize(raw, clips_per_class=8, seed=0)
-        if not ray.is_initialized():
-            ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+        start_ray(dashboard=True, log_to_driver=False)  # unless the command started it
         prepare(raw, prepared, prepare_cfg, log=lambda _: None)
         for workers in worker_counts:
             log(f"bench: Ray Train, {workers} CPU worker(s), {steps} steps ...")

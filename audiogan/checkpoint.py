@@ -146,6 +146,42 @@ def newest_loadable(
     return None, None
 
 
+def locate(url: str, log: Callable[[str], None] = print) -> tuple[str, dict[str, Any]]:
+    """(folder, state) of what a user gave as CHECKPOINT: a checkpoint_XXXXXX folder, its
+    state.pt, or a run folder (its newest finished checkpoint whose bytes check out).
+
+    Raises:
+        CheckpointError: anything else, in one line that says what the path is and what to give.
+    """
+    fs, path = storage.resolve(url)
+    shown = storage.display(url)
+    give = "give a checkpoint_XXXXXX folder, or a run folder (STORAGE/NAME)"
+    try:
+        kind = fs.get_file_info(path).type
+        if kind == pafs.FileType.NotFound:
+            raise CheckpointError(f"{shown} does not exist; {give}")
+        if kind == pafs.FileType.File:
+            if path.rsplit("/", 1)[-1] != STATE_FILE:
+                raise CheckpointError(f"{shown} is a file, not a checkpoint; {give}")
+            path = path.rsplit("/", 1)[0]
+        if storage.exists(fs, storage.join(path, STATE_FILE)):
+            return path, load_from(fs, path)
+        folders = _checkpoint_folders(fs, path)
+        if not folders:
+            raise CheckpointError(
+                f"{shown} holds neither {STATE_FILE} nor checkpoint_XXXXXX folders; {give}"
+            )
+        folder, state = newest_loadable(fs, path, log=log)
+    except OSError as error:
+        raise storage.unreachable(url, error) from None
+    if state is None:
+        raise CheckpointError(
+            f"{shown} has no finished checkpoint: its {len(folders)} checkpoint folder(s) are "
+            f"unfinished or damaged (each needs {STATE_FILE} and {COMPLETE_FILE})"
+        )
+    return folder, state
+
+
 def _load(source, path: str) -> dict[str, Any]:
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)

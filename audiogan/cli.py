@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -19,6 +19,7 @@ from audiogan.config import (
     PAD_MODES,
     PRESETS_DIR,
     RECIPES,
+    ConfigError,
     PrepareConfig,
 )
 from audiogan.errors import AudioganError
@@ -28,23 +29,24 @@ def _default(cls, name: str):
     return {f.name: f.default for f in dataclasses.fields(cls)}[name]
 
 
-def _init_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
-    """Attaches to RAY_ADDRESS's cluster if set, else starts a local Ray instance (with its
-    dashboard on 127.0.0.1 only when asked).
+def _start_ray(args: argparse.Namespace, dashboard: bool = False) -> None:
+    """Joins --address's (or RAY_ADDRESS's) cluster, or starts a local Ray instance of its own.
 
     Commands that run Ray Train ask for the dashboard: it serves Ray's state API, which Ray
     Train's placement-group cleaner polls to see that a trainer has gone. Without it the cleaner
     logs a warning every few seconds of a run, and the workers of a Tune trial ASHA stopped keep
     their CPUs, so later trials wait forever."""
-    import ray
+    from audiogan.connect import start_ray
 
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1")
+    start_ray(args.address, args.num_cpus, dashboard=dashboard)
+
+
+def _in_flags(error: ConfigError, flags: dict[str, str]) -> ConfigError:
+    """The error with the config keys the user gave as options named as those options."""
+    message = str(error)
+    for key, flag in flags.items():
+        message = re.sub(rf"\b{key}\b", flag, message)
+    return ConfigError(message)
 
 
 def _stderr(message: str) -> None:
@@ -98,8 +100,26 @@ def cmd_synth(args: argparse.Namespace) -> None:
 # prepare
 
 
+# The options of prepare and the config key each one sets.
+PREPARE_FLAGS = {
+    "sample_rate_hz": "--sample-rate",
+    "clip_seconds": "--clip-seconds",
+    "crop": "--crop",
+    "pad": "--pad",
+    "trim_silence": "--trim-silence",
+    "silence_threshold_db": "--silence-threshold-db",
+    "normalize": "--normalize",
+    "max_windows": "--max-windows",
+    "labels": "--labels",
+    "verified_only": "--verified-only",
+    "seed": "--seed",
+    "batch_size": "--batch-size",
+}
+
+
 def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:
-    """Only the options given on the command line; the dataclass holds every default."""
+    """Only the options given on the command line; the dataclass holds every default. Errors
+    name the options, not the config keys behind them."""
     given = {
         "sample_rate_hz": args.sample_rate,
         "clip_seconds": args.clip_seconds,
@@ -108,39 +128,45 @@ def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:
         "trim_silence": args.trim_silence or None,
         "silence_threshold_db": args.silence_threshold_db,
         "normalize": args.normalize,
+        "max_windows": args.max_windows,
         "labels": tuple(x.strip() for x in args.labels.split(",") if x.strip())
-        if args.labels
+        if args.labels is not None
         else None,
         "verified_only": args.verified_only or None,
         "seed": args.seed,
         "batch_size": args.batch_size,
     }
-    return PrepareConfig(**{k: v for k, v in given.items() if v is not None})
+    try:
+        return PrepareConfig(**{k: v for k, v in given.items() if v is not None})
+    except ConfigError as error:
+        raise _in_flags(error, PREPARE_FLAGS) from None
 
 
 def format_prepare_summary(summary: dict) -> list[str]:
     lines = [
-        f"prepare: {summary['clips']} clips written to {summary['dest']} "
-        f"in {summary['seconds']:.1f} s ({summary['clips_per_second']} clips/s)",
+        f"prepare: {summary['clips']} clips from {summary['files_used']} files written to "
+        f"{summary['dest']} in {summary['seconds']:.1f} s ({summary['clips_per_second']} "
+        f"clips/s); {summary['entries']} entries in SOURCE",
     ]
-    width = max([len(k) for k in summary["clips_per_label"]] + [len("reject: unsafe_path")])
-    for label, count in summary["clips_per_label"].items():
-        lines.append(f"  {label:<{width}}  {count:>7}")
-    for reason, count in summary["rejects_by_reason"].items():
-        lines.append(f"  {'reject: ' + reason:<{width}}  {count:>7}")
-    for why, count in summary["skipped"].items():
-        lines.append(f"  {'skipped: ' + why:<{width}}  {count:>7}")
-    return lines
+    rows = [(label, count) for label, count in summary["clips_per_label"].items()]
+    if summary["unlabelled_clips"]:
+        rows.append(("(no label)", summary["unlabelled_clips"]))
+    rows += [(f"reject: {reason}", n) for reason, n in summary["rejects_by_reason"].items()]
+    rows += [(f"skipped: {why}", n) for why, n in summary["skipped"].items()]
+    if summary["files_cut"]:
+        rows.append(("files cut by --max-windows", summary["files_cut"]))
+    width = max(len(name) for name, _ in rows)
+    return lines + [f"  {name:<{width}}  {count:>7}" for name, count in rows]
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from audiogan import data
 
     cfg = prepare_config_from_args(args)
-    _init_ray(args.num_cpus)
-    summary = data.prepare(
-        args.source, args.dest, cfg, overwrite=args.overwrite, log=lambda m: print(m, flush=True)
-    )
+    # SOURCE, DEST and the listing are checked before Ray starts (seconds, not tens of them).
+    plan = data.plan_prepare(args.source, args.dest, cfg, overwrite=args.overwrite)
+    _start_ray(args)
+    summary = data.run_prepare(plan, log=lambda m: print(m, flush=True), verbose=args.verbose)
     _emit(summary, args.json, format_prepare_summary(summary))
 
 
@@ -152,11 +178,22 @@ def train_config_from_args(args: argparse.Namespace):
     from audiogan.config import TrainConfig, load_config, parse_overrides
 
     overrides = parse_overrides(args.overrides)
+    flags = {}
     if args.model:
-        overrides["model"] = args.model
+        overrides["model"], flags["model"] = args.model, "--model"
     if args.max_steps is not None:
-        overrides["max_steps"] = args.max_steps
-    return load_config(TrainConfig, args.config, overrides)
+        overrides["max_steps"], flags["max_steps"] = args.max_steps, "--max-steps"
+    try:
+        return load_config(TrainConfig, args.config, overrides)
+    except ConfigError as error:
+        raise _in_flags(error, flags) from None
+
+
+def _check_dataset(data_url: str) -> None:
+    """A missing or unfinished --data fails here, in a second, not after Ray has started."""
+    from audiogan.data import read_manifest
+
+    read_manifest(data_url)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -166,7 +203,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.workers < 0:
         raise AudioganError("--workers must be 0 (in-process) or more")
     spec = train.RunSpec(args.data, args.storage, args.name, args.workers, args.gpu)
-    _init_ray(args.num_cpus, dashboard=True)
+    _check_dataset(args.data)
+    _start_ray(args, dashboard=True)
     print(
         f"train: {cfg.model} ({cfg.loss}, D: {cfg.discriminator}) on {args.data}, "
         f"{args.workers or 'in-process'} "
@@ -200,7 +238,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         args.config, overrides, {key: value for key, value in flags.items() if value is not None}
     )
     spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu)
-    _init_ray(args.num_cpus, dashboard=True)
+    _check_dataset(args.data)
+    _start_ray(args, dashboard=True)
     summary = tune.run_sweep(sweep, spec, log=_stderr)
     import ray
 
@@ -324,7 +363,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip())
     overrides = parse_overrides(args.overrides)
     compare.recipe_configs(recipes, args.minutes, overrides)  # refusals before Ray starts
-    _init_ray(args.num_cpus, dashboard=True)
+    _check_dataset(args.data)
+    _start_ray(args, dashboard=True)
     result = compare.compare(
         args.data,
         args.storage,
@@ -362,7 +402,7 @@ def cmd_bench_prepare(args: argparse.Namespace) -> None:
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from audiogan import bench
 
-    _init_ray(args.num_cpus, dashboard=True)
+    _start_ray(args, dashboard=True)
     result = bench.bench_train(
         args.model,
         steps=args.steps,
@@ -415,7 +455,8 @@ def _add_preset_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
+def _add_prepare_options(parser: argparse.ArgumentParser, on_ray: bool) -> None:
+    """SOURCE and the options of a prepare job; `on_ray`: the command itself starts Ray."""
     d = lambda name: _default(PrepareConfig, name)  # noqa: E731
     parser.add_argument(
         "source",
@@ -468,6 +509,14 @@ def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
         choices=NORMALIZE_MODES,
         help=f"scale each clip by its peak or RMS (default {d('normalize')})",
     )
+    parser.add_argument(
+        "--max-windows",
+        type=int,
+        metavar="N",
+        help="--crop windows keeps at most N clips of a file, so that one long recording cannot "
+        "swamp its class; prepare lists the files it cut and the seconds left out "
+        f"(0: no limit; default {d('max_windows')})",
+    )
     parser.add_argument("--seed", type=int, help=f"seed of the random crop (default {d('seed')})")
     parser.add_argument(
         "--batch-size",
@@ -475,17 +524,24 @@ def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"files per Ray Data batch (default {d('batch_size')})",
     )
-    _add_output_options(parser, local_ray=True)
+    _add_output_options(parser, local_ray=on_ray)
 
 
 def _add_output_options(parser: argparse.ArgumentParser, local_ray: bool) -> None:
-    """--json for every command; --num-cpus for those that start a local Ray."""
+    """--json for every command; --address and --num-cpus for those that run on Ray."""
     if local_ray:
+        parser.add_argument(
+            "--address",
+            metavar="ADDR",
+            help="the Ray cluster to run on: HOST:PORT of its head (GCS), ray://HOST:PORT, or "
+            "auto (the one `ray start` last recorded on this machine). Default: RAY_ADDRESS; "
+            "with neither, a new local Ray instance of this command's own, never another's",
+        )
         parser.add_argument(
             "--num-cpus",
             type=int,
             metavar="N",
-            help="CPUs of a local Ray instance (default: all; ignored with RAY_ADDRESS)",
+            help="CPUs of a local Ray instance (default: all; ignored on a cluster)",
         )
     parser.add_argument(
         "--json", action="store_true", help="print the figures as one JSON object on the last line"
@@ -532,11 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decodes every file of SOURCE (any rate, channels and length; WAV, FLAC, "
         "OGG, MP3), mixes to mono, resamples, crops or pads to a fixed length and normalises, "
         "writing DEST/clips/*.parquet, DEST/rejects/*.parquet (files that could not be used, "
-        "with a reason) and, last, DEST/manifest.json. Runs on RAY_ADDRESS's cluster if set, "
-        "else on a local Ray instance. S3 credentials and endpoint come from the standard AWS "
-        "variables (AWS_ENDPOINT_URL for S3-compatible stores).",
+        "with a reason), DEST/cuts/*.parquet (files --max-windows kept only part of) and, last, "
+        "DEST/manifest.json. SOURCE, DEST and the options are checked before Ray starts. Runs "
+        "on the cluster of --address or RAY_ADDRESS if set, else on a new local Ray instance. "
+        "S3 credentials and endpoint come from the standard AWS variables (AWS_ENDPOINT_URL "
+        "for S3-compatible stores).",
     )
-    _add_prepare_options(prepare)
+    _add_prepare_options(prepare, on_ray=True)
     prepare.add_argument(
         "dest", metavar="DEST", help="output folder: local path or s3://bucket/prefix"
     )
@@ -544,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="replace an existing dataset at DEST (default: refuse)",
+    )
+    prepare.add_argument(
+        "--verbose",
+        action="store_true",
+        help="let audio decoders print their own messages (say, an MP3 decoder's on a broken "
+        "file); without it a bad file shows only as its reject row",
     )
     prepare.set_defaults(run=cmd_prepare)
 
@@ -750,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
         "in one process, and `audiogan prepare` end to end on Ray with 1 and 2 CPUs, on the "
         "files of SOURCE (make one with `audiogan synth`).",
     )
-    _add_prepare_options(bench_prepare)
+    _add_prepare_options(bench_prepare, on_ray=False)  # its runs start Ray of their own
     bench_prepare.add_argument(
         "--sample-files",
         type=int,

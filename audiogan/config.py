@@ -22,6 +22,8 @@ class ConfigError(AudioganError, ValueError):
 CROP_MODES = ("start", "center", "random", "windows")
 PAD_MODES = ("end", "center", "none")
 NORMALIZE_MODES = ("peak", "rms")
+# Longer than any clip a GAN here trains on (1-4 s); 60 s at 192 kHz is 46 MB a clip.
+MAX_CLIP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,9 @@ class PrepareConfig:
     rms_target_db: float = -20.0
     # Files shorter than this are rejected as too_short even when padding is allowed.
     min_source_seconds: float = 0.1
-    # Decoding stops here, so a huge or lying file cannot exhaust memory (windows, trim).
-    max_source_seconds: float = 600.0
+    # crop=windows keeps at most this many clips of a file (0: all), so that one long recording
+    # cannot swamp its class; prepare says which files were cut and by how much.
+    max_windows: int = 600
     # Only these labels (None: all).
     labels: tuple[str, ...] | None = None
     # FSDKaggle2018 only: keep rows whose label a person verified.
@@ -73,6 +76,10 @@ class PrepareConfig:
         _require(self.sample_rate_hz >= 1000, "sample_rate_hz must be at least 1000")
         _require(self.sample_rate_hz <= 192000, "sample_rate_hz must be at most 192000")
         _require(self.clip_seconds > 0, "clip_seconds must be positive")
+        _require(
+            self.clip_seconds <= MAX_CLIP_SECONDS,
+            f"clip_seconds must be at most {MAX_CLIP_SECONDS:g} (one training clip)",
+        )
         _require(self.clip_samples >= 16, "clip_seconds x sample_rate_hz gives under 16 samples")
         _require(self.crop in CROP_MODES, f"crop must be one of {', '.join(CROP_MODES)}")
         _require(self.pad in PAD_MODES, f"pad must be one of {', '.join(PAD_MODES)}")
@@ -83,14 +90,13 @@ class PrepareConfig:
         _require(0 < self.peak_target <= 1, "peak_target must be in (0, 1]")
         _require(self.rms_target_db < 0, "rms_target_db must be below 0 dBFS")
         _require(self.silence_threshold_db < 0, "silence_threshold_db must be below 0 dBFS")
+        _require(self.min_source_seconds >= 0, "min_source_seconds must be >= 0")
         _require(
-            0 <= self.min_source_seconds <= self.clip_seconds,
-            "min_source_seconds must be between 0 and clip_seconds",
+            self.clip_seconds >= self.min_source_seconds,
+            f"clip_seconds must be at least {self.min_source_seconds:g} (min_source_seconds, "
+            "the shortest sound kept)",
         )
-        _require(
-            self.max_source_seconds >= self.clip_seconds,
-            "max_source_seconds must be at least clip_seconds",
-        )
+        _require(self.max_windows >= 0, "max_windows must be >= 0 (0: no limit)")
         _require(self.batch_size >= 1, "batch_size must be at least 1")
         _require(self.whole_file_max_bytes >= 0, "whole_file_max_bytes must be >= 0")
         _require(self.resample_filter_width >= 4, "resample_filter_width must be at least 4")

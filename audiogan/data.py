@@ -8,11 +8,13 @@ runs on a laptop or a multi-node cluster.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
 import posixpath
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,7 +29,7 @@ import pyarrow.parquet as pq
 import ray
 
 from audiogan import __version__, storage
-from audiogan.audio import Rejected, clips_from_file, resample_source_rate
+from audiogan.audio import Rejected, clips_from_file, decoder_output_hidden, resample_source_rate
 from audiogan.config import PrepareConfig, from_dict, to_dict
 from audiogan.errors import AudioganError
 
@@ -51,6 +53,7 @@ FSD_AUDIO = "audio_train"
 MANIFEST = "manifest.json"
 CLIPS = "clips"
 REJECTS = "rejects"
+CUTS = "cuts"
 # Marks a storage failure inside a task, so Ray Data retries the block (STORAGE_RETRIES times,
 # with backoff) and the driver can tell it from a bug.
 STORAGE_FAILURE = "audiogan storage failure"
@@ -66,6 +69,15 @@ CLIP_PARQUET_OPTIONS = {
 
 REJECT_SCHEMA = pa.schema(
     [("source", pa.string()), ("reason", pa.string()), ("detail", pa.string())]
+)
+# Files crop=windows kept only part of (max_windows): how long they are, what was left out.
+CUT_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("source_seconds", pa.float64()),
+        ("windows", pa.int32()),
+        ("seconds_left_out", pa.float64()),
+    ]
 )
 
 
@@ -91,60 +103,136 @@ class PrepareError(AudioganError):
 
 @dataclass
 class Listing:
-    """What the driver found in SOURCE before any audio is read."""
+    """What the driver found in SOURCE before any audio is read.
+
+    Every entry of SOURCE (a train.csv row, or a name in the tree) is in exactly one place: a
+    file to read, a reject row, or a count in `skipped` with its reason."""
 
     layout: str  # "fsd" or "tree"
     files: list[dict] = field(default_factory=list)  # path, source, label, size_bytes
     rejects: list[dict] = field(default_factory=list)  # rows of REJECT_SCHEMA
-    skipped: Counter = field(default_factory=Counter)  # why rows or files were left out
+    skipped: Counter = field(default_factory=Counter)  # why entries were left out
+    available_labels: set[str] = field(default_factory=set)  # before the --labels filter
 
     @property
     def labels(self) -> list[str]:
         return sorted({f["label"] for f in self.files if f["label"] is not None})
+
+    @property
+    def entries(self) -> int:
+        return len(self.files) + len(self.rejects) + sum(self.skipped.values())
+
+    def reject(self, source: str, reason: str, detail: str) -> None:
+        self.rejects.append({"source": source, "reason": reason, "detail": detail})
 
 
 # ---------------------------------------------------------------------------------------------
 # Listing (driver side, no audio read)
 
 
-def _list_files(fs: pafs.FileSystem, root: str, skipped: Counter) -> dict[str, int]:
-    """Relative path -> size for every file under root (sorted by path), in one listing.
+@dataclass(frozen=True)
+class _Found:
+    """What a name in SOURCE turned out to be: a regular file (its size, and its real path
+    relative to SOURCE, which two names of one file share), or why it is none."""
 
-    On a local disk a file reachable twice (a folder link, a link loop) is kept once, under
-    the first of its names in sorted order, and counted in skipped["same_file_twice"].
+    kind: str  # "file", or a reject reason: missing, not_a_file, broken_link, link_loop, ...
+    detail: str = ""
+    size_bytes: int = 0
+    real: str = ""
+
+
+def _what_is_local(root_real: str, path: str) -> _Found:
+    """Looks at a local name without opening it: links are followed, and judged."""
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return _Found("missing", "no such file")
+    if stat.S_ISLNK(info.st_mode):
+        target = os.readlink(path)
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return _Found("broken_link", f"a link to {target}, which does not exist")
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return _Found("link_loop", f"a link to {target} that leads back to itself")
+            return _Found("broken_link", f"a link to {target} that cannot be followed")
+    real = os.path.realpath(path)
+    if os.path.commonpath([root_real, real]) != root_real:
+        return _Found("unsafe_path", "a link that leads outside SOURCE")
+    if not stat.S_ISREG(info.st_mode):
+        what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        if stat.S_ISFIFO(info.st_mode):
+            what = "a named pipe (FIFO)"
+        elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
+            what = "a device"
+        elif stat.S_ISSOCK(info.st_mode):
+            what = "a socket"
+        return _Found("not_a_file", what)
+    return _Found("file", size_bytes=info.st_size, real=os.path.relpath(real, root_real))
+
+
+def _walk_local(root: str, listing: Listing) -> list[tuple[str, _Found]]:
+    """(relative name, what it is) for every audio-named entry under a local root, sorted.
+
+    Folders are walked without following links to folders: a link to a folder inside SOURCE
+    is counted (its files are listed under their own names), one to a folder outside SOURCE
+    is a reject. Hidden entries (.name) and names without an audio extension are counted.
     """
+    root_real = os.path.realpath(root)
+    found, folders = [], [""]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = sorted(os.scandir(os.path.join(root, folder)), key=lambda e: e.name)
+        except OSError as error:
+            listing.reject(folder or ".", "not_a_file", f"a folder that cannot be listed: {error}")
+            continue
+        for entry in entries:
+            relative = f"{folder}/{entry.name}" if folder else entry.name
+            if entry.name.startswith("."):
+                listing.skipped["hidden"] += 1
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append(relative)
+            elif entry.is_symlink() and os.path.isdir(entry.path):
+                real = os.path.realpath(entry.path)
+                if os.path.commonpath([root_real, real]) == root_real:
+                    listing.skipped["link_to_a_folder_inside"] += 1
+                else:
+                    listing.reject(relative, "unsafe_path", "a link to a folder outside SOURCE")
+            elif not entry.name.lower().endswith(AUDIO_EXTENSIONS):
+                listing.skipped["not_audio"] += 1
+            else:
+                found.append((relative, _what_is_local(root_real, entry.path)))
+    return sorted(found)
+
+
+def _list_store(fs: pafs.FileSystem, root: str) -> tuple[dict[str, int], set[str]]:
+    """(relative path -> size of every object under root, relative folder names) on a store
+    without links (S3)."""
     selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
     prefix = root.rstrip("/") + "/"
-    infos = sorted(
-        (info for info in fs.get_file_info(selector) if info.type == pafs.FileType.File),
-        key=lambda info: info.path,
-    )
-    files: dict[str, int] = {}
-    seen: set[str] = set()
-    for info in infos:
-        if isinstance(fs, pafs.LocalFileSystem):
-            real = os.path.realpath(info.path)
-            if real in seen:
-                continue
-            seen.add(real)
-        files[info.path[len(prefix) :]] = info.size
-    if len(infos) > len(files):
-        skipped["same_file_twice"] = len(infos) - len(files)
-    return files
+    files, folders = {}, set()
+    for info in fs.get_file_info(selector):
+        if info.type == pafs.FileType.File:
+            files[info.path[len(prefix) :]] = info.size
+        elif info.type == pafs.FileType.Directory:
+            folders.add(info.path[len(prefix) :])
+    return dict(sorted(files.items())), folders
 
 
-def _escape_check(fs: pafs.FileSystem, root: str) -> Callable[[str], bool]:
-    """A test for `relative`: is it a local link that resolves outside the dataset root? (Only
-    a local disk has links; the root is resolved once.)"""
-    if not isinstance(fs, pafs.LocalFileSystem):
-        return lambda relative: False
-    real_root = os.path.realpath(root)
-
-    def escapes(relative: str) -> bool:
-        real = os.path.realpath(os.path.join(root, relative))
-        return os.path.commonpath([real_root, real]) != real_root
-
-    return escapes
+def _keep_once(named: list[tuple[str, _Found, dict]], listing: Listing) -> list[dict]:
+    """One file per real file: of its names, the one that is no link (the file's real place),
+    else the first; the other names are counted as same_file_twice."""
+    chosen: dict[str, tuple[str, _Found, dict]] = {}
+    for name, found, item in named:
+        best = chosen.get(found.real)
+        if best is None or (name == found.real and best[0] != found.real):
+            chosen[found.real] = (name, found, item)
+    if len(named) > len(chosen):
+        listing.skipped["same_file_twice"] += len(named) - len(chosen)
+    kept = {id(item) for _, _, item in chosen.values()}
+    return [item for _, _, item in named if id(item) in kept]
 
 
 def safe_relative_path(folder: str, name: str) -> str | None:
@@ -162,7 +250,7 @@ def _parse_verified(value: str | None) -> bool:
 
 
 def list_fsd(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
-    """Rows of an FSDKaggle2018 train.csv, matched against the files in audio_train/."""
+    """Rows of an FSDKaggle2018 train.csv, each looked up in audio_train/ under its own name."""
     listing = Listing("fsd")
     text = storage.read_bytes(fs, storage.join(root, FSD_CSV)).decode("utf-8-sig")
     reader = csv.DictReader(io.StringIO(text))
@@ -172,46 +260,53 @@ def list_fsd(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
             f"{FSD_CSV} lacks the column(s) {', '.join(sorted(missing_columns))}; "
             "expected fname,label,manually_verified"
         )
-    present = _list_files(fs, storage.join(root, FSD_AUDIO), listing.skipped)
-    escapes = _escape_check(fs, root)
+    local = isinstance(fs, pafs.LocalFileSystem)
+    root_real = os.path.realpath(root) if local else ""
+    store_files, store_folders = ({}, set()) if local else _list_store(fs, root)
     wanted = set(cfg.labels) if cfg.labels else None
     seen: set[str] = set()
+    named: list[tuple[str, _Found, dict]] = []
     for row in reader:
         fname, label = (row.get("fname") or "").strip(), (row.get("label") or "").strip() or None
+        if label is not None:
+            listing.available_labels.add(label)
         if wanted is not None and label not in wanted:
             listing.skipped["label_filter"] += 1
             continue
         if cfg.verified_only and not _parse_verified(row.get("manually_verified")):
             listing.skipped["unverified"] += 1
             continue
+        if not fname:
+            listing.reject(f"{FSD_CSV}:{reader.line_num}", "bad_row", "a row with no fname")
+            continue
         relative = safe_relative_path(FSD_AUDIO, fname)
-        if relative is None or escapes(relative):
-            listing.rejects.append(
-                {"source": fname, "reason": "unsafe_path", "detail": "path leaves the dataset root"}
-            )
+        if relative is None:
+            listing.reject(fname, "unsafe_path", f"the path leaves {FSD_AUDIO}/")
             continue
         if relative in seen:
             listing.skipped["duplicate_row"] += 1
             continue
         seen.add(relative)
-        inner = relative[len(FSD_AUDIO) + 1 :]
-        if inner not in present:
-            listing.rejects.append(
-                {
-                    "source": relative,
-                    "reason": "missing",
-                    "detail": f"{FSD_CSV} names a missing file",
-                }
-            )
+        if local:
+            found = _what_is_local(root_real, os.path.join(root, relative))
+        elif relative in store_files:
+            found = _Found("file", size_bytes=store_files[relative], real=relative)
+        elif relative in store_folders:
+            found = _Found("not_a_file", "a folder")
+        else:
+            found = _Found("missing", "no such file")
+        if found.kind != "file":
+            detail = f"{FSD_CSV} names a file that is not there" if found.kind == "missing" else ""
+            listing.reject(relative, found.kind, detail or found.detail)
             continue
-        listing.files.append(
-            {
-                "path": storage.join(root, relative),
-                "source": relative,
-                "label": label,
-                "size_bytes": present[inner],
-            }
-        )
+        item = {
+            "path": storage.join(root, relative),
+            "source": relative,
+            "label": label,
+            "size_bytes": found.size_bytes,
+        }
+        named.append((relative, found, item))
+    listing.files = _keep_once(named, listing)
     return listing
 
 
@@ -220,36 +315,38 @@ def list_tree(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
     if cfg.verified_only:
         raise PrepareError("--verified-only needs an FSDKaggle2018 root (train.csv)")
     listing = Listing("tree")
-    wanted = set(cfg.labels) if cfg.labels else None
-    escapes = _escape_check(fs, root)
-    for relative, size in _list_files(fs, root, listing.skipped).items():
+    if isinstance(fs, pafs.LocalFileSystem):
+        found = _walk_local(root, listing)
+    else:
+        files, _ = _list_store(fs, root)
+        found = []
+        for relative, size in files.items():
+            if any(part.startswith(".") for part in relative.split("/")):
+                listing.skipped["hidden"] += 1
+            elif not relative.lower().endswith(AUDIO_EXTENSIONS):
+                listing.skipped["not_audio"] += 1
+            else:
+                found.append((relative, _Found("file", size_bytes=size, real=relative)))
+    named: list[tuple[str, _Found, dict]] = []
+    for relative, what in found:
+        if what.kind != "file":
+            listing.reject(relative, what.kind, what.detail)
+            continue
         parts = relative.split("/")
-        if any(part.startswith(".") for part in parts):
-            continue
-        if not relative.lower().endswith(AUDIO_EXTENSIONS):
-            listing.skipped["not_audio"] += 1
-            continue
-        label = parts[0] if len(parts) > 1 else None
-        if wanted is not None and label not in wanted:
-            listing.skipped["label_filter"] += 1
-            continue
-        if escapes(relative):
-            listing.rejects.append(
-                {
-                    "source": relative,
-                    "reason": "unsafe_path",
-                    "detail": "link leaves the dataset root",
-                }
-            )
-            continue
-        listing.files.append(
-            {
-                "path": storage.join(root, relative),
-                "source": relative,
-                "label": label,
-                "size_bytes": size,
-            }
-        )
+        item = {
+            "path": storage.join(root, relative),
+            "source": relative,
+            "label": parts[0] if len(parts) > 1 else None,
+            "size_bytes": what.size_bytes,
+        }
+        named.append((relative, what, item))
+    # A file with several names is used under its real place, which gives its label.
+    files = _keep_once(named, listing)
+    listing.available_labels = {f["label"] for f in files if f["label"] is not None}
+    wanted = set(cfg.labels) if cfg.labels else None
+    listing.files = [f for f in files if wanted is None or f["label"] in wanted]
+    if len(files) > len(listing.files):
+        listing.skipped["label_filter"] += len(files) - len(listing.files)
     return listing
 
 
@@ -259,6 +356,13 @@ def list_source(fs: pafs.FileSystem, root: str, cfg: PrepareConfig, url: str) ->
         raise PrepareError(f"SOURCE {storage.display(url)} is a file; give the dataset's folder")
     is_fsd = storage.exists(fs, storage.join(root, FSD_CSV))
     listing = list_fsd(fs, root, cfg) if is_fsd else list_tree(fs, root, cfg)
+    unknown = sorted(set(cfg.labels or ()) - listing.available_labels)
+    if unknown:
+        known = ", ".join(sorted(listing.available_labels)) or "none"
+        raise PrepareError(
+            f"--labels {','.join(unknown)}: not a label of SOURCE {storage.display(url)} "
+            f"(its labels: {known})"
+        )
     if not listing.files and not listing.rejects:
         what = "rows matching the filters" if is_fsd else "audio files"
         raise PrepareError(f"SOURCE {storage.display(url)} holds no {what}")
@@ -283,9 +387,11 @@ def process_files(
     cfg: PrepareConfig,
     label_ids: dict[str, int],
     timings: dict[str, float] | None = None,
-) -> tuple[list[dict], list[dict]]:
-    """Turns a list of source files into (clip rows, reject rows); one bad file never stops it."""
-    clips, rejects = [], []
+    quiet: bool = True,
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Turns a list of source files into (clip rows, reject rows, cut rows: files `max_windows`
+    cut short); one bad file never stops it. `quiet` hides what decoders print to stderr."""
+    clips, rejects, cuts = [], [], []
     for item in files:
         source = item["source"]
         try:
@@ -296,7 +402,7 @@ def process_files(
                 raise Rejected("missing", "the file disappeared after listing") from None
             if timings is not None:
                 timings["read"] = timings.get("read", 0.0) + time.perf_counter() - start
-            with handle:
+            with handle, decoder_output_hidden(quiet):
                 decoded = clips_from_file(handle, item["size_bytes"], cfg, source, timings)
         except Rejected as rejected:
             rejects.append({"source": source, "reason": rejected.reason, "detail": rejected.detail})
@@ -313,6 +419,15 @@ def process_files(
             detail = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
             rejects.append({"source": source, "reason": "decode_error", "detail": detail})
             continue
+        if decoded.seconds_left_out:
+            cuts.append(
+                {
+                    "source": source,
+                    "source_seconds": decoded.source_seconds,
+                    "windows": len(decoded.clips),
+                    "seconds_left_out": decoded.seconds_left_out,
+                }
+            )
         label = item["label"]
         for window, audio in decoded.clips:
             clips.append(
@@ -327,7 +442,7 @@ def process_files(
                     "audio": audio,
                 }
             )
-    return clips, rejects
+    return clips, rejects, cuts
 
 
 def clips_table(clips: list[dict], clip_samples: int) -> pa.Table:
@@ -345,8 +460,11 @@ def clips_table(clips: list[dict], clip_samples: int) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_rejects(fs: pafs.FileSystem, folder: str, rows: list[dict], name: str) -> None:
-    table = pa.Table.from_pylist(rows, schema=REJECT_SCHEMA)
+def write_rows(
+    fs: pafs.FileSystem, folder: str, rows: list[dict], name: str, schema: pa.Schema
+) -> None:
+    """One small Parquet file of rejects or cuts."""
+    table = pa.Table.from_pylist(rows, schema=schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     storage.write_bytes(fs, storage.join(folder, name), sink.getvalue().to_pybytes())
@@ -362,17 +480,20 @@ def _prepare_block(
     fs: pafs.FileSystem,
     cfg_dict: dict,
     label_ids: dict[str, int],
-    rejects_dir: str,
-    rejects_fs: pafs.FileSystem,
+    dest_root: str,
+    dest_fs: pafs.FileSystem,
+    quiet: bool,
 ) -> pa.Table:
     cfg = from_dict(PrepareConfig, cfg_dict)
     files = batch.to_pylist()
     try:
-        clips, rejects = process_files(files, fs, cfg, label_ids)
-        if rejects:
-            # Named by content, so a retried task rewrites the same file instead of adding one.
-            digest = hashlib.sha1("\n".join(f["source"] for f in files).encode()).hexdigest()[:16]
-            write_rejects(rejects_fs, rejects_dir, rejects, f"part-{digest}.parquet")
+        clips, rejects, cuts = process_files(files, fs, cfg, label_ids, quiet=quiet)
+        # Named by content, so a retried task rewrites the same file instead of adding one.
+        digest = hashlib.sha1("\n".join(f["source"] for f in files).encode()).hexdigest()[:16]
+        for rows, folder, schema in ((rejects, REJECTS, REJECT_SCHEMA), (cuts, CUTS, CUT_SCHEMA)):
+            if rows:
+                folder_path = storage.join(dest_root, folder)
+                write_rows(dest_fs, folder_path, rows, f"part-{digest}.parquet", schema)
     except OSError as error:
         raise _storage_error_in_task(error) from None
     return clips_table(clips, cfg.clip_samples)
@@ -382,28 +503,32 @@ def _prepare_block(
 # The driver
 
 
-def _read_column_counts(fs: pafs.FileSystem, folder: str, column: str) -> Counter:
+def _read_columns(fs: pafs.FileSystem, folder: str, columns: list[str]) -> pa.Table | None:
     if not storage.exists(fs, folder):
-        return Counter()
-    dataset = pads.dataset(folder, filesystem=fs, format="parquet")
-    values = dataset.to_table(columns=[column]).column(column).to_pylist()
-    return Counter(values)
+        return None
+    return pads.dataset(folder, filesystem=fs, format="parquet").to_table(columns=columns)
 
 
-def prepare(
-    source_url: str,
-    dest_url: str,
-    cfg: PrepareConfig,
-    overwrite: bool = False,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Runs the whole prepare job and returns its summary (also the manifest's counts).
+@dataclass
+class Plan:
+    """A prepare job checked and listed, before Ray starts: nothing is written yet."""
+
+    source_url: str
+    dest_url: str
+    cfg: PrepareConfig
+    overwrite: bool
+    listing: Listing
+
+
+def plan_prepare(
+    source_url: str, dest_url: str, cfg: PrepareConfig, overwrite: bool = False
+) -> Plan:
+    """Everything prepare can check without Ray: SOURCE and DEST, the options, the listing.
 
     Raises:
-        PrepareError: a bad SOURCE or DEST, or no usable clip; DEST then has no manifest.
+        PrepareError: a bad SOURCE or DEST (nothing is written or deleted).
         storage.StorageError: the store cannot be reached.
     """
-    started = time.perf_counter()
     src_fs, src_root = storage.resolve(source_url)
     dst_fs, dst_root = storage.resolve(dest_url)
     _check_job(source_url, dest_url, src_root, dst_root, cfg)
@@ -414,7 +539,50 @@ def prepare(
     except OSError as error:
         raise storage.unreachable(source_url, error) from error
     try:
-        _claim_destination(dst_fs, dst_root, dest_url, overwrite)
+        if dst_fs.get_file_info(dst_root).type == pafs.FileType.File:
+            raise PrepareError(f"DEST {storage.display(dest_url)} is a file; give a folder")
+        if storage.is_nonempty_dir(dst_fs, dst_root) and not overwrite:
+            raise PrepareError(
+                f"DEST {storage.display(dest_url)} exists and is not empty; pass --overwrite to "
+                "replace it"
+            )
+    except OSError as error:
+        raise storage.unreachable(dest_url, error) from error
+    return Plan(source_url, dest_url, cfg, overwrite, listing)
+
+
+def prepare(
+    source_url: str,
+    dest_url: str,
+    cfg: PrepareConfig,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    verbose: bool = False,
+) -> dict:
+    """Runs the whole prepare job (plan_prepare, then run_prepare) and returns its summary."""
+    return run_prepare(plan_prepare(source_url, dest_url, cfg, overwrite), log, verbose)
+
+
+def run_prepare(plan: Plan, log: Callable[[str], None] = print, verbose: bool = False) -> dict:
+    """Reads, decodes and writes the planned job on Ray; returns its summary (also the
+    manifest's counts). `verbose` lets decoders' own messages through to the console.
+
+    Raises:
+        PrepareError: no usable clip, or local paths on a cluster; DEST then has no manifest.
+        storage.StorageError: the store cannot be reached.
+    """
+    started = time.perf_counter()
+    source_url, dest_url, cfg, listing = plan.source_url, plan.dest_url, plan.cfg, plan.listing
+    src_fs, src_root = storage.resolve(source_url)
+    dst_fs, dst_root = storage.resolve(dest_url)
+    local = [url for url in (source_url, dest_url) if not storage.is_s3(url)]
+    if local and ray.is_initialized() and sum(n["Alive"] for n in ray.nodes()) > 1:
+        raise PrepareError(
+            f"{storage.display(local[0])} is a local path, but this Ray cluster has several "
+            "nodes that do not share it: use s3:// for SOURCE and DEST"
+        )
+    try:
+        _claim_destination(dst_fs, dst_root, dest_url, plan.overwrite)
     except OSError as error:
         raise storage.unreachable(dest_url, error) from error
 
@@ -428,7 +596,7 @@ def prepare(
     rejects_dir = storage.join(dst_root, REJECTS)
     clips_dir = storage.join(dst_root, CLIPS)
     if listing.rejects:
-        write_rejects(dst_fs, rejects_dir, listing.rejects, "part-listing.parquet")
+        write_rows(dst_fs, rejects_dir, listing.rejects, "part-listing.parquet", REJECT_SCHEMA)
 
     if listing.files:
         files = pa.Table.from_pylist(listing.files)
@@ -451,8 +619,9 @@ def prepare(
                 "fs": src_fs,
                 "cfg_dict": to_dict(cfg),
                 "label_ids": label_ids,
-                "rejects_dir": rejects_dir,
-                "rejects_fs": dst_fs,
+                "dest_root": dst_root,
+                "dest_fs": dst_fs,
+                "quiet": not verbose,
             },
         )
         try:
@@ -467,21 +636,31 @@ def prepare(
         except OSError as error:
             raise storage.unreachable(dest_url, error) from error
 
-    clip_labels = _read_column_counts(dst_fs, clips_dir, "label")
-    reject_reasons = _read_column_counts(dst_fs, rejects_dir, "reason")
+    clip_rows = _read_columns(dst_fs, clips_dir, ["label", "source"])
+    reject_rows = _read_columns(dst_fs, rejects_dir, ["reason"])
+    cut_rows = _read_columns(dst_fs, storage.join(dst_root, CUTS), CUT_SCHEMA.names)
+    clip_labels = Counter(clip_rows.column("label").to_pylist() if clip_rows else [])
+    reject_reasons = Counter(reject_rows.column("reason").to_pylist() if reject_rows else [])
+    cuts = sorted(cut_rows.to_pylist(), key=lambda row: row["source"]) if cut_rows else []
     seconds = time.perf_counter() - started
     clips = sum(clip_labels.values())
     summary = {
         "dest": storage.display(dest_url),
         "clips": clips,
-        "clips_per_label": {str(k): v for k, v in sorted(clip_labels.items(), key=str)},
-        "files": len(listing.files) + len(listing.rejects),
+        "clips_per_label": dict(sorted((k, v) for k, v in clip_labels.items() if k is not None)),
+        "unlabelled_clips": clip_labels.get(None, 0),
+        "entries": listing.entries,
+        "files_used": len(set(clip_rows.column("source").to_pylist())) if clip_rows else 0,
         "rejects": sum(reject_reasons.values()),
         "rejects_by_reason": dict(sorted(reject_reasons.items())),
-        "skipped": dict(listing.skipped),
+        "skipped": dict(sorted(listing.skipped.items())),
+        "files_cut": len(cuts),
+        "seconds_left_out": round(sum(row["seconds_left_out"] for row in cuts), 3),
         "seconds": round(seconds, 3),
         "clips_per_second": round(clips / seconds, 2) if seconds > 0 else None,
     }
+    if cuts:
+        log(_cuts_message(cuts, cfg))
     if clips == 0:
         raise PrepareError(
             f"no usable clip in {storage.display(source_url)}: {summary['rejects']} files "
@@ -501,11 +680,17 @@ def prepare(
         "pad": cfg.pad,
         "trim_silence": cfg.trim_silence,
         "normalize": cfg.normalize,
+        "max_windows": cfg.max_windows,
         "labels": labels,
         "counts": {
             "clips": clips,
             "per_label": summary["clips_per_label"],
-            "files": summary["files"],
+            "unlabelled": summary["unlabelled_clips"],
+            "entries": summary["entries"],
+            "files_used": summary["files_used"],
+            "skipped": summary["skipped"],
+            "files_cut": summary["files_cut"],
+            "seconds_left_out": summary["seconds_left_out"],
         },
         "rejects": summary["rejects_by_reason"],
         "config": to_dict(cfg),
@@ -515,6 +700,21 @@ def prepare(
         dst_fs, storage.join(dst_root, MANIFEST), json.dumps(manifest, indent=2).encode()
     )
     return summary
+
+
+def _cuts_message(cuts: list[dict], cfg: PrepareConfig) -> str:
+    """One line: which files --max-windows cut short, and how much of them is left out."""
+    total = sum(row["seconds_left_out"] for row in cuts)
+    shown = ", ".join(
+        f"{row['source']} ({row['source_seconds']:,.0f} s, {row['seconds_left_out']:,.0f} s left)"
+        for row in cuts[:3]
+    )
+    more = f" and {len(cuts) - 3} more" if len(cuts) > 3 else ""
+    return (
+        f"prepare: {len(cuts)} file(s) had sound past --max-windows {cfg.max_windows} "
+        f"({cfg.max_windows} clips of {cfg.clip_seconds:g} s), {total:,.0f} s left out in all: "
+        f"{shown}{more}; --max-windows 0 keeps every window (listed in {CUTS}/)"
+    )
 
 
 def storage_failure(error: BaseException) -> str | None:
@@ -530,19 +730,17 @@ def storage_failure(error: BaseException) -> str | None:
 
 
 def _check_job(source_url: str, dest_url: str, src_root: str, dst_root: str, cfg) -> None:
-    """Refusals that need no file read: overlapping folders, local paths on a cluster, a rate."""
+    """Refusals that need no file read: overlapping folders (links resolved), a rate."""
     if storage.is_s3(source_url) == storage.is_s3(dest_url):
-        inside = (src_root + "/").startswith(dst_root + "/") or (dst_root + "/").startswith(
-            src_root + "/"
-        )
-        if inside:
-            raise PrepareError("DEST must not be SOURCE, nor inside it, nor contain it")
-    local = [url for url in (source_url, dest_url) if not storage.is_s3(url)]
-    if local and ray.is_initialized() and sum(n["Alive"] for n in ray.nodes()) > 1:
-        raise PrepareError(
-            f"{storage.display(local[0])} is a local path, but this Ray cluster has several "
-            "nodes that do not share it: use s3:// for SOURCE and DEST"
-        )
+        pairs = [(src_root, dst_root)]
+        if not storage.is_s3(source_url):
+            pairs.append((os.path.realpath(src_root), os.path.realpath(dst_root)))
+        for src, dst in pairs:
+            if (src + "/").startswith(dst + "/") or (dst + "/").startswith(src + "/"):
+                raise PrepareError(
+                    "DEST must not be SOURCE, nor inside it, nor contain it"
+                    + ("" if src == src_root and dst == dst_root else " (links resolved)")
+                )
     for common_hz in (44100, 48000):
         try:
             resample_source_rate(common_hz, cfg.sample_rate_hz)
@@ -561,14 +759,31 @@ def _claim_destination(fs: pafs.FileSystem, root: str, url: str, overwrite: bool
             f"DEST {storage.display(url)} exists and is not empty; pass --overwrite to replace it"
         )
     # The manifest goes first, so an interrupted overwrite never looks like a finished dataset.
-    for name in (MANIFEST, CLIPS, REJECTS):
+    for name in (MANIFEST, CLIPS, REJECTS, CUTS):
         storage.delete(fs, storage.join(root, name))
 
 
 def read_manifest(dest_url: str) -> dict:
     """The manifest of a finished dataset; raises PrepareError for an unfinished one."""
     fs, root = storage.resolve(dest_url)
-    path = storage.join(root, MANIFEST)
-    if not storage.exists(fs, path):
-        raise PrepareError(f"{storage.display(dest_url)} has no {MANIFEST}: not a finished dataset")
-    return json.loads(storage.read_bytes(fs, path))
+    shown = storage.display(dest_url)
+    try:
+        kind = fs.get_file_info(root).type
+        if kind != pafs.FileType.Directory:
+            what = "does not exist" if kind == pafs.FileType.NotFound else "is a file"
+            raise PrepareError(f"{shown} {what}; give a dataset folder (audiogan prepare DEST)")
+        path = storage.join(root, MANIFEST)
+        if not storage.exists(fs, path):
+            raise PrepareError(
+                f"{shown} has no {MANIFEST}: not a dataset, or one whose prepare did not finish"
+            )
+        text = storage.read_bytes(fs, path)
+    except OSError as error:
+        raise storage.unreachable(dest_url, error) from None
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        raise PrepareError(f"{shown}/{MANIFEST} is damaged (not JSON)") from None
+    if not isinstance(manifest, dict) or "clip_samples" not in manifest:
+        raise PrepareError(f"{shown}/{MANIFEST} is not an audiogan dataset manifest")
+    return manifest

@@ -20,9 +20,11 @@ import io
 from collections.abc import Callable
 
 import numpy as np
+import pyarrow.fs as pafs
 import soundfile as sf
 
 from audiogan import evaluator, metrics, storage
+from audiogan.data import read_manifest
 from audiogan.errors import AudioganError
 
 # The training split's clips fitted for the Frechet references, at most this many (memory).
@@ -36,6 +38,10 @@ def read_samples(url: str, sample_rate_hz: int, clip_samples: int, n: int) -> np
     prepare does. Anything unreadable is an error naming the file.
     """
     fs, root = storage.resolve(url)
+    kind = fs.get_file_info(root).type
+    if kind != pafs.FileType.Directory:
+        what = "does not exist" if kind == pafs.FileType.NotFound else "is a file"
+        raise AudioganError(f"--samples {storage.display(url)} {what}; give a folder of WAVs")
     names = [
         info.path
         for info in storage.list_folder(fs, root)
@@ -90,6 +96,7 @@ def evaluate(
         raise AudioganError("give exactly one of --checkpoint and --samples")
     if n < 2:
         raise AudioganError("--n must be at least 2")
+    read_manifest(data_url)  # a --data that is no dataset is named as such, first
     classifier_url = evaluator_url or storage.join(data_url, evaluator.DEFAULT_DIR)
     classifier, about = evaluator.load(classifier_url)
     if clips is None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from torch import nn
@@ -251,6 +252,11 @@ def load(url: str) -> tuple[Classifier, dict]:
     """A saved classifier (a folder holding state.pt, or the file), loaded weights_only."""
     fs, path = storage.resolve(url)
     if not path.endswith(".pt"):
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            raise EvaluatorError(
+                f"{storage.display(url)} is a file, not a classifier (a folder with {STATE_FILE}"
+                ", or the .pt file itself)"
+            )
         path = storage.join(path, STATE_FILE)
     if not storage.exists(fs, path):
         raise EvaluatorError(

@@ -16,14 +16,8 @@ from audiogan.step import sample_latent
 def load_generator(checkpoint_url: str) -> tuple[torch.nn.Module, TrainConfig, dict]:
     """(the EMA generator, or G, in eval mode; its config; the checkpoint state) from a
     checkpoint folder or a run folder (its newest checkpoint), local or S3."""
-    fs, path = storage.resolve(checkpoint_url)
-    if storage.exists(fs, storage.join(path, checkpoint.STATE_FILE)):
-        state = checkpoint.load_from(fs, path)
-    else:  # a run folder: its newest finished checkpoint whose bytes check out
-        stderr = lambda message: print(message, file=sys.stderr)  # noqa: E731
-        _, state = checkpoint.newest_loadable(fs, path, log=stderr)
-        if state is None:
-            raise checkpoint.CheckpointError(f"no checkpoint at {storage.display(checkpoint_url)}")
+    stderr = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    _, state = checkpoint.locate(checkpoint_url, log=stderr)
     cfg = from_dict(TrainConfig, state["config"])
     dataset = state["dataset"]
     generator, _ = models.build(

@@ -95,14 +95,27 @@ def one_second_clips(ray_session, synth_root, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """The one Ray instance of the test session (2 CPUs, no dashboard)."""
+    """The one Ray instance of the test session: local (whatever RAY_ADDRESS says), 2 CPUs."""
     import ray
 
+    from audiogan.connect import start_ray
+
     # With the dashboard (127.0.0.1): Ray Train frees a stopped Tune trial's workers through
-    # its state API (see audiogan/cli.py cmd_tune).
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    # its state API (see audiogan/cli.py _start_ray).
+    start_ray("local", num_cpus=2, dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def ray_tmpdir_with_a_recorded_cluster(address: str) -> Path:
+    """A RAY_TMPDIR whose ray/ray_current_cluster names `address`, as `ray start` leaves it (and
+    leaves it still after its head is killed). Short, for Ray's socket paths."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="raytmp-", dir="/tmp"))
+    (folder / "ray").mkdir()
+    (folder / "ray" / "ray_current_cluster").write_text(address)
+    return folder
 
 
 def die_with_parent() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import itertools
+import os
 import struct
 import subprocess
 import sys
@@ -75,14 +77,14 @@ def test_read_mono_averages_channels_block_by_block():
     left, right = tone(300, 2.0, 8000), tone(700, 2.0, 8000)
     data = encode(np.stack([left, right], axis=1), 8000, subtype="FLOAT")
     sound = audio.open_audio(io.BytesIO(data))
-    mono = audio.read_mono(sound, 0, 10**9)  # far more than the file holds
+    mono = audio.read_mono(sound, 10**9)  # far more than the file holds
     np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-6)
 
 
 def test_pcm16_fast_path_equals_libsndfile_float_conversion():
     x = tone(440, 0.5, 16000, amplitude=0.9)
     data = encode(x, 16000, subtype="PCM_16")
-    ours = audio.read_mono(audio.open_audio(io.BytesIO(data)), 0, 8000)
+    ours = audio.read_mono(audio.open_audio(io.BytesIO(data)), 8000)
     theirs, _ = sf.read(io.BytesIO(data), dtype="float32")
     np.testing.assert_array_equal(ours, theirs)
 
@@ -95,20 +97,6 @@ def test_wav_truncation_is_spotted_from_the_header():
     assert (
         audio.container_truncation(b"fLaC" + b"\0" * 40, 44) is None
     )  # not a WAV: not its business
-
-
-def test_crop_offsets():
-    assert audio.crop_offsets(100, 40, "start") == [0]
-    assert audio.crop_offsets(100, 40, "center") == [30]
-    assert audio.crop_offsets(30, 40, "center") == [0]
-    assert audio.crop_offsets(100, 40, "windows") == [0, 40, 80]  # tail of 20 = half a clip: kept
-    assert audio.crop_offsets(119, 40, "windows") == [0, 40, 80]
-    assert audio.crop_offsets(90, 40, "windows") == [0, 40]  # tail 10 < 20: dropped
-    assert audio.crop_offsets(10, 40, "windows") == [0]  # shorter than a clip: one padded clip
-    offsets = {
-        audio.crop_offsets(100, 40, "random", np.random.default_rng(s))[0] for s in range(50)
-    }
-    assert offsets <= set(range(61)) and len(offsets) > 10
 
 
 def test_fit_length_pads_or_refuses():
@@ -131,12 +119,6 @@ def test_normalize_peak_and_rms():
     spiky[::1000] = 0.5
     capped = audio.normalize(spiky, "rms", 0.99, -20)
     assert np.max(np.abs(capped)) == pytest.approx(0.99, abs=1e-6)
-
-
-def test_trim_silence():
-    x = np.concatenate([np.zeros(100), np.full(10, 0.5), np.zeros(50)]).astype(np.float32)
-    assert audio.trim_silence(x, -40).size == 10
-    assert audio.trim_silence(np.zeros(10, np.float32), -40).size == 0
 
 
 # --- one file end to end --------------------------------------------------------------------
@@ -294,3 +276,212 @@ def test_a_storage_error_mid_file_is_raised_not_taken_for_a_short_file():
     data = encode(tone(440, 20.0, 16000), 16000, subtype="PCM_16")
     with pytest.raises(OSError, match="storage went away"):
         clips_from_file(FailingFile(data, 200_000), len(data), PrepareConfig(crop="windows"), "k")
+
+
+# --- reading forward: crops and windows equal the whole-signal computation ---------------------
+
+
+def reference_clips(
+    signal: np.ndarray, cfg: PrepareConfig, key: str
+) -> list[tuple[int, np.ndarray]]:
+    """What prepare promises, computed the plain way on the whole signal (already at the
+    target rate): trim, choose offsets, cut, pad, drop silent windows, normalise."""
+    threshold = audio.db_to_amplitude(cfg.silence_threshold_db)
+    clip = cfg.clip_samples
+    if cfg.trim_silence:
+        loud = np.flatnonzero(np.abs(signal) > threshold)
+        signal = signal[loud[0] : loud[-1] + 1]
+    spare = max(signal.size - clip, 0)
+    if cfg.crop == "windows":
+        full = max(signal.size // clip, 1)
+        offsets = [i * clip for i in range(full)]
+        if signal.size >= clip and signal.size - full * clip >= clip // 2 and cfg.pad != "none":
+            offsets.append(full * clip)
+        if cfg.max_windows:
+            offsets = offsets[: cfg.max_windows]
+    else:
+        random_offset = int(audio.stable_rng(cfg.seed, key).integers(0, spare + 1))
+        offsets = [{"start": 0, "center": spare // 2, "random": random_offset}[cfg.crop]]
+    clips = []
+    for window, offset in enumerate(offsets):
+        piece = audio.fit_length(signal[offset : offset + clip], clip, cfg.pad)
+        if np.max(np.abs(piece)) > threshold:
+            clips.append((window, audio.normalize(piece, cfg.normalize, cfg.peak_target, -20)))
+    return clips
+
+
+def bursts(seconds_on_off: list[tuple[float, float]], rate_hz: int = 16000) -> np.ndarray:
+    """Noise bursts and silences: [(0.7, 1.3), ...] is 0.7 s of noise, then 1.3 s of silence."""
+    rng = np.random.default_rng(5)
+    parts = []
+    for on, off in seconds_on_off:
+        parts += [rng.uniform(-0.5, 0.5, int(on * rate_hz)), np.zeros(int(off * rate_hz))]
+    return np.concatenate(parts).astype(np.float32)
+
+
+SIGNALS = {
+    "shorter than a clip": bursts([(0.3, 0.2), (0.2, 0.1)]),
+    "silence around the sound": bursts([(0.0, 1.5), (2.5, 0.5), (3.0, 2.2)]),
+    "a pause longer than a clip": bursts([(1.0, 0.0), (0.5, 5.0), (2.0, 0.1)]),
+    "exactly three clips": bursts([(12.0, 0.0)]),
+    "a tail just under half a clip": bursts([(9.99, 0.0)]),
+    "a tail of half a clip": bursts([(10.0, 0.0)]),
+}
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"crop": "windows"},
+        {"crop": "windows", "trim_silence": True},
+        {"crop": "windows", "trim_silence": True, "pad": "center"},
+        {"crop": "windows", "pad": "none"},
+        {"crop": "windows", "max_windows": 2},
+        {"crop": "center", "trim_silence": True},
+        {"crop": "random", "trim_silence": True, "seed": 3},
+        {"crop": "start", "trim_silence": True},
+        {"crop": "center"},
+    ],
+    ids=lambda options: ",".join(f"{k}={v}" for k, v in options.items()),
+)
+def test_read_forward_clips_equal_the_whole_signal_computation(name, options):
+    # At the target rate nothing is resampled, so the two must agree to the bit.
+    signal = SIGNALS[name]
+    cfg = PrepareConfig(min_source_seconds=0.0, **options)
+    try:
+        expected = reference_clips(signal, cfg, "k.wav")
+    except Rejected as rejected:
+        assert reject_reason(encode(signal, 16000, subtype="FLOAT"), cfg) == rejected.reason
+        return
+    if not expected:
+        assert reject_reason(encode(signal, 16000, subtype="FLOAT"), cfg) == "silent"
+        return
+    decoded = decode(encode(signal, 16000, subtype="FLOAT"), cfg, "k.wav")
+    assert [window for window, _ in decoded.clips] == [window for window, _ in expected]
+    for (_, ours), (_, theirs) in zip(decoded.clips, expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("orig_hz", [44100, 48000, 22050])
+@pytest.mark.parametrize("read_sizes", [[7, 1000, 64000], [250_000, 3], [1, 17, 4001]])
+def test_reading_forward_in_any_steps_matches_resampling_the_whole(orig_hz, read_sizes):
+    noise = np.random.default_rng(4).uniform(-0.8, 0.8, orig_hz * 7).astype(np.float32)
+    whole = audio.resample(noise, orig_hz, 16000)
+    for start in (0, 1, 33333):
+        stream = audio.Resampled(
+            audio.open_audio(io.BytesIO(encode(noise, orig_hz, subtype="FLOAT"))), 16000, 16, start
+        )
+        parts, sizes = [], itertools.cycle(read_sizes)
+        while (part := stream.read(next(sizes))).size:
+            parts.append(part)
+        got = np.concatenate(parts)
+        assert got.size == whole.size - start
+        # Each block is rounded to integers on its own scale: equal to ~1e-7 (-140 dB).
+        np.testing.assert_allclose(got, whole[start:], atol=2e-7)
+
+
+def test_the_resampler_is_exact_whatever_the_blas_threads(report_fault):
+    """The same bytes with 1, 2 and 4 BLAS threads, and with the threads pinned in-process."""
+    code = (
+        "import hashlib, io, sys, numpy as np, soundfile as sf;"
+        "from audiogan.audio import clips_from_file;"
+        "from audiogan.config import PrepareConfig;"
+        "x = np.random.default_rng(0).uniform(-0.9, 0.9, 44100 * 9).astype(np.float32);"
+        "b = io.BytesIO(); sf.write(b, x, 44100, format='WAV', subtype='FLOAT'); d = b.getvalue();"
+        "h = hashlib.sha256();"
+        "[h.update(c.tobytes()) for cfg in (PrepareConfig(), PrepareConfig(crop='windows', "
+        "clip_seconds=1.0)) for _, c in clips_from_file(io.BytesIO(d), len(d), cfg, 'k').clips];"
+        "print(h.hexdigest())"
+    )
+    digests = set()
+    for threads in ("1", "2", "4"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
+    report_fault("prepare's clips with 1, 2 and 4 BLAS threads", "the same SHA-256")
+
+
+def test_exact_arithmetic_leaves_no_room_for_rounding():
+    """Every tap and every sample is an integer, and no sum can reach 2^53."""
+    for orig_hz in (44100, 48000, 22050, 96000, 8000, 11025, 44101):
+        rate = audio.resample_source_rate(orig_hz, 16000)
+        plan = audio._resample_plan(rate, 16000, 16)
+        taps = [t for *_, t in plan.bands] + [t for p in plan.phases for t in p]
+        assert all(np.array_equal(t, np.rint(t)) for t in taps)
+        largest = (
+            max(float(np.abs(t).sum(axis=0).max()) for t in taps if t.ndim == 2)
+            if (plan.bands)
+            else max(sum(float(np.abs(t).sum()) for t in p) for p in plan.phases)
+        )
+        assert largest * 2**audio.SAMPLE_BITS < 2**53, orig_hz
+
+
+def test_windows_stop_at_max_windows_and_say_how_much_is_left_out():
+    signal = bursts([(60.0, 0.0)])
+    data = encode(signal, 16000, subtype="PCM_16")
+
+    class Counting(io.BytesIO):
+        read_bytes = 0
+
+        def read(self, size=-1):
+            chunk = super().read(size)
+            Counting.read_bytes += len(chunk)
+            return chunk
+
+        def readinto(self, buffer):
+            count = super().readinto(buffer)
+            Counting.read_bytes += count
+            return count
+
+    cfg = PrepareConfig(crop="windows", clip_seconds=1.0, max_windows=10)
+    decoded = clips_from_file(Counting(data), len(data), cfg, "long.wav")
+    assert [window for window, _ in decoded.clips] == list(range(10))
+    assert decoded.seconds_left_out == pytest.approx(50.0)
+    assert decoded.source_seconds == pytest.approx(60.0)  # the file's true length
+    assert Counting.read_bytes < 0.25 * len(data)  # the rest of the file was never read
+    everything = decode(data, PrepareConfig(crop="windows", clip_seconds=1.0, max_windows=0))
+    assert len(everything.clips) == 60 and everything.seconds_left_out == 0
+
+
+def test_a_long_file_is_read_in_bounded_memory():
+    import tracemalloc
+
+    signal = np.tile(bursts([(1.0, 0.0)], 8000), 20 * 60)  # 20 minutes at 8 kHz
+    data = encode(signal, 8000, subtype="PCM_16")
+    cfg = PrepareConfig(crop="center", trim_silence=True)  # reads the whole file
+    tracemalloc.start()
+    decode(data, cfg)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # The file is 19 MB as 16-bit, 38 MB as float32 and 77 MB resampled to 16 kHz.
+    assert peak < 8 * 2**20, peak  # measured: 5.8 MiB
+
+
+def test_noise_that_looks_like_mpeg_is_a_clear_decode_error():
+    junk = bytes([0xFF, 0xFB, 0x90, 0x64]) + np.random.default_rng(0).bytes(40_000)
+    with pytest.raises(Rejected) as caught:
+        decode(junk)
+    assert caught.value.reason == "decode_error"
+    assert caught.value.detail == "not a readable audio file (no valid audio frame found)"
+    assert "0x" not in decode_detail(b"plain text, not audio\n" * 50)
+
+
+def decode_detail(data: bytes) -> str:
+    with pytest.raises(Rejected) as caught:
+        decode(data)
+    return caught.value.detail
+
+
+def test_decoder_noise_on_stderr_is_hidden(capfd):
+    junk = bytes([0xFF, 0xFB, 0x90, 0x64]) + np.random.default_rng(0).bytes(70_000)
+    with audio.decoder_output_hidden():
+        with pytest.raises(Rejected):
+            decode(junk)
+    assert capfd.readouterr().err == ""
+    with pytest.raises(Rejected):
+        decode(junk)
+    assert "MPEG" in capfd.readouterr().err  # what it hides: libmpg123 talking

@@ -32,7 +32,9 @@ def test_from_dict_round_trips_and_turns_lists_into_tuples():
         ({"normalize": "loud"}, "normalize must be one of"),
         ({"labels": []}, "labels must not be empty"),
         ({"sample_rate_hz": 100}, "at least 1000"),
-        ({"clip_seconds": 1.0, "min_source_seconds": 2.0}, "between 0 and clip_seconds"),
+        ({"clip_seconds": 1.0, "min_source_seconds": 2.0}, "clip_seconds must be at least 2"),
+        ({"clip_seconds": 1e9}, "clip_seconds must be at most 60"),
+        ({"max_windows": -1}, "max_windows must be >= 0"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_that_names_them(values, message):

@@ -133,8 +133,13 @@ def test_clear_errors_for_a_missing_classifier_and_foreign_samples(dataset, tmp_
     (tmp_path / "fast.wav").write_bytes(samples.wav_bytes(tone(440, 1.0, 22050), 22050))
     with pytest.raises(AudioganError, match="22050 Hz"):
         evaluate.evaluate(prepared, samples_url=str(tmp_path), log=lambda _: None)
+    with pytest.raises(AudioganError, match="empty does not exist; give a folder of WAVs"):
+        evaluate.evaluate(prepared, samples_url=str(tmp_path / "empty"), log=lambda _: None)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(AudioganError, match="no .wav"):
         evaluate.evaluate(prepared, samples_url=str(tmp_path / "empty"), log=lambda _: None)
+    with pytest.raises(AudioganError, match="fast.wav is a file; give a folder of WAVs"):
+        evaluate.evaluate(prepared, samples_url=str(tmp_path / "fast.wav"), log=lambda _: None)
     with pytest.raises(AudioganError, match="exactly one"):
         evaluate.evaluate(prepared, log=lambda _: None)
 

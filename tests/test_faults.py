@@ -215,7 +215,7 @@ def test_a_hostile_config_is_refused_before_any_ray_work(
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started for a config that should have been refused")
 
-    monkeypatch.setattr("audiogan.cli._init_ray", no_ray)
+    monkeypatch.setattr("audiogan.connect.start_ray", no_ray)
     config = tmp_path / "config.yaml"
     config.write_text(text)
     code = main(["train", "--data", str(tmp_path / "none"), "--storage", str(tmp_path),
@@ -246,6 +246,57 @@ def test_a_damaged_or_foreign_checkpoint_file_is_a_clear_error(
     assert "Traceback" not in err
     kind = request.node.callspec.id
     report_fault(f"state.pt that is {kind} ({len(data)} bytes)", "a one-line error from generate")
+
+
+def _paths_that_are_not_what_was_asked_for(root):
+    """A file where a folder is expected (Ray's own file beside a run's checkpoints), a folder
+    of something else, a run whose only checkpoint is unfinished, a path that is not there."""
+    run = root / "run"
+    (run / "checkpoint_000004").mkdir(parents=True)
+    (run / "checkpoint_000004" / "state.pt").write_bytes(b"half")  # no complete.json
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")
+    (root / "photos").mkdir()
+    (root / "photos" / "cat.jpg").write_bytes(b"\xff\xd8 not audio")
+    return {
+        "file": run / "checkpoint_manager_snapshot.json",
+        "other": root / "photos",
+        "unfinished": run,
+        "missing": root / "nowhere",
+    }
+
+
+BAD_INPUTS = [
+    ("generate", ["generate", "{file}", "{out}"], "is a file, not a checkpoint"),
+    ("generate", ["generate", "{other}", "{out}"], "holds neither state.pt nor checkpoint_"),
+    ("generate", ["generate", "{unfinished}", "{out}"], "has no finished checkpoint"),
+    ("generate", ["generate", "{missing}", "{out}"], "does not exist; give a checkpoint_"),
+    ("evaluate", ["evaluate", "--data", "{file}", "--checkpoint", "{unfinished}"],
+     "is a file; give a dataset folder"),
+    ("evaluate", ["evaluate", "--data", "{other}", "--samples", "{other}"],
+     "has no manifest.json: not a dataset"),
+    ("evaluate", ["evaluate", "--data", "{missing}", "--samples", "{other}"], "does not exist"),
+    ("autoencode", ["autoencode", "--data", "{other}", "--checkpoint", "{file}"],
+     "is a file, not a checkpoint"),
+    ("autoencode", ["autoencode", "--data", "{other}", "--checkpoint", "{unfinished}"],
+     "has no finished checkpoint"),
+    ("evaluator", ["evaluator", "fit", "--data", "{file}"], "is a file; give a dataset folder"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "arguments", "message"), BAD_INPUTS)
+def test_a_path_that_is_not_what_a_command_needs_is_one_line(
+    tmp_path, capsys, report_fault, command, arguments, message
+):
+    paths = _paths_that_are_not_what_was_asked_for(tmp_path)
+    argv = [a.format(out=tmp_path / "out", **paths) for a in arguments]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("resume: skipping")]
+    assert len(lines) == 1 and lines[0].startswith(f"audiogan {command}: error: "), err
+    assert message in lines[0]
+    assert not (tmp_path / "out").exists()
+    shown = " ".join(arguments).replace("{", "").replace("}", "")
+    report_fault(f"audiogan {shown}", f"one line: {lines[0].split(str(tmp_path) + '/')[-1]}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 import yaml
-from conftest import TINY, die_with_parent, free_ports
+from conftest import TINY, die_with_parent, free_ports, ray_tmpdir_with_a_recorded_cluster
 
 from audiogan import storage
 
@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.s3]
 @dataclass
 class Head:
     address: str  # the dashboard's HTTP address, where the job server listens
+    gcs_address: str  # where drivers join the cluster
     bucket: str
     env: dict  # the S3 variables the head runs with (the tests' side reads the bucket with them)
     temp_dir: str
@@ -127,7 +128,7 @@ def ray_head(s3_server, synth_root):
                 message = f"the Ray head did not start; see {temp_dir}/ray-start.log"
                 raise RuntimeError(message) from None
             time.sleep(0.5)
-    yield Head(address, bucket, env, temp_dir)
+    yield Head(address, f"127.0.0.1:{ports['--port']}", bucket, env, temp_dir)
     _stop(process)
     log.close()
     shutil.rmtree(temp_dir, ignore_errors=True)
@@ -198,6 +199,49 @@ def test_the_cli_runs_prepare_train_and_generate_as_jobs(ray_head):
     _assert_pipeline_outputs(ray_head, "cli")
 
 
+def _client(head: Head):
+    from ray.job_submission import JobSubmissionClient
+
+    headers = {}
+    if head.env.get("RAY_AUTH_MODE") == "token":  # this process read its mode at import
+        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+        headers["Authorization"] = f"Bearer {token}"
+    return JobSubmissionClient(head.address, headers=headers)
+
+
+def test_a_local_command_never_joins_a_live_head_it_was_not_sent_to(
+    ray_head, synth_root, tmp_path, report_fault
+):
+    """The head is recorded as this machine's cluster, as `ray start` records it; a command run
+    without --address or RAY_ADDRESS still starts its own Ray, and the head sees no driver."""
+    client = _client(ray_head)
+    drivers_before = len(client.list_jobs())
+    tmpdir = ray_tmpdir_with_a_recorded_cluster(ray_head.gcs_address)
+    done = subprocess.run(
+        [sys.executable, "-m", "audiogan.cli", "prepare", str(synth_root), str(tmp_path / "out"),
+         "--clip-seconds", "1", "--labels", "Trumpet", "--num-cpus", "1"],
+        capture_output=True, text=True, timeout=300,
+        env={**ray_head.client_env(), "RAY_TMPDIR": str(tmpdir)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Started a local Ray instance" in done.stderr
+    assert "Connecting to existing Ray cluster" not in done.stderr
+    assert len(client.list_jobs()) == drivers_before
+    # Sent there on purpose, the same command does join it (and sees the head's 2 CPUs only).
+    joined = subprocess.run(
+        [sys.executable, "-c", "from audiogan.connect import start_ray; import ray; "
+         f"print(start_ray('{ray_head.gcs_address}')); print(ray.cluster_resources()['CPU'])"],
+        capture_output=True, text=True, timeout=300, env=ray_head.client_env(),
+    )  # fmt: skip
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    assert joined.stdout.split()[-1] == "2.0"
+    assert len(client.list_jobs()) == drivers_before + 1
+    report_fault(
+        "a live Ray head recorded as this machine's cluster, no RAY_ADDRESS",
+        "prepare started a local Ray of its own; the head saw no new driver (with --address, one)",
+    )
+
+
 def _wait(client, job_id: str, timeout_s: float = 300):
     from ray.job_submission import JobStatus
 
@@ -215,13 +259,9 @@ def _wait(client, job_id: str, timeout_s: float = 300):
 def test_the_sdk_runs_a_prepare_and_a_sweep_and_a_bad_argument_fails_clearly(ray_head):
     """JobSubmissionClient: prepare, then a 2-trial sweep on what it wrote (training and
     generating as jobs are the CLI test's), then a train job with a bad argument."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
-    headers = {}
-    if ray_head.env.get("RAY_AUTH_MODE") == "token":  # this process read its mode at import
-        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
-        headers["Authorization"] = f"Bearer {token}"
-    client = JobSubmissionClient(ray_head.address, headers=headers)
+    client = _client(ray_head)
     runtime_env = yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())
     runtime_env["working_dir"] = str(ROOT)
     s3 = f"s3://{ray_head.bucket}/sdk"

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from conftest import dominant_hz, tone, write_fsd
 
 from audiogan import data, storage
 from audiogan.audio import clips_from_file
+from audiogan.cli import main
 from audiogan.config import PrepareConfig
 
 pytestmark = pytest.mark.ray
@@ -123,6 +125,18 @@ def zoo(synth_root, tmp_path_factory):
     outside.write_bytes(good.getvalue())
     os.symlink(outside, audio_dir / "link_far.wav")
     files["link_far.wav"] = ("Odd", True)
+    # Things that are not files, under names train.csv lists.
+    os.mkfifo(audio_dir / "fifo.wav")
+    (audio_dir / "folder.wav").mkdir()
+    os.symlink("nowhere.wav", audio_dir / "dangling.wav")
+    os.symlink("loop.wav", audio_dir / "loop.wav")
+    for name in ("fifo.wav", "folder.wav", "dangling.wav", "loop.wav"):
+        files[name] = ("Odd", True)
+    # Second names of good files: one not listed that sorts first, one listed beside the file.
+    first = sorted(files)[0]
+    os.symlink(first, audio_dir / "0alias.wav")
+    os.symlink(first, audio_dir / "zz_alias.wav")
+    files["zz_alias.wav"] = (files[first][0], True)
     write_fsd(
         root,
         files,
@@ -131,6 +145,8 @@ def zoo(synth_root, tmp_path_factory):
             "../../etc/passwd,Odd,1",
             "/etc/passwd,Odd,1",
             "sub/../../train.csv,Odd,1",
+            ",Odd,1",  # no fname: line 46 of train.csv
+            "tone.flac,Odd,1",  # the same row twice
         ],
     )
     return root
@@ -156,7 +172,12 @@ EXPECTED_REJECTS = {
     "../../etc/passwd": "unsafe_path",
     "/etc/passwd": "unsafe_path",
     "sub/../../train.csv": "unsafe_path",
-    "link_far.wav": "unsafe_path",
+    "audio_train/link_far.wav": "unsafe_path",
+    "audio_train/fifo.wav": "not_a_file",
+    "audio_train/folder.wav": "not_a_file",
+    "audio_train/dangling.wav": "broken_link",
+    "audio_train/loop.wav": "link_loop",
+    "train.csv:46": "bad_row",
 }
 
 
@@ -167,14 +188,24 @@ def test_bad_files_become_reject_rows_and_unusual_ones_correct_clips(
     summary = run_prepare(zoo, dest, PrepareConfig(batch_size=4))
     assert read_rejects(dest) == EXPECTED_REJECTS
     assert summary["rejects_by_reason"] == {
+        "bad_row": 1,
+        "broken_link": 1,
         "decode_error": 2,
         "empty": 1,
+        "link_loop": 1,
         "missing": 1,
         "non_finite": 1,
+        "not_a_file": 2,
         "silent": 1,
         "too_short": 1,
         "unsafe_path": 4,
     }
+    # The good file reached again as zz_alias.wav is used once, under its own name.
+    assert summary["skipped"] == {"duplicate_row": 1, "same_file_twice": 1}
+    # Every row of train.csv is a used file, a reject or a count.
+    rows = len(open(zoo / "train.csv").read().splitlines()) - 1
+    assert summary["entries"] == rows
+    assert summary["files_used"] + summary["rejects"] + 2 == rows
 
     clips = {row["source"]: row for row in read_clips(dest).to_pylist()}
     good = {f"audio_train/{r['fname']}" for r in csv.DictReader(open(synth_root / "train.csv"))}
@@ -358,13 +389,148 @@ def test_a_link_loop_in_a_tree_does_not_repeat_clips(ray_session, tmp_path, writ
     os.symlink("..", source / "dog" / "loop")
     summary = run_prepare(source, tmp_path / "out")
     assert summary["clips"] == 1
-    assert summary["skipped"]["same_file_twice"] >= 1
+    assert summary["skipped"] == {"link_to_a_folder_inside": 1}
+
+
+HOSTILE_TREE_REJECTS = {
+    "Violin/fifo.wav": "not_a_file",
+    "Violin/dangling.wav": "broken_link",
+    "Violin/loop.wav": "link_loop",
+    "Violin/out.wav": "unsafe_path",
+    "outside_folder": "unsafe_path",
+}
+
+
+def test_a_tree_of_links_and_odd_entries_keeps_every_good_file_once_under_its_label(
+    ray_session, tmp_path, write_wav, report_fault
+):
+    """Ten good files beside hostile entries: each arrives once, at its frequency, with the
+    label of the folder it really is in; every other entry is a reject row or a count."""
+    source = tmp_path / "tree"
+    good = {}
+    for index in range(10):
+        label = ("Violin", "Cello")[index % 2]
+        name = f"{label}/{['-dash', 'ünï', 'plain'][index % 3]}_{index}.wav"
+        write_wav(source / name, tone(200 + 60 * index, 1.0, 22050), 22050)
+        good[name] = (label, 200 + 60 * index)
+    (source / "A_links").mkdir()
+    os.symlink("../Violin/plain_8.wav", source / "A_links/v.wav")
+    os.symlink("../Cello/-dash_3.wav", source / "A_links/0first.wav")
+    os.symlink("Violin", source / "Violin_again")  # a second name for a whole folder
+    os.mkfifo(source / "Violin/fifo.wav")
+    os.symlink("nowhere.wav", source / "Violin/dangling.wav")
+    os.symlink("loop.wav", source / "Violin/loop.wav")
+    elsewhere = tmp_path / "elsewhere"
+    write_wav(elsewhere / "x.wav", tone(440, 1.0, 16000), 16000)
+    os.symlink(elsewhere / "x.wav", source / "Violin/out.wav")
+    os.symlink(elsewhere, source / "outside_folder")
+    (source / "folder.wav").mkdir()  # a folder named like audio: walked, it holds nothing
+    (source / ".hidden.wav").write_bytes(b"")
+    (source / "Cello" / "notes.txt").write_text("not audio")
+
+    summary = run_prepare(source, tmp_path / "out")
+    rows = {row["source"]: row for row in read_clips(tmp_path / "out").to_pylist()}
+    assert set(rows) == set(good)
+    for name, (label, freq) in good.items():
+        assert rows[name]["label"] == label
+        audio = np.asarray(rows[name]["audio"], dtype=np.float32)
+        assert dominant_hz(audio[:15000], 16000) == pytest.approx(freq, abs=1.0), name
+    assert read_rejects(tmp_path / "out") == HOSTILE_TREE_REJECTS
+    assert summary["skipped"] == {
+        "hidden": 1,
+        "link_to_a_folder_inside": 1,
+        "not_audio": 1,
+        "same_file_twice": 2,
+    }
+    assert summary["files_used"] + summary["rejects"] + 5 == summary["entries"]
+    report_fault(
+        "a tree of 10 good files with links between label folders, a FIFO, a dangling link, a "
+        "link loop, links out, a folder named .wav",
+        f"the 10 at their frequency, each once, labelled by their real folder; "
+        f"{summary['rejects_by_reason']} rejects; every entry counted",
+    )
+
+
+def test_a_link_to_a_listed_file_costs_it_nothing_in_the_fsd_layout(
+    ray_session, tmp_path, write_wav, report_fault
+):
+    root = tmp_path / "fsd"
+    write_wav(root / "audio_train" / "good.wav", tone(440, 1.0, 16000), 16000)
+    os.symlink("good.wav", root / "audio_train" / "0alias.wav")  # sorts first, not listed
+    write_fsd(root, {"good.wav": ("Violin", True)})
+    summary = run_prepare(root, tmp_path / "out")
+    assert summary["clips"] == 1 and summary["rejects"] == 0
+    assert read_clips(tmp_path / "out").column("source").to_pylist() == ["audio_train/good.wav"]
+    report_fault(
+        "FSDKaggle2018 layout: a link 0alias.wav -> good.wav beside the one listed file",
+        "good.wav is a clip, under its own name",
+    )
+
+
+def test_unknown_labels_are_refused_with_the_labels_that_exist(synth_root, tmp_path):
+    with pytest.raises(data.PrepareError) as caught:
+        data.plan_prepare(str(synth_root), str(tmp_path / "x"), PrepareConfig(labels=("Nope",)))
+    message = str(caught.value)
+    assert message.startswith("--labels Nope: not a label of SOURCE")
+    assert "Saxophone" in message and "Trumpet" in message
+
+
+def test_dest_inside_source_through_a_link_is_refused_before_anything_is_written(
+    synth_root, tmp_path
+):
+    link = tmp_path / "destlink"
+    os.symlink(synth_root / "audio_train", link)
+    before = sorted(p.name for p in (synth_root / "audio_train").iterdir())
+    with pytest.raises(data.PrepareError, match=r"nor inside it.*\(links resolved\)"):
+        data.plan_prepare(str(synth_root), str(link / "prepared"), PrepareConfig())
+    assert sorted(p.name for p in (synth_root / "audio_train").iterdir()) == before
+
+
+def test_rows_without_a_label_are_counted_as_unlabelled(ray_session, tmp_path, write_wav):
+    root = tmp_path / "fsd"
+    write_wav(root / "audio_train" / "a.wav", tone(440, 1.0, 16000), 16000)
+    write_wav(root / "audio_train" / "b.wav", tone(660, 1.0, 16000), 16000)
+    write_fsd(root, {"a.wav": ("Violin", True), "b.wav": (None, True)})
+    summary = run_prepare(root, tmp_path / "out")
+    assert summary["clips_per_label"] == {"Violin": 1} and summary["unlabelled_clips"] == 1
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["per_label"] == {"Violin": 1}
+    assert manifest["counts"]["unlabelled"] == 1
+
+
+def test_a_long_file_cut_by_max_windows_is_logged_and_counted(
+    ray_session, tmp_path, write_wav, report_fault
+):
+    source = tmp_path / "tree"
+    write_wav(source / "field" / "long.wav", tone(300, 30.0, 16000), 16000, subtype="PCM_16")
+    write_wav(source / "field" / "short.wav", tone(300, 3.0, 16000), 16000, subtype="PCM_16")
+    lines = []
+    cfg = PrepareConfig(crop="windows", clip_seconds=1.0, max_windows=5)
+    summary = data.prepare(str(source), str(tmp_path / "out"), cfg, log=lines.append)
+    assert summary["clips"] == 5 + 3
+    assert summary["files_cut"] == 1 and summary["seconds_left_out"] == pytest.approx(25.0)
+    [message] = [line for line in lines if "--max-windows" in line]
+    assert "field/long.wav (30 s, 25 s left)" in message
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["files_cut"] == 1 and manifest["max_windows"] == 5
+    cuts = pads.dataset(str(tmp_path / "out" / "cuts"), format="parquet").to_table().to_pylist()
+    assert cuts == [
+        {"source": "field/long.wav", "source_seconds": 30.0, "windows": 5, "seconds_left_out": 25.0}
+    ]
+    # The rows keep the file's true length.
+    table = read_clips(tmp_path / "out")
+    long = [row for row in table.to_pylist() if row["source"] == "field/long.wav"]
+    assert {row["source_seconds"] for row in long} == {30.0}
+    report_fault(
+        "a 30 s file with --crop windows --max-windows 5 (1 s clips)",
+        "5 clips; one line names the file and the 25 s left out; a cuts/ row; manifest counts",
+    )
 
 
 def test_an_unreadable_local_file_is_a_reject_not_a_crash(tmp_path):
     fs, _ = storage.resolve(str(tmp_path))
     files = [{"path": str(tmp_path), "source": "folder.wav", "label": None, "size_bytes": 10}]
-    clips, rejects = data.process_files(files, fs, PrepareConfig(), {})
+    clips, rejects, _ = data.process_files(files, fs, PrepareConfig(), {})
     assert clips == [] and rejects[0]["reason"] == "decode_error"
     assert rejects[0]["detail"].startswith("unreadable")
 
@@ -395,3 +561,77 @@ def test_jobs_that_cannot_work_are_refused_before_any_read(ray_session, synth_ro
         run_prepare(synth_root, tmp_path / "odd", PrepareConfig(sample_rate_hz=16001))
     with pytest.raises(storage.StorageError, match="not allowed"):
         run_prepare("s3://bucket/../other", tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--clip-seconds", "1e9"], "--clip-seconds must be at most 60 (one training clip)"),
+        (["--clip-seconds", "0.05"], "--clip-seconds must be at least 0.1 (min_source_seconds"),
+        (["--sample-rate", "500"], "--sample-rate must be at least 1000"),
+        (["--max-windows", "-1"], "--max-windows must be >= 0 (0: no limit)"),
+        (["--labels", ","], "--labels must not be empty"),
+        (["--labels", "Saxophone,Tuba"], "--labels Tuba: not a label of SOURCE"),
+        (["--sample-rate", "16001"], "--sample-rate 16001 cannot be reached exactly"),
+    ],
+)
+def test_bad_options_are_refused_before_ray_in_the_words_typed(
+    synth_root, tmp_path, capsys, monkeypatch, options, message
+):
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for options that should have been refused")
+
+    monkeypatch.setattr("audiogan.connect.start_ray", no_ray)
+    started = time.perf_counter()
+    assert main(["prepare", str(synth_root), str(tmp_path / "out"), *options]) == 2
+    assert time.perf_counter() - started < 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("audiogan prepare: error: ") and message in line, line
+    assert "_seconds must" not in line and "sample_rate_hz" not in line
+    if "Tuba" in message:  # the labels there are, so that a typo is seen at once
+        assert "(its labels: Acoustic_guitar, Saxophone, Trumpet, Violin_or_fiddle)" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_source_and_dest_are_refused_before_ray(synth_root, tmp_path, capsys, monkeypatch):
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a job that should have been refused")
+
+    monkeypatch.setattr("audiogan.connect.start_ray", no_ray)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "old.txt").write_text("keep me")
+    os.symlink(synth_root / "audio_train", tmp_path / "destlink")
+    cases = {
+        (str(tmp_path / "nowhere"), str(tmp_path / "o1")): "does not exist",
+        (str(synth_root / "train.csv"), str(tmp_path / "o2")): "is a file; give the dataset's",
+        (str(synth_root), str(tmp_path / "taken")): "exists and is not empty; pass --overwrite",
+        (str(synth_root), str(tmp_path / "destlink" / "d")): "(links resolved)",
+        (str(synth_root), str(synth_root / "train.csv")): "nor inside it",
+    }
+    for (source, dest), message in cases.items():
+        assert main(["prepare", source, dest]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert message in line, line
+    assert (tmp_path / "taken" / "old.txt").read_text() == "keep me"
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_decoder_noise_stays_off_the_console_unless_verbose(ray_session, tmp_path, capfd):
+    source = tmp_path / "tree"
+    (source / "junk").mkdir(parents=True)
+    junk = bytes([0xFF, 0xFB, 0x90, 0x64]) + np.random.default_rng(0).bytes(70_000)
+    (source / "junk" / "noise.flac").write_bytes(junk)
+    fs, _ = storage.resolve(str(source))
+    files = [{"path": str(source / "junk/noise.flac"), "source": "junk/noise.flac",
+              "label": "junk", "size_bytes": len(junk)}]  # fmt: skip
+    _, rejects, _ = data.process_files(files, fs, PrepareConfig(), {})
+    assert rejects == [
+        {
+            "source": "junk/noise.flac",
+            "reason": "decode_error",
+            "detail": "not a readable audio file (no valid audio frame found)",
+        }
+    ]
+    assert capfd.readouterr().err == ""
+    data.process_files(files, fs, PrepareConfig(), {}, quiet=False)
+    assert "MPEG" in capfd.readouterr().err

@@ -102,7 +102,7 @@ def test_generate_writes_clips_from_a_checkpoint(two_worker_run, tmp_path):
     assert from_run_folder["step"] >= 4  # the run's newest checkpoint
     with pytest.raises(AudioganError, match="needs a conditional model"):
         generate.generate(summary["checkpoint"], str(tmp_path / "x"), 1, "Saxophone", seed=1)
-    with pytest.raises(CheckpointError, match="no checkpoint"):
+    with pytest.raises(CheckpointError, match="missing does not exist; give a checkpoint_"):
         generate.generate(str(tmp_path / "missing"), str(tmp_path / "x"), 1, None, seed=1)
 
 
