@@ -71,12 +71,15 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Decoded:
-    """What one source file yields: its original rate and length, its clips by window, and the
-    seconds of sound past the last window `max_windows` lets `windows` keep (0 if none)."""
+    """What one source file yields: its original rate and length, its clips by window, and
+    whether it was cut: sound went on past the last window `max_windows` lets `windows` keep,
+    or past MAX_MP3_FRAMES; then `seconds_left_out` is how much of the file lies after the
+    last sample used."""
 
     source_sample_rate_hz: int
     source_seconds: float
     clips: list[tuple[int, np.ndarray]]  # (window index, (clip_samples,) float32)
+    cut: bool = False
     seconds_left_out: float = 0.0
 
 
@@ -175,6 +178,51 @@ def read_mono(sound: sf.SoundFile, count: int, out: np.ndarray | None = None) ->
     if as_int16:
         mono *= np.float32(1 / 32768)
     return mono
+
+
+# An MP3 is decoded in one read of at most this many frames (12.7 min at 44.1 kHz; 256 MiB as
+# stereo float32 while it is mixed down), see WholeMp3.
+MAX_MP3_FRAMES = 1 << 25
+
+
+class WholeMp3:
+    """An MP3 decoded in one read, then read and seeked in memory like a sf.SoundFile.
+
+    libsndfile 1.2.2 (soundfile 0.14's) returns garbled samples for an MP3 read in more than one
+    call, or after a seek: 4 s read 1,000 frames at a time differ from one read by up to 0.3 after
+    the first 5,000 frames (tests/test_audio.py). One read is right, so an MP3 gets one read, of
+    at most MAX_MP3_FRAMES; what lies past that is counted as left out.
+    """
+
+    format = "MP3"
+    subtype = "FLOAT"
+    channels = 1
+
+    def __init__(self, sound: sf.SoundFile):
+        self.samplerate = sound.samplerate
+        estimate = max(sound.frames, 0)
+        try:
+            block = sound.read(min(estimate, MAX_MP3_FRAMES), dtype="float32", always_2d=True)
+        except (sf.SoundFileError, RuntimeError, ValueError) as error:
+            raise Rejected(
+                "decode_error", f"decoding failed ({_libsndfile_message(error)})"
+            ) from None
+        self._mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        self.frames = len(self._mono)
+        # Frames past the cap (the header's count is an estimate for an MP3).
+        self.frames_left_out = (
+            max(estimate - self.frames, 0) if self.frames == MAX_MP3_FRAMES else 0
+        )
+        self._position = 0
+
+    def seek(self, frame: int) -> int:
+        self._position = min(max(frame, 0), self.frames)
+        return self._position
+
+    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        part = self._mono[self._position : self._position + frames]
+        self._position += len(part)
+        return part[:, None]
 
 
 @contextmanager
@@ -680,7 +728,7 @@ def _windows(
     if not clips:
         raise Rejected("silent", f"no window has a sample above {cfg.silence_threshold_db:g} dBFS")
     left_out = max(estimated - (start + cfg.max_windows * clip_samples), 0) if cut else 0
-    return clips, left_out
+    return clips, cut, left_out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -764,6 +812,12 @@ def clips_from_file(
         except Rejected:
             reader.raise_if_failed()
             raise
+    source_seconds = max(sound.frames, 0) / max(sound.samplerate, 1)
+    if sound.format == "MP3":
+        with _timed(stage_timings, "decode"):
+            sound = WholeMp3(sound)
+            reader.raise_if_failed()
+        source_seconds = max(source_seconds, sound.frames / sound.samplerate)
     source_hz, header_frames = sound.samplerate, max(sound.frames, 0)
     if header_frames == 0:
         raise Rejected("empty", "the file holds no audio frames")
@@ -778,9 +832,9 @@ def clips_from_file(
             reader.raise_if_failed, stage_timings,
         )  # fmt: skip
 
-    left_out = 0
+    cut, left_out = False, 0
     if cfg.crop == "windows":
-        clips, left_out = _windows(stream_at(0), cfg, estimated)
+        clips, cut, left_out = _windows(stream_at(0), cfg, estimated)
     else:
         clips = [(0, _one_clip(stream_at, cfg, key, estimated))]
     if timings is not None:
@@ -789,7 +843,10 @@ def clips_from_file(
             timings[stage] = timings.get(stage, 0.0) + seconds
         rest = time.perf_counter() - started - sum(stage_timings.values())
         timings["crop_normalize"] = timings.get("crop_normalize", 0.0) + rest
-    return Decoded(source_hz, header_frames / source_hz, clips, left_out / cfg.sample_rate_hz)
+    seconds_left_out = left_out / cfg.sample_rate_hz
+    if isinstance(sound, WholeMp3) and sound.frames_left_out:
+        cut, seconds_left_out = True, seconds_left_out + sound.frames_left_out / source_hz
+    return Decoded(source_hz, source_seconds, clips, cut, seconds_left_out)
 
 
 def _short(error: BaseException, limit: int = 200) -> str:

@@ -31,9 +31,15 @@ class RayAddressError(AudioganError):
 
 
 def local_temp_dir() -> str:
-    """Where audiogan's local Ray instances keep their sessions: beside Ray's own default
-    (RAY_TMPDIR or the system's temp dir), not in it."""
-    return os.path.join(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir(), "audiogan-ray")
+    """Where audiogan's local Ray instances keep their sessions: audiogan-ray/ in the folder
+    that holds Ray's own ray/ (RAY_TMPDIR, else TMPDIR on Linux, else /tmp: Ray's rule, which
+    keeps its Unix socket paths short on macOS too)."""
+    base = os.environ.get("RAY_TMPDIR")
+    if not base and sys.platform.startswith("linux"):
+        base = os.environ.get("TMPDIR")
+    if not base:
+        base = "/tmp" if sys.platform.startswith(("linux", "darwin")) else tempfile.gettempdir()
+    return os.path.join(base, "audiogan-ray")
 
 
 def start_ray(
@@ -72,8 +78,12 @@ def start_ray(
     probe(host, port, said)
     # (Ray Client, ray://, takes no log_to_driver.)
     options = {} if address.startswith("ray://") else {"log_to_driver": log_to_driver}
-    with _give_up_after(CONNECT_TIMEOUT_S, f"{origin}={address}"):
-        ray.init(address=address, **options)
+    try:
+        with _give_up_after(CONNECT_TIMEOUT_S, said):
+            ray.init(address=address, **options)
+    except Exception as error:  # noqa: BLE001 - a version mismatch, a client that gave up, ...
+        text = " ".join(str(error).split())[:300] or type(error).__name__
+        raise RayAddressError(f"joining the Ray cluster at {said} failed: {text}") from None
     return f"the Ray cluster at {address}"
 
 

@@ -58,6 +58,8 @@ CUTS = "cuts"
 # with backoff) and the driver can tell it from a bug.
 STORAGE_FAILURE = "audiogan storage failure"
 STORAGE_RETRIES = 3
+# train.csv is read whole; FSDKaggle2018's is 0.3 MiB.
+MAX_CSV_BYTES = 256 * 2**20
 # Files per Ray Data block: each block becomes one task and one Parquet file of clips.
 FILES_PER_BLOCK = 64
 
@@ -147,6 +149,14 @@ def _what_is_local(root_real: str, path: str) -> _Found:
         info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return _Found("missing", "no such file")
+    except ValueError:  # a NUL byte in the name
+        return _Found("bad_row", "a name no file can have")
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return _Found("link_loop", "a folder on its path is a link that leads back to itself")
+        if error.errno == errno.ENAMETOOLONG:
+            return _Found("bad_row", "a name longer than the system allows")
+        return _Found("not_a_file", f"cannot be looked at ({error.strerror})")
     if stat.S_ISLNK(info.st_mode):
         target = os.readlink(path)
         try:
@@ -249,11 +259,36 @@ def _parse_verified(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes")
 
 
+def _read_csv(fs: pafs.FileSystem, root: str) -> str:
+    """train.csv's text, once it is known to be a regular file inside SOURCE of a sane size (a
+    named pipe would block for ever, a link to /dev/zero read until memory ran out)."""
+    path = storage.join(root, FSD_CSV)
+    if isinstance(fs, pafs.LocalFileSystem):
+        found = _what_is_local(os.path.realpath(root), path)
+        if found.kind != "file":
+            raise PrepareError(f"SOURCE's {FSD_CSV} is no file to read: {found.detail}")
+        size = found.size_bytes
+    else:
+        size = fs.get_file_info(path).size or 0
+    if size > MAX_CSV_BYTES:
+        raise PrepareError(
+            f"SOURCE's {FSD_CSV} is {size / 2**20:.0f} MiB; FSDKaggle2018's is 0.3 MiB and the "
+            f"most read is {MAX_CSV_BYTES // 2**20} MiB"
+        )
+    try:
+        return storage.read_bytes(fs, path).decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise PrepareError(f"SOURCE's {FSD_CSV} is not UTF-8 text ({error.reason})") from None
+
+
 def list_fsd(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
-    """Rows of an FSDKaggle2018 train.csv, each looked up in audio_train/ under its own name."""
+    """Rows of an FSDKaggle2018 train.csv, each looked up in audio_train/ under its own name.
+
+    A file that several rows name (through links) is used once, under the row that names it
+    where it really is, whatever the filters keep: its label does not depend on --labels.
+    """
     listing = Listing("fsd")
-    text = storage.read_bytes(fs, storage.join(root, FSD_CSV)).decode("utf-8-sig")
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(_read_csv(fs, root)))
     missing_columns = {"fname", "label"} - set(reader.fieldnames or [])
     if missing_columns:
         raise PrepareError(
@@ -266,47 +301,56 @@ def list_fsd(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
     wanted = set(cfg.labels) if cfg.labels else None
     seen: set[str] = set()
     named: list[tuple[str, _Found, dict]] = []
+    left_out: dict[int, str] = {}  # id(item) -> why the filters leave its row out
     for row in reader:
         fname, label = (row.get("fname") or "").strip(), (row.get("label") or "").strip() or None
         if label is not None:
             listing.available_labels.add(label)
+        filtered = None
         if wanted is not None and label not in wanted:
-            listing.skipped["label_filter"] += 1
-            continue
-        if cfg.verified_only and not _parse_verified(row.get("manually_verified")):
-            listing.skipped["unverified"] += 1
-            continue
-        if not fname:
-            listing.reject(f"{FSD_CSV}:{reader.line_num}", "bad_row", "a row with no fname")
-            continue
+            filtered = "label_filter"
+        elif cfg.verified_only and not _parse_verified(row.get("manually_verified")):
+            filtered = "unverified"
         relative = safe_relative_path(FSD_AUDIO, fname)
-        if relative is None:
-            listing.reject(fname, "unsafe_path", f"the path leaves {FSD_AUDIO}/")
-            continue
-        if relative in seen:
+        if relative is not None and relative in seen:
             listing.skipped["duplicate_row"] += 1
             continue
-        seen.add(relative)
-        if local:
-            found = _what_is_local(root_real, os.path.join(root, relative))
-        elif relative in store_files:
-            found = _Found("file", size_bytes=store_files[relative], real=relative)
-        elif relative in store_folders:
-            found = _Found("not_a_file", "a folder")
+        if relative is not None:
+            seen.add(relative)
+            if local:
+                found = _what_is_local(root_real, os.path.join(root, relative))
+            elif relative in store_files:
+                found = _Found("file", size_bytes=store_files[relative], real=relative)
+            elif relative in store_folders:
+                found = _Found("not_a_file", "a folder")
+            else:
+                found = _Found("missing")
+        if relative is not None and found.kind == "file":
+            item = {
+                "path": storage.join(root, relative),
+                "source": relative,
+                "label": label,
+                "size_bytes": found.size_bytes,
+            }
+            named.append((relative, found, item))
+            if filtered:
+                left_out[id(item)] = filtered
+        elif filtered:
+            listing.skipped[filtered] += 1
+        elif not fname:
+            listing.reject(f"{FSD_CSV}:{reader.line_num}", "bad_row", "a row with no fname")
+        elif relative is None:
+            listing.reject(fname, "unsafe_path", f"the path leaves {FSD_AUDIO}/")
         else:
-            found = _Found("missing", "no such file")
-        if found.kind != "file":
-            detail = f"{FSD_CSV} names a file that is not there" if found.kind == "missing" else ""
-            listing.reject(relative, found.kind, detail or found.detail)
-            continue
-        item = {
-            "path": storage.join(root, relative),
-            "source": relative,
-            "label": label,
-            "size_bytes": found.size_bytes,
-        }
-        named.append((relative, found, item))
-    listing.files = _keep_once(named, listing)
+            missing = f"{FSD_CSV} names a file that is not there"
+            listing.reject(
+                relative, found.kind, missing if found.kind == "missing" else found.detail
+            )
+    for item in _keep_once(named, listing):
+        if id(item) in left_out:
+            listing.skipped[left_out[id(item)]] += 1
+        else:
+            listing.files.append(item)
     return listing
 
 
@@ -354,6 +398,8 @@ def list_source(fs: pafs.FileSystem, root: str, cfg: PrepareConfig, url: str) ->
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.File:
         raise PrepareError(f"SOURCE {storage.display(url)} is a file; give the dataset's folder")
+    if info.type != pafs.FileType.Directory:
+        raise PrepareError(f"SOURCE {storage.display(url)} is not a folder")
     is_fsd = storage.exists(fs, storage.join(root, FSD_CSV))
     listing = list_fsd(fs, root, cfg) if is_fsd else list_tree(fs, root, cfg)
     unknown = sorted(set(cfg.labels or ()) - listing.available_labels)
@@ -374,7 +420,20 @@ def list_source(fs: pafs.FileSystem, root: str, cfg: PrepareConfig, url: str) ->
 
 
 def _open(fs: pafs.FileSystem, path: str, size_bytes: int, whole_file_max_bytes: int):
-    """A seekable file object: the whole file in memory if small, else ranged reads."""
+    """A seekable file object: the whole file in memory if small, else ranged reads.
+
+    A local file is opened without blocking and checked to be a regular file, in case a named
+    pipe took its name after the listing (reading one would wait for ever)."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        handle = os.fdopen(descriptor, "rb", buffering=1 << 20)
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            handle.close()
+            raise Rejected("not_a_file", "no longer a regular file when it was read")
+        if size_bytes <= whole_file_max_bytes:
+            with handle:
+                return io.BytesIO(handle.read())
+        return handle
     if size_bytes <= whole_file_max_bytes:
         with fs.open_input_file(path) as handle:
             return io.BytesIO(handle.read())
@@ -419,7 +478,7 @@ def process_files(
             detail = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
             rejects.append({"source": source, "reason": "decode_error", "detail": detail})
             continue
-        if decoded.seconds_left_out:
+        if decoded.cut:
             cuts.append(
                 {
                     "source": source,
@@ -712,8 +771,9 @@ def _cuts_message(cuts: list[dict], cfg: PrepareConfig) -> str:
     more = f" and {len(cuts) - 3} more" if len(cuts) > 3 else ""
     return (
         f"prepare: {len(cuts)} file(s) had sound past --max-windows {cfg.max_windows} "
-        f"({cfg.max_windows} clips of {cfg.clip_seconds:g} s), {total:,.0f} s left out in all: "
-        f"{shown}{more}; --max-windows 0 keeps every window (listed in {CUTS}/)"
+        f"({cfg.max_windows} clips of {cfg.clip_seconds:g} s) or past what one read of an MP3 "
+        f"holds, {total:,.0f} s left out in all: {shown}{more}; --max-windows 0 keeps every "
+        f"window (listed in {CUTS}/)"
     )
 
 

@@ -38,7 +38,10 @@ def read_samples(url: str, sample_rate_hz: int, clip_samples: int, n: int) -> np
     prepare does. Anything unreadable is an error naming the file.
     """
     fs, root = storage.resolve(url)
-    kind = fs.get_file_info(root).type
+    try:
+        kind = fs.get_file_info(root).type
+    except OSError as error:
+        raise storage.unreachable(url, error) from None
     if kind != pafs.FileType.Directory:
         what = "does not exist" if kind == pafs.FileType.NotFound else "is a file"
         raise AudioganError(f"--samples {storage.display(url)} {what}; give a folder of WAVs")

@@ -251,8 +251,12 @@ def _accuracy(model: Classifier, mels: torch.Tensor, targets: torch.Tensor) -> f
 def load(url: str) -> tuple[Classifier, dict]:
     """A saved classifier (a folder holding state.pt, or the file), loaded weights_only."""
     fs, path = storage.resolve(url)
+    try:
+        kind = fs.get_file_info(path).type
+    except OSError as error:
+        raise storage.unreachable(url, error) from None
     if not path.endswith(".pt"):
-        if fs.get_file_info(path).type == pafs.FileType.File:
+        if kind == pafs.FileType.File:
             raise EvaluatorError(
                 f"{storage.display(url)} is a file, not a classifier (a folder with {STATE_FILE}"
                 ", or the .pt file itself)"

@@ -635,3 +635,43 @@ def test_decoder_noise_stays_off_the_console_unless_verbose(ray_session, tmp_pat
     assert capfd.readouterr().err == ""
     data.process_files(files, fs, PrepareConfig(), {}, quiet=False)
     assert "MPEG" in capfd.readouterr().err
+
+
+def test_a_file_two_rows_name_keeps_its_own_rows_label_whatever_the_filter(tmp_path, write_wav):
+    root = tmp_path / "fsd"
+    write_wav(root / "audio_train" / "x.wav", tone(440, 1.0, 16000), 16000)
+    os.symlink("x.wav", root / "audio_train" / "y.wav")
+    write_fsd(root, {"y.wav": ("Meow", True), "x.wav": ("Bark", True)})
+    for labels in (None, ("Bark",)):
+        listing = data.plan_prepare(str(root), str(tmp_path / "out"), PrepareConfig(labels=labels))
+        assert [f["label"] for f in listing.listing.files] == ["Bark"], labels
+        assert listing.listing.entries == 2
+    # The audio is x.wav's, a Bark: --labels Meow finds no file of its own.
+    with pytest.raises(data.PrepareError, match="holds no rows matching the filters"):
+        data.plan_prepare(str(root), str(tmp_path / "out"), PrepareConfig(labels=("Meow",)))
+
+
+def test_rows_that_no_file_could_answer_are_rejects_not_a_crash(tmp_path, write_wav):
+    root = tmp_path / "fsd"
+    write_wav(root / "audio_train" / "good.wav", tone(440, 1.0, 16000), 16000)
+    os.symlink("loopdir", root / "audio_train" / "loopdir")
+    rows = ["loopdir/a.wav,Odd,1", f"{'n' * 300}.wav,Odd,1", "bad\0name.wav,Odd,1"]
+    write_fsd(root, {"good.wav": ("Odd", True)}, extra_rows=rows)
+    listing = data.plan_prepare(str(root), str(tmp_path / "out"), PrepareConfig()).listing
+    assert [f["source"] for f in listing.files] == ["audio_train/good.wav"]
+    assert sorted(r["reason"] for r in listing.rejects) == ["bad_row", "bad_row", "link_loop"]
+
+
+def test_a_train_csv_or_source_that_is_no_regular_file_is_refused(tmp_path):
+    root = tmp_path / "fsd"
+    (root / "audio_train").mkdir(parents=True)
+    os.mkfifo(root / "train.csv")  # reading it would wait for ever
+    with pytest.raises(data.PrepareError, match="train.csv is no file to read: a named pipe"):
+        data.plan_prepare(str(root), str(tmp_path / "out"), PrepareConfig())
+    os.unlink(root / "train.csv")
+    os.symlink("/dev/zero", root / "train.csv")  # would be read until memory ran out
+    with pytest.raises(data.PrepareError, match="train.csv is no file to read: a link that"):
+        data.plan_prepare(str(root), str(tmp_path / "out"), PrepareConfig())
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(data.PrepareError, match="is not a folder"):
+        data.plan_prepare(str(tmp_path / "pipe"), str(tmp_path / "out"), PrepareConfig())
