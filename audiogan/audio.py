@@ -503,7 +503,7 @@ class Resampled:
             block = self.read(READ_BLOCK_FRAMES)
             if block.size == 0:
                 return None
-            loud = np.flatnonzero(np.abs(block) > threshold)
+            loud = _loud(block, threshold)
             if loud.size:
                 self._pending = np.concatenate([block[loud[0] :], self._pending])
                 self.position -= block.size - loud[0]
@@ -518,7 +518,7 @@ class Resampled:
             block = self.read(READ_BLOCK_FRAMES)
             if block.size == 0:
                 break
-            loud = np.flatnonzero(np.abs(block) > threshold)
+            loud = _loud(block, threshold)
             if loud.size:
                 end = first + int(loud[-1]) + 1
         return end
@@ -565,8 +565,8 @@ class Resampled:
             raise Rejected("non_finite", "the samples include NaN or infinity")
         self._next_source += block.size
         if block.size < min(count, READ_BLOCK_FRAMES):
-            short = self._next_source < self._header_frames
-            if short and self._sound.format != "MP3":  # an MP3's frame count is a guess
+            # (An MP3 comes as WholeMp3, whose frame count is what it decoded, not a guess.)
+            if self._next_source < self._header_frames:
                 raise Rejected(
                     "decode_error",
                     f"truncated: {self._next_source} of the {self._header_frames} frames the "
@@ -582,6 +582,11 @@ class Resampled:
             end = np.zeros(plan.width + plan.orig, dtype=np.float32)
             self._buffer = _joined(self._buffer, end)
             self._total_out = math.ceil(plan.new * self._next_source / plan.orig)
+
+
+def _loud(samples: np.ndarray, threshold: float) -> np.ndarray:
+    """The indices of the samples louder than `threshold` (an amplitude)."""
+    return np.flatnonzero(np.abs(samples) > threshold)
 
 
 def _joined(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -673,9 +678,10 @@ def _pieces(stream: Resampled, size: int) -> Iterator[np.ndarray]:
 
 def _windows(
     stream: Resampled, cfg: PrepareConfig, estimated: int
-) -> tuple[list[tuple[int, np.ndarray]], int]:
+) -> tuple[list[tuple[int, np.ndarray]], bool, int]:
     """Consecutive, non-overlapping clips of the signal (of its sound only, with trim_silence),
-    read in one pass; returns them and the samples past the last window `max_windows` allows.
+    read in one pass; returns them, whether sound went on past the last window `max_windows`
+    allows, and then how many samples of the file follow that window.
 
     Window i covers [start + i*C, start + (i+1)*C) of a sound of length n (C: clip samples).
     The full windows are kept, and a last partial one if it holds at least half a clip (padded;
@@ -698,7 +704,7 @@ def _windows(
     index, cut = 0, False
     for window in _pieces(stream, clip_samples):
         offset = start + index * clip_samples
-        loud = np.flatnonzero(np.abs(window) > threshold)
+        loud = _loud(window, threshold)
         if not cfg.trim_silence:
             sound_end = offset + window.size
         elif loud.size:
@@ -824,7 +830,7 @@ def clips_from_file(
     if header_frames < cfg.min_source_seconds * source_hz:
         raise Rejected("too_short", f"{header_frames} frames at {source_hz} Hz")
     rate = resample_source_rate(source_hz, cfg.sample_rate_hz)
-    estimated = math.ceil(header_frames * cfg.sample_rate_hz / rate)  # exact but for MP3
+    estimated = math.ceil(header_frames * cfg.sample_rate_hz / rate)  # the resampled length
 
     def stream_at(start: int) -> Resampled:
         return Resampled(

@@ -120,24 +120,13 @@ PREPARE_FLAGS = {
 def prepare_config_from_args(args: argparse.Namespace) -> PrepareConfig:
     """Only the options given on the command line; the dataclass holds every default. Errors
     name the options, not the config keys behind them."""
-    given = {
-        "sample_rate_hz": args.sample_rate,
-        "clip_seconds": args.clip_seconds,
-        "crop": args.crop,
-        "pad": args.pad,
-        "trim_silence": args.trim_silence or None,
-        "silence_threshold_db": args.silence_threshold_db,
-        "normalize": args.normalize,
-        "max_windows": args.max_windows,
-        "labels": tuple(x.strip() for x in args.labels.split(",") if x.strip())
-        if args.labels is not None
-        else None,
-        "verified_only": args.verified_only or None,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-    }
+    # Each option's argparse name is its flag's (--sample-rate: args.sample_rate).
+    given = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in PREPARE_FLAGS.items()}
+    if given["labels"] is not None:
+        given["labels"] = tuple(x.strip() for x in given["labels"].split(",") if x.strip())
+    given = {k: v for k, v in given.items() if v is not None and v is not False}  # False: unset
     try:
-        return PrepareConfig(**{k: v for k, v in given.items() if v is not None})
+        return PrepareConfig(**given)
     except ConfigError as error:
         raise _in_flags(error, PREPARE_FLAGS) from None
 

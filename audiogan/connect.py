@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import tempfile
 import threading
 from urllib.parse import urlsplit
 
@@ -31,15 +30,12 @@ class RayAddressError(AudioganError):
 
 
 def local_temp_dir() -> str:
-    """Where audiogan's local Ray instances keep their sessions: audiogan-ray/ in the folder
-    that holds Ray's own ray/ (RAY_TMPDIR, else TMPDIR on Linux, else /tmp: Ray's rule, which
-    keeps its Unix socket paths short on macOS too)."""
-    base = os.environ.get("RAY_TMPDIR")
-    if not base and sys.platform.startswith("linux"):
-        base = os.environ.get("TMPDIR")
-    if not base:
-        base = "/tmp" if sys.platform.startswith(("linux", "darwin")) else tempfile.gettempdir()
-    return os.path.join(base, "audiogan-ray")
+    """Where audiogan's local Ray instances keep their sessions: audiogan-ray/ beside Ray's own
+    ray/, in the folder Ray picks (RAY_TMPDIR, else TMPDIR on Linux, else /tmp, which keeps
+    its Unix socket paths short on macOS too)."""
+    from ray._common.utils import get_default_system_temp_dir
+
+    return os.path.join(get_default_system_temp_dir(), "audiogan-ray")
 
 
 def start_ray(
@@ -99,14 +95,16 @@ def cluster_endpoint(address: str, origin: str = "RAY_ADDRESS") -> tuple[str, in
             "or unset RAY_ADDRESS to run on a local Ray instance"
         )
     if address == "auto":
-        from ray._private.services import canonicalize_bootstrap_address
+        # The cluster `ray start` last recorded on this machine. (Ray's own "auto" falls back
+        # to any GCS process it sees, which would join another command's private instance.)
+        from ray._private.services import find_bootstrap_address
 
-        try:
-            address = canonicalize_bootstrap_address("auto") or ""
-        except (ConnectionError, ValueError) as error:
+        address = find_bootstrap_address(None) or ""
+        if not address:
             raise RayAddressError(
-                f"{said}: no Ray cluster found on this machine ({error})"
-            ) from None
+                f"{said}: no Ray cluster is recorded on this machine; start one with "
+                "`ray start --head`, or give its address (HOST:6379)"
+            )
         said = f"{said} (the cluster recorded at {address})"
     hostport = address.split("://", 1)[1] if scheme == "ray" else address
     host, _, port = hostport.rpartition(":")

@@ -143,6 +143,17 @@ class _Found:
     real: str = ""
 
 
+def _inside(root_real: str, real: str) -> bool:
+    """Whether a resolved path lies in the resolved root."""
+    return os.path.commonpath([root_real, real]) == root_real
+
+
+# How a name that is no regular file is described, by its type.
+_NOT_A_FILE = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+               (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+               (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
 def _what_is_local(root_real: str, path: str) -> _Found:
     """Looks at a local name without opening it: links are followed, and judged."""
     try:
@@ -168,17 +179,11 @@ def _what_is_local(root_real: str, path: str) -> _Found:
                 return _Found("link_loop", f"a link to {target} that leads back to itself")
             return _Found("broken_link", f"a link to {target} that cannot be followed")
     real = os.path.realpath(path)
-    if os.path.commonpath([root_real, real]) != root_real:
+    if not _inside(root_real, real):
         return _Found("unsafe_path", "a link that leads outside SOURCE")
     if not stat.S_ISREG(info.st_mode):
-        what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-        if stat.S_ISFIFO(info.st_mode):
-            what = "a named pipe (FIFO)"
-        elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
-            what = "a device"
-        elif stat.S_ISSOCK(info.st_mode):
-            what = "a socket"
-        return _Found("not_a_file", what)
+        kinds = (what for is_kind, what in _NOT_A_FILE if is_kind(info.st_mode))
+        return _Found("not_a_file", next(kinds, "not a regular file"))
     return _Found("file", size_bytes=info.st_size, real=os.path.relpath(real, root_real))
 
 
@@ -200,21 +205,28 @@ def _walk_local(root: str, listing: Listing) -> list[tuple[str, _Found]]:
             continue
         for entry in entries:
             relative = f"{folder}/{entry.name}" if folder else entry.name
-            if entry.name.startswith("."):
-                listing.skipped["hidden"] += 1
+            why = _skip_reason(relative)
+            if why == "hidden":
+                listing.skipped[why] += 1
             elif entry.is_dir(follow_symlinks=False):
                 folders.append(relative)
             elif entry.is_symlink() and os.path.isdir(entry.path):
-                real = os.path.realpath(entry.path)
-                if os.path.commonpath([root_real, real]) == root_real:
+                if _inside(root_real, os.path.realpath(entry.path)):
                     listing.skipped["link_to_a_folder_inside"] += 1
                 else:
                     listing.reject(relative, "unsafe_path", "a link to a folder outside SOURCE")
-            elif not entry.name.lower().endswith(AUDIO_EXTENSIONS):
-                listing.skipped["not_audio"] += 1
+            elif why:
+                listing.skipped[why] += 1
             else:
                 found.append((relative, _what_is_local(root_real, entry.path)))
     return sorted(found)
+
+
+def _skip_reason(relative: str) -> str | None:
+    """Why a tree leaves a name out (hidden, or no audio extension), or None."""
+    if any(part.startswith(".") for part in relative.split("/")):
+        return "hidden"
+    return None if relative.lower().endswith(AUDIO_EXTENSIONS) else "not_audio"
 
 
 def _list_store(fs: pafs.FileSystem, root: str) -> tuple[dict[str, int], set[str]]:
@@ -231,18 +243,18 @@ def _list_store(fs: pafs.FileSystem, root: str) -> tuple[dict[str, int], set[str
     return dict(sorted(files.items())), folders
 
 
-def _keep_once(named: list[tuple[str, _Found, dict]], listing: Listing) -> list[dict]:
-    """One file per real file: of its names, the one that is no link (the file's real place),
-    else the first; the other names are counted as same_file_twice."""
-    chosen: dict[str, tuple[str, _Found, dict]] = {}
-    for name, found, item in named:
-        best = chosen.get(found.real)
-        if best is None or (name == found.real and best[0] != found.real):
-            chosen[found.real] = (name, found, item)
+def _keep_once(named: list[tuple[str, dict]], listing: Listing) -> list[dict]:
+    """One file per real file, from (real path, file) pairs: of its names, the one that is no
+    link (its source is its real path), else the first; the others count as same_file_twice."""
+    chosen: dict[str, dict] = {}
+    for real, item in named:
+        best = chosen.get(real)
+        if best is None or (item["source"] == real and best["source"] != real):
+            chosen[real] = item
     if len(named) > len(chosen):
         listing.skipped["same_file_twice"] += len(named) - len(chosen)
-    kept = {id(item) for _, _, item in chosen.values()}
-    return [item for _, _, item in named if id(item) in kept]
+    kept = {id(item) for item in chosen.values()}
+    return [item for _, item in named if id(item) in kept]
 
 
 def safe_relative_path(folder: str, name: str) -> str | None:
@@ -300,7 +312,7 @@ def list_fsd(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
     store_files, store_folders = ({}, set()) if local else _list_store(fs, root)
     wanted = set(cfg.labels) if cfg.labels else None
     seen: set[str] = set()
-    named: list[tuple[str, _Found, dict]] = []
+    named: list[tuple[str, dict]] = []
     left_out: dict[int, str] = {}  # id(item) -> why the filters leave its row out
     for row in reader:
         fname, label = (row.get("fname") or "").strip(), (row.get("label") or "").strip() or None
@@ -332,7 +344,7 @@ def list_fsd(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
                 "label": label,
                 "size_bytes": found.size_bytes,
             }
-            named.append((relative, found, item))
+            named.append((found.real, item))
             if filtered:
                 left_out[id(item)] = filtered
         elif filtered:
@@ -365,13 +377,11 @@ def list_tree(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
         files, _ = _list_store(fs, root)
         found = []
         for relative, size in files.items():
-            if any(part.startswith(".") for part in relative.split("/")):
-                listing.skipped["hidden"] += 1
-            elif not relative.lower().endswith(AUDIO_EXTENSIONS):
-                listing.skipped["not_audio"] += 1
+            if why := _skip_reason(relative):
+                listing.skipped[why] += 1
             else:
                 found.append((relative, _Found("file", size_bytes=size, real=relative)))
-    named: list[tuple[str, _Found, dict]] = []
+    named: list[tuple[str, dict]] = []
     for relative, what in found:
         if what.kind != "file":
             listing.reject(relative, what.kind, what.detail)
@@ -383,7 +393,7 @@ def list_tree(fs: pafs.FileSystem, root: str, cfg: PrepareConfig) -> Listing:
             "label": parts[0] if len(parts) > 1 else None,
             "size_bytes": what.size_bytes,
         }
-        named.append((relative, what, item))
+        named.append((what.real, item))
     # A file with several names is used under its real place, which gives its label.
     files = _keep_once(named, listing)
     listing.available_labels = {f["label"] for f in files if f["label"] is not None}
@@ -577,6 +587,9 @@ class Plan:
     cfg: PrepareConfig
     overwrite: bool
     listing: Listing
+    src_fs: pafs.FileSystem
+    dst_fs: pafs.FileSystem
+    dst_root: str
 
 
 def plan_prepare(
@@ -598,16 +611,10 @@ def plan_prepare(
     except OSError as error:
         raise storage.unreachable(source_url, error) from error
     try:
-        if dst_fs.get_file_info(dst_root).type == pafs.FileType.File:
-            raise PrepareError(f"DEST {storage.display(dest_url)} is a file; give a folder")
-        if storage.is_nonempty_dir(dst_fs, dst_root) and not overwrite:
-            raise PrepareError(
-                f"DEST {storage.display(dest_url)} exists and is not empty; pass --overwrite to "
-                "replace it"
-            )
+        _check_destination(dst_fs, dst_root, dest_url, overwrite)
     except OSError as error:
         raise storage.unreachable(dest_url, error) from error
-    return Plan(source_url, dest_url, cfg, overwrite, listing)
+    return Plan(source_url, dest_url, cfg, overwrite, listing, src_fs, dst_fs, dst_root)
 
 
 def prepare(
@@ -632,8 +639,7 @@ def run_prepare(plan: Plan, log: Callable[[str], None] = print, verbose: bool = 
     """
     started = time.perf_counter()
     source_url, dest_url, cfg, listing = plan.source_url, plan.dest_url, plan.cfg, plan.listing
-    src_fs, src_root = storage.resolve(source_url)
-    dst_fs, dst_root = storage.resolve(dest_url)
+    src_fs, dst_fs, dst_root = plan.src_fs, plan.dst_fs, plan.dst_root
     local = [url for url in (source_url, dest_url) if not storage.is_s3(url)]
     if local and ray.is_initialized() and sum(n["Alive"] for n in ray.nodes()) > 1:
         raise PrepareError(
@@ -811,13 +817,24 @@ def _check_job(source_url: str, dest_url: str, src_root: str, dst_root: str, cfg
             ) from None
 
 
-def _claim_destination(fs: pafs.FileSystem, root: str, url: str, overwrite: bool) -> None:
+def _check_destination(fs: pafs.FileSystem, root: str, url: str, overwrite: bool) -> bool:
+    """Refuses a DEST that is a file, or a non-empty one without --overwrite; returns whether
+    it holds something to replace."""
+    if fs.get_file_info(root).type == pafs.FileType.File:
+        raise PrepareError(f"DEST {storage.display(url)} is a file; give a folder")
     if not storage.is_nonempty_dir(fs, root):
-        return
+        return False
     if not overwrite:
         raise PrepareError(
             f"DEST {storage.display(url)} exists and is not empty; pass --overwrite to replace it"
         )
+    return True
+
+
+def _claim_destination(fs: pafs.FileSystem, root: str, url: str, overwrite: bool) -> None:
+    """Checks DEST again (it may have changed since the plan), then clears an old dataset."""
+    if not _check_destination(fs, root, url, overwrite):
+        return
     # The manifest goes first, so an interrupted overwrite never looks like a finished dataset.
     for name in (MANIFEST, CLIPS, REJECTS, CUTS):
         storage.delete(fs, storage.join(root, name))
@@ -827,11 +844,10 @@ def read_manifest(dest_url: str) -> dict:
     """The manifest of a finished dataset; raises PrepareError for an unfinished one."""
     fs, root = storage.resolve(dest_url)
     shown = storage.display(dest_url)
+    why = storage.why_not_a_folder(fs, root, dest_url)
+    if why:
+        raise PrepareError(f"{shown} {why}; give a dataset folder (audiogan prepare DEST)")
     try:
-        kind = fs.get_file_info(root).type
-        if kind != pafs.FileType.Directory:
-            what = "does not exist" if kind == pafs.FileType.NotFound else "is a file"
-            raise PrepareError(f"{shown} {what}; give a dataset folder (audiogan prepare DEST)")
         path = storage.join(root, MANIFEST)
         if not storage.exists(fs, path):
             raise PrepareError(

@@ -20,7 +20,6 @@ import io
 from collections.abc import Callable
 
 import numpy as np
-import pyarrow.fs as pafs
 import soundfile as sf
 
 from audiogan import evaluator, metrics, storage
@@ -38,13 +37,9 @@ def read_samples(url: str, sample_rate_hz: int, clip_samples: int, n: int) -> np
     prepare does. Anything unreadable is an error naming the file.
     """
     fs, root = storage.resolve(url)
-    try:
-        kind = fs.get_file_info(root).type
-    except OSError as error:
-        raise storage.unreachable(url, error) from None
-    if kind != pafs.FileType.Directory:
-        what = "does not exist" if kind == pafs.FileType.NotFound else "is a file"
-        raise AudioganError(f"--samples {storage.display(url)} {what}; give a folder of WAVs")
+    why = storage.why_not_a_folder(fs, root, url)
+    if why:
+        raise AudioganError(f"--samples {storage.display(url)} {why}; give a folder of WAVs")
     names = [
         info.path
         for info in storage.list_folder(fs, root)

@@ -111,6 +111,18 @@ def exists(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def why_not_a_folder(fs: pafs.FileSystem, path: str, url: str) -> str | None:
+    """ "does not exist" or "is a file" for a path that should be a folder, else None; a store
+    that cannot be asked is a StorageError naming `url`."""
+    try:
+        kind = fs.get_file_info(path).type
+    except OSError as error:
+        raise unreachable(url, error) from None
+    if kind == pafs.FileType.Directory:
+        return None
+    return "does not exist" if kind == pafs.FileType.NotFound else "is a file"
+
+
 def list_folder(
     fs: pafs.FileSystem, folder: str, kind: pafs.FileType = pafs.FileType.File
 ) -> list[pafs.FileInfo]:

@@ -192,6 +192,16 @@ def s3_env(s3_server, monkeypatch):
 
 
 @pytest.fixture
+def forbid_ray(monkeypatch):
+    """Starting Ray fails the test: for input that must be refused before Ray starts."""
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for input that should have been refused")
+
+    monkeypatch.setattr("audiogan.connect.start_ray", no_ray)
+
+
+@pytest.fixture
 def write_wav():
     """Writes audio with soundfile: write_wav(path, audio, rate, **soundfile kwargs)."""
 

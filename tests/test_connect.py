@@ -91,6 +91,23 @@ def test_auto_with_a_stale_record_names_the_dead_cluster(synth_root, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.ray
+def test_auto_with_no_record_says_so_even_beside_a_running_ray(ray_session, synth_root, tmp_path):
+    """Ray's own "auto" would join any GCS it sees, such as this test session's private Ray."""
+    tmpdir = tmp_path / "raytmp"
+    tmpdir.mkdir()
+    done = subprocess.run(
+        CLI + ["prepare", str(synth_root), str(tmp_path / "out"), "--address", "auto"],
+        capture_output=True, text=True, timeout=120, env=cli_env(RAY_TMPDIR=str(tmpdir)),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "audiogan prepare: error: --address=auto: no Ray cluster is recorded on this machine; "
+        "start one with `ray start --head`, or give its address (HOST:6379)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_dataset_is_refused_before_ray_is_asked(tmp_path):
     started = time.perf_counter()
     done = subprocess.run(

@@ -210,12 +210,8 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_by_generate(
     ],
 )
 def test_a_hostile_config_is_refused_before_any_ray_work(
-    tmp_path, capsys, monkeypatch, report_fault, text, message
+    tmp_path, capsys, forbid_ray, report_fault, text, message
 ):
-    def no_ray(*args, **kwargs):
-        raise AssertionError("Ray was started for a config that should have been refused")
-
-    monkeypatch.setattr("audiogan.connect.start_ray", no_ray)
     config = tmp_path / "config.yaml"
     config.write_text(text)
     code = main(["train", "--data", str(tmp_path / "none"), "--storage", str(tmp_path),

@@ -576,12 +576,8 @@ def test_jobs_that_cannot_work_are_refused_before_any_read(ray_session, synth_ro
     ],
 )
 def test_bad_options_are_refused_before_ray_in_the_words_typed(
-    synth_root, tmp_path, capsys, monkeypatch, options, message
+    synth_root, tmp_path, capsys, forbid_ray, options, message
 ):
-    def no_ray(*args, **kwargs):
-        raise AssertionError("Ray was started for options that should have been refused")
-
-    monkeypatch.setattr("audiogan.connect.start_ray", no_ray)
     started = time.perf_counter()
     assert main(["prepare", str(synth_root), str(tmp_path / "out"), *options]) == 2
     assert time.perf_counter() - started < 2
@@ -593,11 +589,7 @@ def test_bad_options_are_refused_before_ray_in_the_words_typed(
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_source_and_dest_are_refused_before_ray(synth_root, tmp_path, capsys, monkeypatch):
-    def no_ray(*args, **kwargs):
-        raise AssertionError("Ray was started for a job that should have been refused")
-
-    monkeypatch.setattr("audiogan.connect.start_ray", no_ray)
+def test_bad_source_and_dest_are_refused_before_ray(synth_root, tmp_path, capsys, forbid_ray):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "old.txt").write_text("keep me")
     os.symlink(synth_root / "audio_train", tmp_path / "destlink")
