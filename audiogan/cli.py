@@ -83,6 +83,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
         seed=args.seed,
         layout=args.layout,
         progress=progress,
+        kind=args.kind,
     )
     summary["seconds"] = round(time.perf_counter() - started, 2)
     per_label = ", ".join(f"{k} {v}" for k, v in summary["per_label"].items())
@@ -90,7 +91,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
         summary,
         args.json,
         [
-            f"synth: wrote {summary['clips']} clips ({per_label}; {summary['verified']} verified) "
+            f"synth: wrote {summary['clips']} {summary['kind']} clips ({per_label}; "
+            f"{summary['verified']} verified) "
             f"to {args.out_dir} in {summary['seconds']} s",
         ],
     )
@@ -352,6 +354,24 @@ def cmd_compare(args: argparse.Namespace) -> None:
     recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip())
     overrides = parse_overrides(args.overrides)
     compare.recipe_configs(recipes, args.minutes, overrides)  # refusals before Ray starts
+    if (args.data is None) == (args.kinds is None):
+        raise AudioganError(
+            "give one of --data (a prepared dataset) and --kinds (kinds of the synthetic suite)"
+        )
+    if args.kinds is not None:
+        kinds = compare.suite_kinds(args.kinds)
+        clips_per_class = args.clips_per_class or compare.SUITE_CLIPS_PER_CLASS
+        if clips_per_class < 5:
+            raise AudioganError(
+                "--clips-per-class must be at least 5 (one file in five is held out)"
+            )
+        _start_ray(args, dashboard=True)
+        result = compare.compare_kinds(
+            args.suite, args.storage, args.minutes, kinds, args.workers, recipes, args.n,
+            args.overwrite, overrides, clips_per_class, log=_stderr,
+        )  # fmt: skip
+        _emit(result, args.json, compare.format_kinds(result))
+        return
     _check_dataset(args.data)
     _start_ray(args, dashboard=True)
     result = compare.compare(
@@ -538,6 +558,8 @@ def _add_output_options(parser: argparse.ArgumentParser, local_ray: bool) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from audiogan import synth as synth_kinds
+
     parser = argparse.ArgumentParser(
         prog="audiogan",
         description="Train GANs on raw audio with Ray: synthesise or prepare a dataset, "
@@ -548,10 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser(
         "synth",
-        help="write a synthetic instrument dataset (FSDKaggle2018 layout)",
-        description="Writes 44.1 kHz 16-bit WAVs of four synthetic instruments (plucked string, "
-        "reed, brass, bowed string) with train.csv, as FSDKaggle2018 lays them out. The output "
-        "depends only on the seed.",
+        help="write a synthetic dataset of one kind of sound (FSDKaggle2018 layout)",
+        description="Writes 44.1 kHz 16-bit WAVs of one kind of sound with train.csv, as "
+        "FSDKaggle2018 lays them out. Kinds: instruments (plucked string, reed, brass, bowed "
+        "string), percussion (kick, snare, hi-hat, tom, hand clap), speech (the syllables ba, "
+        "ti, su, mo, ke from a source-filter model), textures (rain, wind, fire crackle, "
+        "applause), polyphonic (strummed and organ chords, two instruments at once). The "
+        "output depends only on the seed.",
     )
     synth.add_argument("out_dir", metavar="OUT_DIR")
     synth.add_argument(
@@ -560,6 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=40,
         metavar="N",
         help="clips of each class (default 40)",
+    )
+    synth.add_argument(
+        "--kind",
+        choices=tuple(synth_kinds.KINDS),
+        default=synth_kinds.DEFAULT_KIND,
+        help=f"the kind of sound (default {synth_kinds.DEFAULT_KIND})",
     )
     synth.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     synth.add_argument(
@@ -762,11 +793,29 @@ def build_parser() -> argparse.ArgumentParser:
         "number of minutes on the same Ray Train workers into STORAGE/compare-RECIPE, fits the "
         "dataset's evaluation classifier if it has none, evaluates each with it, prints one "
         "table (G steps, mel_fd, classifier FD, Inception Score and its ratio to real data's) "
-        "and writes STORAGE/compare.json. Recipes: "
-        + "; ".join(f"{name}: {about}" for name, (_, about) in RECIPES.items())
-        + ".",
+        "and writes STORAGE/compare.json. With --kinds instead of --data, it does so for each "
+        "kind of the synthetic suite (synthesised and prepared into SUITE/KIND/ if missing; runs "
+        "in STORAGE/KIND/), then prints a summary over the kinds and writes STORAGE/suite.json. "
+        "Recipes: " + "; ".join(f"{name}: {about}" for name, (_, about) in RECIPES.items()) + ".",
     )
-    compare.add_argument("--data", required=True, help="a prepared dataset with labels")
+    compare.add_argument("--data", help="a prepared dataset with labels")
+    compare.add_argument(
+        "--kinds",
+        metavar="KIND,...",
+        help=f"compare on these kinds of the synthetic suite instead ({','.join(synth_kinds.KINDS)}"
+        ", or all)",
+    )
+    compare.add_argument(
+        "--suite",
+        default="data/suite",
+        help="where the kinds' datasets are kept (default data/suite)",
+    )
+    compare.add_argument(
+        "--clips-per-class",
+        type=int,
+        metavar="N",
+        help="files a class when a kind's dataset is made (default 100, cut into 1 s clips)",
+    )
     compare.add_argument("--storage", required=True, help="runs folder: local path or s3://...")
     compare.add_argument(
         "--minutes", type=float, default=20.0, help="training minutes per recipe (default 20)"

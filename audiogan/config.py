@@ -22,6 +22,8 @@ class ConfigError(AudioganError, ValueError):
 CROP_MODES = ("start", "center", "random", "windows")
 PAD_MODES = ("end", "center", "none")
 NORMALIZE_MODES = ("peak", "rms")
+# What D's inputs may go through, real and generated alike (audiogan/augment.py).
+AUGMENTATIONS = ("shift", "gain", "noise")
 # Longer than any clip a GAN here trains on (1-4 s); 60 s at 192 kHz is 46 MB a clip.
 MAX_CLIP_SECONDS = 60.0
 
@@ -170,6 +172,12 @@ class TrainConfig:
     # Feature matching (MelGAN, HiFi-GAN): G's loss gains this times the L1 distance between
     # D's feature maps of real and generated clips; 0: none.
     fm_weight: float = 0.0
+    # Differentiable augmentations of every clip D sees, real and generated alike (DiffAugment):
+    # any of shift, gain, noise; () none. They keep a D trained on a few hundred clips from
+    # learning them by heart.
+    augment: tuple[str, ...] = ()
+    # The probability each augmentation is applied to a clip.
+    augment_p: float = 0.5
     # One model for all classes of the dataset (label embedding in G, projection in D).
     conditional: bool = False
     # Decay of the EMA copy of G used for samples; 0 keeps no copy. It warms up: at G step t
@@ -248,6 +256,12 @@ class TrainConfig:
             "a second forward before the backward breaks BatchNorm under DDP)",
         )
         _require(self.fm_weight >= 0, "fm_weight must be >= 0")
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        _require(
+            not unknown,
+            f"augment: unknown {', '.join(unknown)}; known: {', '.join(AUGMENTATIONS)}",
+        )
+        _require(0 <= self.augment_p <= 1, "augment_p must be in [0, 1]")
         _require(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)")
         _require(self.max_steps >= 1, "max_steps must be at least 1")
         _require(self.max_minutes >= 0, "max_minutes must be >= 0 (0: no limit)")

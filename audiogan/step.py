@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from audiogan import losses
+from audiogan import augment, losses
 from audiogan.config import TrainConfig
 
 # Each `loss` key's (D loss, G loss).
@@ -67,6 +67,11 @@ def sample_latent(
     return torch.rand(shape, device=device, generator=generator) * 2 - 1
 
 
+def seen_by_d(cfg: TrainConfig, clips: torch.Tensor) -> torch.Tensor:
+    """Clips as D sees them: through cfg.augment's transforms, each clip drawn on its own."""
+    return augment.augment(clips, cfg.augment, cfg.augment_p) if cfg.augment else clips
+
+
 def d_step(
     gan: GAN,
     real: torch.Tensor,
@@ -83,6 +88,7 @@ def d_step(
     cfg, D = gan.cfg, gan.discriminator
     with torch.no_grad(), autocast():
         fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels).float()
+    real, fake = seen_by_d(cfg, real), seen_by_d(cfg, fake)
     penalty = None
     if cfg.loss == "wgan-gp":
         with autocast():
@@ -122,12 +128,12 @@ def g_step(
     try:
         with autocast():
             fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels)
-            fake_logits, fake_features = D(fake, labels)
+            fake_logits, fake_features = D(seen_by_d(cfg, fake), labels)
         g_loss = GAN_LOSSES[cfg.loss][1](fake_logits)
         result = {"g_loss": g_loss.item()}
         if cfg.fm_weight:
             with torch.no_grad(), autocast():
-                _, real_features = D(real, labels)
+                _, real_features = D(seen_by_d(cfg, real), labels)
             matching = losses.feature_matching(
                 [f.float() for f in real_features], [f.float() for f in fake_features]
             )

@@ -213,7 +213,7 @@ def test_random_crop_depends_only_on_seed_and_file():
 def test_importing_the_pure_modules_does_not_import_ray():
     code = (
         "import sys, audiogan.audio, audiogan.synth, audiogan.config, audiogan.storage,"
-        " audiogan.models, audiogan.losses, audiogan.step, audiogan.checkpoint;"
+        " audiogan.models, audiogan.losses, audiogan.step, audiogan.augment, audiogan.checkpoint;"
         "print('ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from audiogan import compare
+from audiogan import compare, synth
 from audiogan.config import PRESETS_DIR, RECIPES, ConfigError
 from audiogan.errors import AudioganError
 
@@ -96,3 +96,29 @@ def test_the_verdict_takes_the_best_recipe_against_the_reference():
     assert "| ddsp-stft | 100 | 1000.0 (100.0) | 24.0 (1.5) | 0.3 | 0.87 (3.0) | 0.29 |" in table
     assert "classifier FD / wavegan-gp's 0.3 (target <= 0.25: missed)" in table
     assert compare._verdict({"dcgan": _row(1.0, 1.0)}) == {}
+
+
+def test_the_summary_over_kinds_holds_every_kind_to_the_suite_targets():
+    by_kind = {
+        "speech": {"recipes": {"wavegan-gp": _row(100.0, 0.2), "a": _row(10.0, 0.7),
+                               "b": _row(30.0, 0.9)}},
+        "textures": {"recipes": {"wavegan-gp": _row(50.0, 0.3), "a": _row(20.0, 0.8),
+                                 "b": _row(5.0, 0.95)}},
+    }  # fmt: skip
+    summary = compare.summarise_kinds(by_kind)
+    a, b = summary["recipes"]["a"], summary["recipes"]["b"]
+    assert a["fd_share"] == {"speech": 0.1, "textures": 0.4}
+    assert a["mean_fd_share"] == 0.2 and b["mean_fd_share"] == pytest.approx(0.1732, abs=1e-4)
+    assert summary["best"] == "b"  # the lowest geometric mean, though it loses on speech
+    assert not a["targets_met_on_every_kind"] and not b["targets_met_on_every_kind"]
+    by_kind["speech"]["recipes"]["b"] = _row(15.0, 0.9)
+    assert compare.summarise_kinds(by_kind)["recipes"]["b"]["targets_met_on_every_kind"]
+
+
+def test_kinds_are_named_or_all_and_unknown_ones_refused():
+    assert compare.suite_kinds("all") == tuple(synth.KINDS)
+    assert compare.suite_kinds("speech, textures") == ("speech", "textures")
+    with pytest.raises(AudioganError, match="unknown kind birdsong; known: instruments"):
+        compare.suite_kinds("speech,birdsong")
+    with pytest.raises(AudioganError, match="twice"):
+        compare.suite_kinds("speech,speech")

@@ -192,3 +192,34 @@ def test_compare_trains_each_recipe_on_one_budget_and_scores_them(dataset, tmp_p
     assert json.loads((tmp_path / "runs" / "compare.json").read_text()) == result
     with pytest.raises(AudioganError, match="--overwrite"):  # a resumed run: not the same budget
         run()
+
+
+def test_compare_over_two_kinds_makes_each_dataset_and_sums_up(ray_session, tmp_path):
+    """One recipe (the reference) to keep it short: test_compare_trains_each_recipe... has
+    several on one dataset, and the summary's arithmetic is tests/test_compare.py's."""
+    suite, runs = str(tmp_path / "suite"), str(tmp_path / "runs")
+    recipes = ("wavegan-gp",)
+    small = {"model_dim": 4, "latent_dim": 8, "disc_channels": 2, "batch_size": 4}
+    result = compare.compare_kinds(
+        suite, runs, 0.01, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
+        overrides=small, clips_per_class=6, log=lambda _: None,
+    )  # fmt: skip
+    assert list(result["kinds"]) == ["percussion", "speech"]
+    for kind, by_kind in result["kinds"].items():
+        labels = set(evaluator.read_labelled_clips(f"{suite}/{kind}/prepared").labels)
+        assert labels == set(synth.KINDS[kind])  # each kind its own dataset and classifier
+        assert (tmp_path / "suite" / kind / "prepared" / "evaluator" / "state.pt").exists()
+        assert list(by_kind["recipes"]) == list(recipes)
+        assert (tmp_path / "runs" / kind / "compare.json").exists()
+    summary = result["summary"]
+    assert summary["best"] is None  # the reference is no candidate
+    reference = summary["recipes"]["wavegan-gp"]
+    assert reference["fd_share"] == {"percussion": 1.0, "speech": 1.0}
+    assert reference["mean_fd_share"] == 1.0 and not reference["targets_met_on_every_kind"]
+    assert json.loads((tmp_path / "runs" / "suite.json").read_text()) == result
+    lines = compare.format_kinds(result)
+    assert "## percussion" in lines and "## speech" in lines
+    assert lines[-1] == "| wavegan-gp | 1.0 / {} | 1.0 / {} | 1.0 / {} | missed |".format(
+        reference["is_ratio"]["percussion"], reference["is_ratio"]["speech"],
+        reference["mean_is_ratio"],
+    )  # fmt: skip

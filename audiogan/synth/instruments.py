@@ -1,36 +1,21 @@
-"""A synthetic stand-in for FSDKaggle2018: instrument-like notes, written as 44.1 kHz 16-bit WAVs.
+"""Instruments: four monophonic timbres (plucked string, reed, brass, bowed string).
 
-No real dataset can be downloaded where audiogan is developed and tested, so the demo and the
-tests use these. Each class has a clearly different timbre, and each clip varies in pitch,
-loudness, length and silence, so a GAN has something real to learn and a classifier something
-to tell apart. Every clip depends only on (seed, class, index).
+Each class has a clearly different timbre, and each clip is a phrase of notes that varies in
+pitch, loudness, length and silence, so a GAN has something to learn and a classifier
+something to tell apart.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
-import soundfile as sf
 
-SAMPLE_RATE_HZ = 44_100
+from audiogan.synth.dsp import SAMPLE_RATE_HZ
+
 MIN_SECONDS, MAX_SECONDS = 0.4, 10.0
-# Share of rows marked manually_verified, as in FSDKaggle2018 (about 40% there).
-VERIFIED_SHARE = 0.6
 TABLE_SIZE = 4096
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    label: str
-    index: int
-    fname: str
-    verified: bool
 
 
 def _wavetable(amplitudes: np.ndarray) -> np.ndarray:
@@ -136,7 +121,7 @@ def brass(rng: np.random.Generator, f0_hz: float, n: int) -> np.ndarray:
 
 
 # label -> (note synthesiser, lowest and highest fundamental in Hz)
-CLASSES: dict[str, tuple[Callable, float, float]] = {
+INSTRUMENTS: dict[str, tuple[Callable, float, float]] = {
     "Acoustic_guitar": (plucked, 82.0, 660.0),
     "Saxophone": (reed, 138.0, 880.0),
     "Trumpet": (brass, 165.0, 932.0),
@@ -144,20 +129,9 @@ CLASSES: dict[str, tuple[Callable, float, float]] = {
 }
 
 
-def _fname(seed: int, label: str, index: int) -> str:
-    digest = hashlib.sha256(f"{seed}:{label}:{index}".encode()).hexdigest()
-    return f"{digest[:8]}.wav"
-
-
-def _clip_rng(seed: int, label: str, index: int) -> np.random.Generator:
-    digest = hashlib.sha256(f"audio:{seed}:{label}:{index}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-def render_clip(seed: int, label: str, index: int) -> np.ndarray:
+def phrase(label: str, rng: np.random.Generator) -> np.ndarray:
     """One clip: a phrase of notes of one instrument, with silence and a loudness of its own."""
-    rng = _clip_rng(seed, label, index)
-    synthesise, low_hz, high_hz = CLASSES[label]
+    synthesise, low_hz, high_hz = INSTRUMENTS[label]
     seconds = rng.uniform(MIN_SECONDS, MAX_SECONDS)
     total = int(seconds * SAMPLE_RATE_HZ)
     lead = int(rng.uniform(0.05, 0.8) * SAMPLE_RATE_HZ) if rng.random() < 0.5 else 0
@@ -174,86 +148,12 @@ def render_clip(seed: int, label: str, index: int) -> np.ndarray:
         notes.append(synthesise(rng, f0, length) * rng.uniform(0.6, 1.0))
         remaining -= length
         semitone = int(np.clip(semitone + rng.integers(-4, 5), 0, 12 * np.log2(high_hz / low_hz)))
-    phrase = np.concatenate(notes)
-    phrase = phrase / (np.max(np.abs(phrase)) + 1e-9) * 10 ** (rng.uniform(-30, -1) / 20)
+    melody = np.concatenate(notes)
+    melody = melody / (np.max(np.abs(melody)) + 1e-9) * 10 ** (rng.uniform(-30, -1) / 20)
     floor = rng.choice([0.0, 10 ** (-75 / 20)])  # digital silence or a faint noise floor
-    audio = np.concatenate([np.zeros(lead), phrase, np.zeros(tail)])
+    audio = np.concatenate([np.zeros(lead), melody, np.zeros(tail)])
     audio = audio + floor * rng.standard_normal(audio.size)
     return np.clip(audio, -1, 1).astype(np.float32)
 
 
-def plan(
-    clips_per_class: int, seed: int, labels: tuple[str, ...] = tuple(CLASSES)
-) -> list[ClipSpec]:
-    specs = []
-    for label in labels:
-        for index in range(clips_per_class):
-            verified = bool(_clip_rng(seed, label, index).random() < VERIFIED_SHARE)
-            specs.append(ClipSpec(label, index, _fname(seed, label, index), verified))
-    return specs
-
-
-def _write(args: tuple[str, int, ClipSpec]) -> None:
-    path, seed, spec = args
-    audio = render_clip(seed, spec.label, spec.index)
-    sf.write(path, audio, SAMPLE_RATE_HZ, subtype="PCM_16", format="WAV")
-
-
-def synthesize(
-    out_dir: str,
-    clips_per_class: int = 40,
-    seed: int = 0,
-    layout: str = "fsd",
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Writes the synthetic dataset and returns a summary.
-
-    Args:
-        out_dir: created if missing; existing files of the same names are replaced.
-        clips_per_class: clips of each of the four classes.
-        seed: everything written depends only on it.
-        layout: `fsd` (train.csv + audio_train/) or `tree` (<label>/<fname>.wav).
-        workers: processes to render with (default: all cores).
-        progress: called as progress(done, total) while clips are written.
-    """
-    if layout not in ("fsd", "tree"):
-        raise ValueError("layout must be fsd or tree")
-    if clips_per_class < 1:
-        raise ValueError("clips_per_class must be at least 1")
-    specs = plan(clips_per_class, seed)
-    if len({s.fname for s in specs}) != len(specs):
-        raise RuntimeError("file name collision; choose another seed")
-    jobs = []
-    for spec in specs:
-        folder = os.path.join(out_dir, "audio_train" if layout == "fsd" else spec.label)
-        os.makedirs(folder, exist_ok=True)
-        jobs.append((os.path.join(folder, spec.fname), seed, spec))
-
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(jobs) < 8:
-        for done, job in enumerate(jobs, 1):
-            _write(job)
-            if progress:
-                progress(done, len(jobs))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done, _ in enumerate(pool.map(_write, jobs, chunksize=4), 1):
-                if progress:
-                    progress(done, len(jobs))
-
-    if layout == "fsd":
-        with open(os.path.join(out_dir, "train.csv"), "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["fname", "label", "manually_verified"])
-            for spec in sorted(specs, key=lambda s: s.fname):
-                writer.writerow([spec.fname, spec.label, int(spec.verified)])
-    return {
-        "out_dir": out_dir,
-        "layout": layout,
-        "clips": len(specs),
-        "per_label": dict.fromkeys(CLASSES, clips_per_class),
-        "verified": sum(s.verified for s in specs),
-        "sample_rate_hz": SAMPLE_RATE_HZ,
-        "seed": seed,
-    }
+CLASSES = {label: partial(phrase, label) for label in INSTRUMENTS}
