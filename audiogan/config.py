@@ -105,7 +105,7 @@ class PrepareConfig:
         _require(self.labels is None or len(self.labels) > 0, "labels must not be empty")
 
 
-MODELS = ("dcgan", "wavegan", "ddsp")
+MODELS = ("dcgan", "wavegan", "ddsp", "hybrid")
 # The YAML presets (jobs/configs/ in the repository), and the one each model trains with on a
 # CPU: the 2019 baseline as it was, and the small WaveGAN of the demo.
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "jobs" / "configs"
@@ -119,6 +119,11 @@ RECIPES = {
     "stft": ("stft.yaml", "WaveGAN G, multi-resolution STFT D, feature matching"),
     "ddsp-stft": ("ddsp_stft.yaml", "harmonic-plus-noise G, STFT D, hinge, lazy R1, FM, EMA"),
     "ddsp-stft-cond": ("ddsp_stft_cond.yaml", "ddsp-stft, class-conditional (label in G and D)"),
+    "hybrid-stft": (
+        "hybrid_stft.yaml",
+        "two pitched sources, noise at 8 and 2 ms, a waveform residual; STFT D as ddsp-stft",
+    ),
+    "hybrid-stft-cond": ("hybrid_stft_cond.yaml", "hybrid-stft, class-conditional"),
 }
 
 LOSSES = ("bce", "wgan-gp", "hinge")
@@ -132,7 +137,9 @@ class TrainConfig:
     """One GAN training run: model, optimisation, bookkeeping; flat, so Tune can search any key."""
 
     # dcgan: the 2019 baseline; wavegan: Donahue et al. 2019; ddsp: a harmonic-plus-noise
-    # synthesiser whose controls G draws (audiogan/models/ddsp.py; needs a `discriminator`).
+    # synthesiser whose controls G draws (audiogan/models/ddsp.py; needs a `discriminator`);
+    # hybrid: two pitched sources with free contours, noise at 8 and 2 ms and a learned
+    # waveform residual, for sounds ddsp cannot make (audiogan/models/hybrid.py; the same).
     model: str = "wavegan"
     # bce: cross-entropy, non-saturating for G (the baseline's); wgan-gp: Wasserstein with
     # WaveGAN's gradient penalty; hinge: SAGAN's and BigGAN's, best with spectral_norm and R1.
@@ -218,9 +225,9 @@ class TrainConfig:
             f"discriminator must be one of {', '.join(DISCRIMINATORS)}",
         )
         _require(
-            not (self.model == "ddsp" and self.discriminator == "model"),
-            "model=ddsp has no discriminator of its own: set discriminator=wavegan, multiscale "
-            "or stft",
+            not (self.model in ("ddsp", "hybrid") and self.discriminator == "model"),
+            f"model={self.model} has no discriminator of its own: set discriminator=wavegan, "
+            "multiscale or stft",
         )
         _require(self.disc_channels >= 1, "disc_channels must be at least 1")
         _require(

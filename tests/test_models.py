@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from audiogan.config import ConfigError, TrainConfig
-from audiogan.models import build, dcgan, ddsp, multiscale, parameter_count, stft, wavegan
+from audiogan.models import build, dcgan, ddsp, hybrid, multiscale, parameter_count, stft, wavegan
 
 
 @pytest.mark.parametrize("clip_samples", [16384, 16000, 64000, 8000, 12345])
@@ -231,3 +231,59 @@ def test_the_harmonic_synthesiser_runs_in_float32_under_bf16_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             outputs.append(generator(z))
     assert torch.equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("clip_samples", [16000, 64000])
+def test_the_hybrid_generator_makes_finite_clips_of_the_length_asked_for(clip_samples):
+    torch.manual_seed(0)
+    cfg = ddsp.DDSPConfig(clip_samples, latent_dim=8, model_dim=4, num_classes=3)
+    generator = hybrid.Generator(cfg)
+    audio = generator(torch.rand(2, 8) * 2 - 1, torch.tensor([0, 2]))
+    assert audio.shape == (2, 1, clip_samples)
+    assert torch.isfinite(audio).all() and audio.abs().max() <= 1
+    assert generator.residual_gain.item() == 0.0  # the learned waveform starts silent
+
+
+def _hybrid_controls(frames: int, f0_hz: torch.Tensor, second_hz: float, second_loudness: float):
+    """Controls for hybrid.Generator.synthesise: source 0 at f0_hz (per frame) and source 1 at
+    second_hz, each with only its fundamental; no noise, no residual."""
+    harmonics = torch.zeros(1, hybrid.SOURCES, ddsp.HARMONICS, frames)
+    harmonics[:, :, 0] = 1.0
+    f0 = torch.stack([f0_hz, torch.full((frames,), second_hz)])[None]
+    loudness = torch.tensor([0.5, second_loudness])[None, :, None].expand(1, 2, frames)
+    transient_frames = frames * ddsp.HOP // hybrid.TRANSIENT_HOP
+    return (f0, loudness, harmonics, torch.zeros(1, hybrid.NOISE_BANDS, frames),
+            torch.zeros(1, hybrid.TRANSIENT_BANDS, transient_frames))  # fmt: skip
+
+
+def test_the_hybrid_generator_sounds_two_pitches_at_once_and_a_pitch_that_falls_octaves():
+    cfg = ddsp.DDSPConfig(16000, latent_dim=8, model_dim=4)
+    generator = hybrid.Generator(cfg)
+    frames = cfg.frames
+    chord = generator.synthesise(
+        *_hybrid_controls(frames, torch.full((frames,), 220.0), 330.0, 0.5),
+        residual=torch.zeros(1, 16000),
+    )[0, 0]
+    spectrum = torch.fft.rfft(chord * torch.hann_window(16000)).abs()  # 1 Hz bins
+    assert sorted(spectrum[50:2000].topk(2).indices.add(50).tolist()) == [220, 330]
+    sweep = torch.logspace(math.log10(400), math.log10(50), frames)  # three octaves in 1 s
+    falling = generator.synthesise(
+        *_hybrid_controls(frames, sweep, 1000.0, 0.0), residual=torch.zeros(1, 16000)
+    )[0, 0]
+    early, late = (
+        torch.fft.rfft(part * torch.hann_window(4000), n=16000).abs()[20:].argmax().item() + 20
+        for part in (falling[:4000], falling[-4000:])
+    )
+    assert early > 250 and late < 90, (early, late)  # Hz (1 Hz bins of the padded FFT)
+
+
+def test_the_hybrid_generators_transient_noise_makes_a_burst_shorter_than_a_frame():
+    cfg = ddsp.DDSPConfig(16000, latent_dim=8, model_dim=4)
+    generator = hybrid.Generator(cfg)
+    controls = list(_hybrid_controls(cfg.frames, torch.full((cfg.frames,), 220.0), 330.0, 0.0))
+    controls[1] = torch.zeros_like(controls[1])  # no tone
+    controls[4][..., 250] = 1.0  # one transient frame: sample 250 x 32 = 8000
+    torch.manual_seed(0)
+    burst = generator.synthesise(*controls, residual=torch.zeros(1, 16000))[0, 0]
+    energy = burst.square()
+    assert energy[8000 - 80 : 8000 + 80].sum() > 0.9 * energy.sum()  # within 10 ms, not 8 ms x 3

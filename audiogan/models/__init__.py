@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from audiogan.config import TrainConfig
-from audiogan.models import dcgan, ddsp, multiscale, stft, wavegan
+from audiogan.models import dcgan, ddsp, hybrid, multiscale, stft, wavegan
 
 
 def build(
@@ -26,8 +26,9 @@ def build(
     dcgan_cfg = dcgan.DCGANConfig(clip_samples, cfg.latent_dim, cfg.dropout, classes)
     if cfg.model == "dcgan":
         generator = dcgan.Generator(dcgan_cfg)
-    elif cfg.model == "ddsp":
-        generator = ddsp.Generator(
+    elif cfg.model in ("ddsp", "hybrid"):
+        family = ddsp if cfg.model == "ddsp" else hybrid
+        generator = family.Generator(
             ddsp.DDSPConfig(clip_samples, sample_rate_hz, cfg.latent_dim, cfg.model_dim, classes)
         )
     else:

@@ -149,41 +149,50 @@ class Generator(nn.Module):
         return torch.tanh(tone + self.filtered_noise(noise_gains, samples)).unsqueeze(1)
 
     def play(self, amplitudes: torch.Tensor, cycles: torch.Tensor) -> torch.Tensor:
-        """The oscillator bank sum_k a_k(t) sin(2 pi k phi(t)), with a_k linear between frames,
-        computed as wavetable synthesis: one period per frame, sum_k a_k sin(2 pi k n / N), is
-        a matrix product, and each sample reads the tables of its two frames at its phase
-        (linear interpolation in both). The same sound as B x K x T sines (to 0.5% at the 48th
-        harmonic), at a fraction of the cost; the gradient reaches the amplitudes through the
-        tables and f0 through the tables' slope.
-
-        amplitudes (B, K, F), cycles (B, T) in [0, 1) -> (B, T).
-        """
-        batch, _, frames = amplitudes.shape
-        samples = cycles.shape[1]
-        tables = amplitudes.transpose(1, 2) @ self.sines(amplitudes.device)  # (B, F, N)
-        tables = torch.cat([tables, tables[..., :1]], dim=-1).reshape(batch, -1)  # wrap: N + 1
-        position = cycles * TABLE_SIZE
-        index = position.long().clamp_max(TABLE_SIZE - 1)
-        within = position - index
-        frame_position = torch.linspace(0, frames - 1, samples, device=cycles.device)
-        frame = frame_position.long().clamp_max(max(frames - 2, 0))
-        between = (frame_position - frame).clamp_max(1.0)
-        tone = 0
-        for offset, weight in ((0, 1 - between), (min(1, frames - 1), between)):
-            start = ((frame + offset) * (TABLE_SIZE + 1)).expand(batch, -1) + index
-            left, right = tables.gather(1, start), tables.gather(1, start + 1)
-            tone = tone + weight * (left + within * (right - left))
-        return tone
+        return play(amplitudes, cycles)
 
     @staticmethod
     def filtered_noise(gains: torch.Tensor, samples: int) -> torch.Tensor:
-        """White noise shaped by per-frame band gains (B, bands, F): an STFT filter (B, T)."""
-        n_fft = 2 * HOP
-        window = torch.hann_window(n_fft, device=gains.device)
-        noise = torch.rand(gains.shape[0], samples, device=gains.device) * 2 - 1
-        # (B, bins, F')
-        spectrum = torch.stft(noise, n_fft, HOP, window=window, return_complex=True)
-        shape = F.interpolate(
-            gains.unsqueeze(1), size=spectrum.shape[1:], mode="bilinear", align_corners=True
-        )[:, 0]  # (B, bins, F')
-        return torch.istft(spectrum * shape, n_fft, HOP, window=window, length=samples)
+        return filtered_noise(gains, samples)
+
+
+def play(amplitudes: torch.Tensor, cycles: torch.Tensor) -> torch.Tensor:
+    """The oscillator bank sum_k a_k(t) sin(2 pi k phi(t)), with a_k linear between frames,
+    computed as wavetable synthesis: one period per frame, sum_k a_k sin(2 pi k n / N), is
+    a matrix product, and each sample reads the tables of its two frames at its phase
+    (linear interpolation in both). The same sound as B x K x T sines (to 0.5% at the 48th
+    harmonic), at a fraction of the cost; the gradient reaches the amplitudes through the
+    tables and f0 through the tables' slope.
+
+    amplitudes (B, K, F), cycles (B, T) in [0, 1) -> (B, T).
+    """
+    batch, _, frames = amplitudes.shape
+    samples = cycles.shape[1]
+    tables = amplitudes.transpose(1, 2) @ Generator.sines(amplitudes.device)  # (B, F, N)
+    tables = torch.cat([tables, tables[..., :1]], dim=-1).reshape(batch, -1)  # wrap: N + 1
+    position = cycles * TABLE_SIZE
+    index = position.long().clamp_max(TABLE_SIZE - 1)
+    within = position - index
+    frame_position = torch.linspace(0, frames - 1, samples, device=cycles.device)
+    frame = frame_position.long().clamp_max(max(frames - 2, 0))
+    between = (frame_position - frame).clamp_max(1.0)
+    tone = 0
+    for offset, weight in ((0, 1 - between), (min(1, frames - 1), between)):
+        start = ((frame + offset) * (TABLE_SIZE + 1)).expand(batch, -1) + index
+        left, right = tables.gather(1, start), tables.gather(1, start + 1)
+        tone = tone + weight * (left + within * (right - left))
+    return tone
+
+
+def filtered_noise(gains: torch.Tensor, samples: int, hop: int = HOP) -> torch.Tensor:
+    """White noise shaped by per-frame band gains (B, bands, F): an STFT filter with windows
+    of 2 hop samples, a frame every hop (B, T)."""
+    n_fft = 2 * hop
+    window = torch.hann_window(n_fft, device=gains.device)
+    noise = torch.rand(gains.shape[0], samples, device=gains.device) * 2 - 1
+    # (B, bins, F')
+    spectrum = torch.stft(noise, n_fft, hop, window=window, return_complex=True)
+    shape = F.interpolate(
+        gains.unsqueeze(1), size=spectrum.shape[1:], mode="bilinear", align_corners=True
+    )[:, 0]  # (B, bins, F')
+    return torch.istft(spectrum * shape, n_fft, hop, window=window, length=samples)
