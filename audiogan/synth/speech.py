@@ -115,14 +115,15 @@ def syllable(rng: np.random.Generator, text: str, speaker: Speaker) -> np.ndarra
     # The voiced source's pitch: the contour over the voiced span, with a little jitter.
     u = np.clip((times(n) - voice_on) / (end - voice_on), 0, 1)
     semitones = -speaker.fall_semitones * u + speaker.arch_semitones * np.sin(np.pi * u)
-    f0_hz = speaker.f0_hz * 2 ** (semitones / 12) * (1 + 0.003 * rng.standard_normal(n).cumsum()
-                                                     / np.sqrt(n))  # fmt: skip
+    jitter = 1 + 0.003 * rng.standard_normal(n).cumsum() / np.sqrt(n)  # a slow random walk
+    f0_hz = speaker.f0_hz * 2 ** (semitones / 12) * jitter
     onset = voice_on if consonant in "tks" else release
     voicing = _track(n, [(0, 0), (onset, 0), (onset + 0.015, 1), (end - 0.06, 0.85), (end, 0)])
     # Under closed lips: a voice bar (b) or a nasal murmur (m), quiet and low.
     closed_level = {"b": 0.06, "m": 0.35}.get(consonant, 0.0)
-    closed = _track(n, [(0, 0), (0.01, closed_level), (release, closed_level), (release + 0.01, 0),
-                        (end, 0)])  # fmt: skip
+    closed = _track(
+        n, [(0, 0), (0.01, closed_level), (release, closed_level), (release + 0.01, 0), (end, 0)]
+    )
 
     def amplitude(k: int, f_hz: np.ndarray) -> np.ndarray:
         source = 1.0 / k
@@ -139,8 +140,8 @@ def syllable(rng: np.random.Generator, text: str, speaker: Speaker) -> np.ndarra
     frame_s, freqs = noise_frames(n)
     frame_formants = [np.interp(frame_s, times(n), track) for track in formants]
     if consonant in "tk":
-        level = np.interp(frame_s, [release, release + 0.005, voice_on, voice_on + 0.02],
-                          [0, 0.12, 0.08, 0])  # fmt: skip
+        at = [release, release + 0.005, voice_on, voice_on + 0.02]
+        level = np.interp(frame_s, at, [0, 0.12, 0.08, 0])
         shape = np.ones((frame_s.size, freqs.size))
         for centre, width in zip(frame_formants, BANDWIDTHS_HZ, strict=True):
             shape = shape * resonance(freqs[None], centre[:, None], 2 * width)
