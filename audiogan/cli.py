@@ -358,17 +358,21 @@ def cmd_compare(args: argparse.Namespace) -> None:
         raise AudioganError(
             "give one of --data (a prepared dataset) and --kinds (kinds of the synthetic suite)"
         )
+    if args.kinds is None and (args.clips_per_class is not None or args.suite is not None):
+        raise AudioganError("--suite and --clips-per-class are for --kinds, not --data")
     if args.kinds is not None:
         kinds = compare.suite_kinds(args.kinds)
-        clips_per_class = args.clips_per_class or compare.SUITE_CLIPS_PER_CLASS
+        clips_per_class = args.clips_per_class
+        if clips_per_class is None:
+            clips_per_class = compare.SUITE_CLIPS_PER_CLASS
         if clips_per_class < 5:
             raise AudioganError(
                 "--clips-per-class must be at least 5 (one file in five is held out)"
             )
         _start_ray(args, dashboard=True)
         result = compare.compare_kinds(
-            args.suite, args.storage, args.minutes, kinds, args.workers, recipes, args.n,
-            args.overwrite, overrides, clips_per_class, log=_stderr,
+            args.suite or compare.SUITE_DIR, args.storage, args.minutes, kinds, args.workers,
+            recipes, args.n, args.overwrite, overrides, clips_per_class, log=_stderr,
         )  # fmt: skip
         _emit(result, args.json, compare.format_kinds(result))
         return
@@ -807,8 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--suite",
-        default="data/suite",
-        help="where the kinds' datasets are kept (default data/suite)",
+        help="a local folder where the kinds' datasets are kept (default data/suite)",
     )
     compare.add_argument(
         "--clips-per-class",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,7 @@ SUITE_TARGET_FD_SHARE = 0.2
 # How each kind of the suite is made: 100 files a class cut into one-second clips.
 SUITE_CLIPS_PER_CLASS = 100
 SUITE_SEED = 3
+SUITE_DIR = "data/suite"  # where `compare --kinds` keeps the kinds' datasets by default
 SUITE_PREPARE = PrepareConfig(clip_seconds=1.0, crop="windows")
 
 
@@ -257,15 +259,28 @@ def kind_dataset(
     clips_per_class: int = SUITE_CLIPS_PER_CLASS,
     log: Callable[[str], None] = print,
 ) -> str:
-    """SUITE_DIR/KIND/prepared, synthesised (SUITE_DIR/KIND/raw) and prepared first if it is
-    not there yet; the same files for the same clips_per_class everywhere (SUITE_SEED)."""
+    """SUITE_DIR/KIND/prepared, synthesised (SUITE_DIR/KIND/raw) and prepared first unless a
+    finished one of the same clips_per_class is there (SUITE_DIR/KIND/made.json says); the
+    same files for the same clips_per_class everywhere (SUITE_SEED). A local folder."""
     root = os.path.join(suite_dir, kind)
-    prepared = os.path.join(root, "prepared")
-    if os.path.exists(os.path.join(prepared, data.MANIFEST)):
-        return prepared
+    prepared, made = os.path.join(root, "prepared"), os.path.join(root, "made.json")
+    recipe = {"kind": kind, "clips_per_class": clips_per_class, "seed": SUITE_SEED}
+    if os.path.exists(made) and os.path.exists(os.path.join(prepared, data.MANIFEST)):
+        with open(made) as handle:
+            before = json.load(handle)
+        if before == recipe:
+            return prepared
+        raise AudioganError(
+            f"{root} was made with {before.get('clips_per_class')} clips a class; give "
+            f"--clips-per-class {before.get('clips_per_class')}, or remove {root}"
+        )
     log(f"compare: synthesising {clips_per_class} {kind} clips a class into {root}/raw")
+    if os.path.exists(root):
+        shutil.rmtree(root)  # a half-made kind: its raw files, clips or classifier are not these
     synth.synthesize(os.path.join(root, "raw"), clips_per_class, SUITE_SEED, kind=kind)
-    data.prepare(os.path.join(root, "raw"), prepared, SUITE_PREPARE, overwrite=True, log=log)
+    data.prepare(os.path.join(root, "raw"), prepared, SUITE_PREPARE, log=log)
+    with open(made, "w") as handle:
+        json.dump(recipe, handle)
     return prepared
 
 
@@ -285,8 +300,21 @@ def compare_kinds(
     """`compare` on each kind of the suite (its own dataset and evaluation classifier, its
     runs in STORAGE/KIND/), then a summary over kinds. STORAGE/suite.json is rewritten after
     every kind, so a later kind's failure loses nothing already measured."""
-    recipe_configs(recipes, minutes, overrides)  # refusals before anything is made
+    # Everything that could stop a later kind is checked before the first one trains.
+    names = recipe_configs(recipes, minutes, overrides)
+    if workers < 0:
+        raise AudioganError("--workers must be 0 (in-process) or more")
+    if n < 2:
+        raise AudioganError("--n must be at least 2")
     fs, root = storage.resolve(storage_url)
+    for kind in kinds:
+        for name in names:
+            run = storage.join(root, kind, f"compare-{name}")
+            if not overwrite and storage.is_nonempty_dir(fs, run):
+                raise AudioganError(
+                    f"{storage.display(storage_url)}/{kind}/compare-{name} exists; a resumed run "
+                    "would not get the same budget (use --overwrite to start again)"
+                )
     result: dict = {"budget_minutes": minutes, "workers": workers, "kinds": {}}
     for kind in kinds:
         dataset = kind_dataset(suite_dir, kind, clips_per_class, log)

@@ -51,6 +51,8 @@ AUDIO_EXTENSIONS = (
 FSD_CSV = "train.csv"
 FSD_AUDIO = "audio_train"
 MANIFEST = "manifest.json"
+# Where `audiogan evaluator fit` keeps the classifier it fitted on DEST's clips.
+EVALUATOR_DIR = "evaluator"
 CLIPS = "clips"
 REJECTS = "rejects"
 CUTS = "cuts"
@@ -835,8 +837,9 @@ def _claim_destination(fs: pafs.FileSystem, root: str, url: str, overwrite: bool
     """Checks DEST again (it may have changed since the plan), then clears an old dataset."""
     if not _check_destination(fs, root, url, overwrite):
         return
-    # The manifest goes first, so an interrupted overwrite never looks like a finished dataset.
-    for name in (MANIFEST, CLIPS, REJECTS, CUTS):
+    # The manifest goes first, so an interrupted overwrite never looks like a finished dataset;
+    # a classifier fitted on the old clips goes too, or evaluate would judge by it.
+    for name in (MANIFEST, CLIPS, REJECTS, CUTS, EVALUATOR_DIR):
         storage.delete(fs, storage.join(root, name))
 
 

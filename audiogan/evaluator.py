@@ -23,11 +23,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from audiogan import metrics, storage
-from audiogan.data import CLIPS, read_manifest
+from audiogan.data import CLIPS, EVALUATOR_DIR, read_manifest
 from audiogan.errors import AudioganError
 
 FORMAT = "audiogan.evaluator/1"
-DEFAULT_DIR = "evaluator"  # beside clips/ and manifest.json in DEST
+DEFAULT_DIR = EVALUATOR_DIR  # beside clips/ and manifest.json in DEST
 STATE_FILE = "state.pt"
 HELD_OUT_ONE_IN = 5
 FEATURES = 128  # the penultimate layer: what the classifier Frechet distance compares

@@ -217,6 +217,12 @@ def test_compare_over_two_kinds_makes_each_dataset_and_sums_up(ray_session, tmp_
     assert reference["fd_share"] == {"percussion": 1.0, "speech": 1.0}
     assert reference["mean_fd_share"] == 1.0 and not reference["targets_met_on_every_kind"]
     assert json.loads((tmp_path / "runs" / "suite.json").read_text()) == result
+    # A kind made once is kept, and not taken for one of another size.
+    assert compare.kind_dataset(suite, "speech", 6) == f"{suite}/speech/prepared"
+    with pytest.raises(AudioganError, match="made with 6 clips a class; give --clips-per-class 6"):
+        compare.kind_dataset(suite, "speech", 7)
+    with pytest.raises(AudioganError, match="speech/compare-wavegan-gp exists"):
+        compare.compare_kinds(suite, runs, 0.01, ("speech", "percussion"), recipes=recipes)
     lines = compare.format_kinds(result)
     assert "## percussion" in lines and "## speech" in lines
     assert lines[-1] == "| wavegan-gp | 1.0 / {} | 1.0 / {} | 1.0 / {} | missed |".format(

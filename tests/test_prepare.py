@@ -290,8 +290,13 @@ def test_an_existing_dest_is_refused_unless_overwrite(ray_session, synth_root, t
     with pytest.raises(data.PrepareError, match="--overwrite"):
         run_prepare(synth_root, dest)
     assert sorted(p.name for p in (dest / "clips").iterdir()) == before
+    (dest / "evaluator").mkdir()  # a classifier fitted on the Trumpet-only clips
+    (dest / "evaluator" / "state.pt").write_bytes(b"old")
+    (dest / "notes.txt").write_text("mine")
     summary = run_prepare(synth_root, dest, overwrite=True)
     assert summary["clips"] == 20 == read_clips(dest).num_rows
+    assert not (dest / "evaluator").exists()  # it would judge the new clips by the old ones
+    assert (dest / "notes.txt").read_text() == "mine"  # what prepare did not write stays
 
 
 def test_a_missing_or_useless_source_fails_and_leaves_no_manifest(ray_session, tmp_path, write_wav):
