@@ -98,20 +98,10 @@ def compare(
     (`audiogan compare ... batch_size=16`), the budget's max_minutes excepted."""
     # Everything that could fail after the training is checked before it.
     configs = recipe_configs(recipes, minutes, overrides)
-    if workers < 0:
-        raise AudioganError("--workers must be 0 (in-process) or more")
-    if n < 2:
-        raise AudioganError("--n must be at least 2")
+    _check_runs(storage_url, configs, workers, n, overwrite)
     fs, root = storage.resolve(storage_url)
     for name in configs:
-        run = storage.join(root, f"compare-{name}")
-        if storage.is_nonempty_dir(fs, run):
-            if not overwrite:
-                raise AudioganError(
-                    f"{storage.display(storage_url)}/compare-{name} exists; a resumed run would "
-                    "not get the same budget (use --overwrite to start again)"
-                )
-            storage.delete(fs, run)
+        storage.delete(fs, storage.join(root, f"compare-{name}"))  # --overwrite, or nothing there
 
     clips = evaluator.read_labelled_clips(data_url)  # once, for the check and every evaluation
     classifier_url = storage.join(data_url, evaluator.DEFAULT_DIR)
@@ -155,6 +145,22 @@ def compare(
     result |= _verdict(result["recipes"])
     _write(fs, root, result)
     return result
+
+
+def _check_runs(storage_url: str, names, workers: int, n: int, overwrite: bool) -> None:
+    """Refuses bad --workers and --n, and, without overwrite, a recipe whose run folder
+    STORAGE/compare-NAME is already there (a resumed run would not get the same budget)."""
+    if workers < 0:
+        raise AudioganError("--workers must be 0 (in-process) or more")
+    if n < 2:
+        raise AudioganError("--n must be at least 2")
+    fs, root = storage.resolve(storage_url)
+    for name in names:
+        if not overwrite and storage.is_nonempty_dir(fs, storage.join(root, f"compare-{name}")):
+            raise AudioganError(
+                f"{storage.display(storage_url)}/compare-{name} exists; a resumed run would "
+                "not get the same budget (use --overwrite to start again)"
+            )
 
 
 def _verdict(rows: dict[str, dict]) -> dict:
@@ -302,19 +308,9 @@ def compare_kinds(
     every kind, so a later kind's failure loses nothing already measured."""
     # Everything that could stop a later kind is checked before the first one trains.
     names = recipe_configs(recipes, minutes, overrides)
-    if workers < 0:
-        raise AudioganError("--workers must be 0 (in-process) or more")
-    if n < 2:
-        raise AudioganError("--n must be at least 2")
-    fs, root = storage.resolve(storage_url)
     for kind in kinds:
-        for name in names:
-            run = storage.join(root, kind, f"compare-{name}")
-            if not overwrite and storage.is_nonempty_dir(fs, run):
-                raise AudioganError(
-                    f"{storage.display(storage_url)}/{kind}/compare-{name} exists; a resumed run "
-                    "would not get the same budget (use --overwrite to start again)"
-                )
+        _check_runs(storage.join(storage_url, kind), names, workers, n, overwrite)
+    fs, root = storage.resolve(storage_url)
     result: dict = {"budget_minutes": minutes, "workers": workers, "kinds": {}}
     for kind in kinds:
         dataset = kind_dataset(suite_dir, kind, clips_per_class, log)

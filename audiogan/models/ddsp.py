@@ -59,20 +59,28 @@ def scaled_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return 2 * torch.sigmoid(x) ** math.log(10) + 1e-7
 
 
+def add_control_network(module: nn.Module, cfg: DDSPConfig) -> tuple[int, list[int]]:
+    """Gives `module` the control network's layers (label_embedding, dense, convs, smooth:
+    z -> (8d, 16) -> three x2 upsamplings -> d channels); returns (the label embedding's size,
+    the layers' widths 8d, 4d, 2d, d)."""
+    width = 8 * cfg.model_dim
+    embed = cfg.latent_dim if cfg.num_classes else 0
+    module.label_embedding = nn.Embedding(cfg.num_classes, embed) if cfg.num_classes else None
+    module.dense = nn.Linear(cfg.latent_dim + embed, width * INITIAL_FRAMES)
+    widths = [width // 2**i for i in range(UPSAMPLINGS + 1)]
+    module.convs = nn.ModuleList(
+        nn.Conv1d(c_in, c_out, 5, padding=2)
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
+    )
+    module.smooth = nn.Conv1d(widths[-1], widths[-1], 5, padding=2)
+    return embed, widths
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: DDSPConfig):
         super().__init__()
         self.cfg = cfg
-        width = 8 * cfg.model_dim
-        embed = cfg.latent_dim if cfg.num_classes else 0
-        self.label_embedding = nn.Embedding(cfg.num_classes, embed) if cfg.num_classes else None
-        self.dense = nn.Linear(cfg.latent_dim + embed, width * INITIAL_FRAMES)
-        widths = [width // 2**i for i in range(UPSAMPLINGS + 1)]  # 8d, 4d, 2d, d
-        self.convs = nn.ModuleList(
-            nn.Conv1d(c_in, c_out, 5, padding=2)
-            for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
-        )
-        self.smooth = nn.Conv1d(widths[-1], widths[-1], 5, padding=2)
+        embed, widths = add_control_network(self, cfg)
         # Loudness, harmonics and noise gains come from the last layer, every frame. Pitch is
         # a clip's own (from z) moved by up to PITCH_BEND_SEMITONES at the first layer's rate
         # (16 frames a clip): notes hold their pitch, and pitch drawn freely at the frame rate

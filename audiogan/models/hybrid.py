@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiogan.models import ddsp
-from audiogan.models.ddsp import HARMONICS, HOP, INITIAL_FRAMES, UPSAMPLINGS, DDSPConfig
+from audiogan.models.ddsp import HARMONICS, HOP, INITIAL_FRAMES, DDSPConfig, add_control_network
 
 SOURCES = 2
 PITCH_RANGE_SEMITONES = 24.0
@@ -42,16 +42,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: DDSPConfig):
         super().__init__()
         self.cfg = cfg
-        width = 8 * cfg.model_dim
-        embed = cfg.latent_dim if cfg.num_classes else 0
-        self.label_embedding = nn.Embedding(cfg.num_classes, embed) if cfg.num_classes else None
-        self.dense = nn.Linear(cfg.latent_dim + embed, width * INITIAL_FRAMES)
-        widths = [width // 2**i for i in range(UPSAMPLINGS + 1)]  # 8d, 4d, 2d, d
-        self.convs = nn.ModuleList(
-            nn.Conv1d(c_in, c_out, 5, padding=2)
-            for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
-        )
-        self.smooth = nn.Conv1d(widths[-1], widths[-1], 5, padding=2)
+        embed, widths = add_control_network(self, cfg)
         self.source_pitch = nn.Linear(cfg.latent_dim + embed, SOURCES)
         per_source = 2 + HARMONICS  # loudness, pitch bend, harmonics
         self.controls = nn.Conv1d(widths[-1], SOURCES * per_source + NOISE_BANDS, 1)
