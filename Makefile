@@ -13,13 +13,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -e ".[test,bench]"
 	touch $@
 
-## demo: synthesise instruments, prepare 1 s clips (Ray Data), train the winning CPU recipe
-## (ddsp-stft-cond: a class-conditional harmonic-plus-noise G against a multi-resolution STFT
-## D) on 2 CPU workers (Ray Train), and generate new clips of every class from its checkpoint
+## demo: synthesise instruments, prepare 1 s clips (Ray Data), train the default recipe
+## (no --config: ddsp-stft-cond, a class-conditional harmonic-plus-noise G against a
+## multi-resolution STFT D) on 2 CPU workers (Ray Train), and generate new clips of every
+## class from its checkpoint
 demo: demo-data
 	rm -rf $(DEMO_DIR)/runs/demo
 	$(BIN)/audiogan train --data $(DEMO_DIR)/prepared --storage $(DEMO_DIR)/runs --name demo \
-		--config jobs/configs/ddsp_stft_cond.yaml --workers 2 max_steps=500
+		--workers 2 max_steps=500
 	$(BIN)/audiogan generate $(DEMO_DIR)/runs/demo $(DEMO_DIR)/generated --n 8
 
 ## demo-tune: a Ray Tune sweep of 8 small WaveGANs on the demo's data, ASHA stopping the

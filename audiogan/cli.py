@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from audiogan import __version__
 from audiogan.config import (
     CROP_MODES,
+    DEFAULT_RECIPE,
     MODELS,
     NORMALIZE_MODES,
     PAD_MODES,
@@ -165,8 +166,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 # train and generate
 
 
-def train_config_from_args(args: argparse.Namespace):
-    from audiogan.config import TrainConfig, load_config, parse_overrides
+def train_config_from_args(args: argparse.Namespace, manifest: dict | None = None):
+    """The training config and, without --config, a line on the default chosen for the data
+    (read from --data's manifest unless given). A bad --config fails before --data is read."""
+    from audiogan.config import TrainConfig, default_preset, load_config, parse_overrides
 
     overrides = parse_overrides(args.overrides)
     flags = {}
@@ -174,27 +177,36 @@ def train_config_from_args(args: argparse.Namespace):
         overrides["model"], flags["model"] = args.model, "--model"
     if args.max_steps is not None:
         overrides["max_steps"], flags["max_steps"] = args.max_steps, "--max-steps"
+    path, chosen = args.config, None
+    if path is None:
+        manifest = manifest or _check_dataset(args.data)
+        counts = manifest.get("counts", {})
+        path, needs, why = default_preset(args.gpu, manifest["labels"], counts.get("unlabelled", 0))
+        overrides = needs | overrides  # conditional=... given by the user wins
+        chosen = f"train: no --config: the default, {path.name} ({why})"
     try:
-        return load_config(TrainConfig, args.config, overrides)
+        return load_config(TrainConfig, path, overrides), chosen
     except ConfigError as error:
         raise _in_flags(error, flags) from None
 
 
-def _check_dataset(data_url: str) -> None:
+def _check_dataset(data_url: str) -> dict:
     """A missing or unfinished --data fails here, in a second, not after Ray has started."""
     from audiogan.data import read_manifest
 
-    read_manifest(data_url)
+    return read_manifest(data_url)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from audiogan import train
 
-    cfg = train_config_from_args(args)
     if args.workers < 0:
         raise AudioganError("--workers must be 0 (in-process) or more")
-    spec = train.RunSpec(args.data, args.storage, args.name, args.workers, args.gpu)
+    cfg, chosen = train_config_from_args(args)
     _check_dataset(args.data)
+    spec = train.RunSpec(args.data, args.storage, args.name, args.workers, args.gpu)
+    if chosen:
+        print(chosen, flush=True)
     _start_ray(args, dashboard=True)
     print(
         f"train: {cfg.model} ({cfg.loss}, D: {cfg.discriminator}) on {args.data}, "
@@ -354,6 +366,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip())
     overrides = parse_overrides(args.overrides)
     compare.recipe_configs(recipes, args.minutes, overrides)  # refusals before Ray starts
+    if args.overwrite and args.resume:
+        raise AudioganError("give one of --overwrite (start again) and --resume (keep)")
     if (args.data is None) == (args.kinds is None):
         raise AudioganError(
             "give one of --data (a prepared dataset) and --kinds (kinds of the synthetic suite)"
@@ -373,6 +387,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         result = compare.compare_kinds(
             args.suite or compare.SUITE_DIR, args.storage, args.minutes, kinds, args.workers,
             recipes, args.n, args.overwrite, overrides, clips_per_class, log=_stderr,
+            resume=args.resume,
         )  # fmt: skip
         _emit(result, args.json, compare.format_kinds(result))
         return
@@ -388,6 +403,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         overrides=overrides,
         log=_stderr,
+        resume=args.resume,
     )
     _emit(result, args.json, compare.format_table(result))
 
@@ -644,7 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Running the same command again continues from the latest checkpoint (raise "
         "--max-steps to go on). "
         "Configuration: the dataclass defaults, then --config FILE.yaml, then key=value pairs "
-        "(see jobs/configs/ and audiogan/config.py TrainConfig).",
+        "(see jobs/configs/ and audiogan/config.py TrainConfig). Without --config it trains "
+        f"the default recipe, {DEFAULT_RECIPE} (jobs/configs/ddsp_stft_cond.yaml; with --gpu "
+        "ddsp_stft_gpu.yaml, for 4 s clips and bf16), made unconditional (conditional=false) "
+        "for data with fewer than two classes or with unlabelled clips.",
     )
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     train.add_argument("--data", required=True, help="a prepared dataset (audiogan prepare DEST)")
@@ -660,7 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gpu", action="store_true", help="one GPU per worker")
     train.add_argument("--max-steps", type=int, metavar="N", help="shorthand for max_steps=N")
     train.add_argument(
-        "--config", metavar="FILE.yaml", help="a preset, e.g. jobs/configs/wavegan.yaml"
+        "--config",
+        metavar="FILE.yaml",
+        help=f"a preset, e.g. jobs/configs/wavegan.yaml (default: {DEFAULT_RECIPE}, see above)",
     )
     _add_output_options(train, local_ray=True)
     train.set_defaults(run=cmd_train)
@@ -842,6 +863,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--overwrite", action="store_true", help="start the compare-* runs again from scratch"
+    )
+    compare.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the recipes that compare.json holds from an earlier run of the same data, "
+        "minutes, workers, --n and key=value settings, and train only the others (a run cut "
+        "short starts again); a long comparison can so be run in parts",
     )
     _add_output_options(compare, local_ray=True)
     compare.set_defaults(run=cmd_compare)

@@ -93,15 +93,28 @@ def compare(
     overwrite: bool = False,
     overrides: dict | None = None,
     log: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> dict:
     """Trains and scores each recipe; `overrides` are training keys set for every recipe
-    (`audiogan compare ... batch_size=16`), the budget's max_minutes excepted."""
+    (`audiogan compare ... batch_size=16`), the budget's max_minutes excepted. With `resume`,
+    a recipe that STORAGE/compare.json holds, measured on the same terms, is kept as it was
+    (so a long comparison can be run in parts); the others train from scratch."""
     # Everything that could fail after the training is checked before it.
     configs = recipe_configs(recipes, minutes, overrides)
-    _check_runs(storage_url, configs, workers, n, overwrite)
+    terms = {
+        "data": storage.display(data_url),
+        "budget_minutes": minutes,
+        "workers": workers,
+        "overrides": overrides or {},
+        "n": n,
+    }
+    kept = measured_before(storage_url, terms) if resume else {}
+    to_train = [name for name in configs if name not in kept]
+    _check_runs(storage_url, to_train, workers, n, overwrite or resume)
     fs, root = storage.resolve(storage_url)
-    for name in configs:
-        storage.delete(fs, storage.join(root, f"compare-{name}"))  # --overwrite, or nothing there
+    for name in to_train:
+        # --overwrite, --resume (a run cut short would not get the same budget), or nothing
+        storage.delete(fs, storage.join(root, f"compare-{name}"))
 
     clips = evaluator.read_labelled_clips(data_url)  # once, for the check and every evaluation
     classifier_url = storage.join(data_url, evaluator.DEFAULT_DIR)
@@ -113,15 +126,15 @@ def compare(
         log("compare: fitting the evaluation classifier ...")
         about = evaluator.fit(data_url, log=log)
 
-    result: dict = {
-        "data": storage.display(data_url),
-        "budget_minutes": minutes,
-        "workers": workers,
-        "overrides": overrides or {},
+    result: dict = terms | {
         "classifier_held_out_accuracy": about["held_out_accuracy"],
         "recipes": {},
     }
     for name, (preset, cfg) in configs.items():
+        if name in kept:
+            log(f"compare: {name} was measured before on the same terms; kept (--resume)")
+            result["recipes"][name] = kept[name]
+            continue
         log(f"compare: training {name} ({preset.name}) for {minutes} min on {workers} worker(s)")
         spec = train.RunSpec(data_url, storage_url, f"compare-{name}", workers, gpu=False)
         summary = train.train(cfg, spec)
@@ -145,6 +158,25 @@ def compare(
     result |= _verdict(result["recipes"])
     _write(fs, root, result)
     return result
+
+
+def measured_before(storage_url: str, terms: dict) -> dict[str, dict]:
+    """The recipes of STORAGE/compare.json (none if it is not there); refuses one measured on
+    other terms (data, budget, workers, overrides or clips evaluated), which cannot share a
+    table with new rows."""
+    fs, root = storage.resolve(storage_url)
+    path = storage.join(root, RESULT)
+    if not storage.exists(fs, path):
+        return {}
+    before = json.loads(storage.read_bytes(fs, path))
+    differs = [key for key, value in terms.items() if before.get(key) != value]
+    if differs:
+        shown = ", ".join(f"{key} {before.get(key)!r} (now {terms[key]!r})" for key in differs)
+        raise AudioganError(
+            f"{storage.display(storage_url)}/{RESULT} was measured with {shown}; --resume "
+            "needs the same terms (or use --overwrite to start again)"
+        )
+    return before["recipes"]
 
 
 def _check_runs(storage_url: str, names, workers: int, n: int, overwrite: bool) -> None:
@@ -302,14 +334,16 @@ def compare_kinds(
     overrides: dict | None = None,
     clips_per_class: int = SUITE_CLIPS_PER_CLASS,
     log: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> dict:
     """`compare` on each kind of the suite (its own dataset and evaluation classifier, its
     runs in STORAGE/KIND/), then a summary over kinds. STORAGE/suite.json is rewritten after
-    every kind, so a later kind's failure loses nothing already measured."""
+    every kind, so a later kind's failure loses nothing already measured; with `resume`, each
+    kind keeps the recipes it measured before on the same terms."""
     # Everything that could stop a later kind is checked before the first one trains.
     names = recipe_configs(recipes, minutes, overrides)
     for kind in kinds:
-        _check_runs(storage.join(storage_url, kind), names, workers, n, overwrite)
+        _check_runs(storage.join(storage_url, kind), names, workers, n, overwrite or resume)
     fs, root = storage.resolve(storage_url)
     result: dict = {"budget_minutes": minutes, "workers": workers, "kinds": {}}
     for kind in kinds:
@@ -317,7 +351,7 @@ def compare_kinds(
         log(f"compare: kind {kind} ({dataset})")
         result["kinds"][kind] = compare(
             dataset, storage.join(storage_url, kind), minutes, workers, recipes, n, overwrite,
-            overrides, log,
+            overrides, log, resume,
         )  # fmt: skip
         result["summary"] = summarise_kinds(result["kinds"])
         storage.write_bytes(

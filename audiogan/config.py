@@ -126,6 +126,29 @@ RECIPES = {
     "hybrid-stft-cond": ("hybrid_stft_cond.yaml", "hybrid-stft, class-conditional"),
 }
 
+
+# `audiogan train` without --config: the recipe that did best over the suite of kinds
+# (README, "Recipes"), at CPU scale or (--gpu) GPU scale; `default_preset` says which, and
+# makes it unconditional for data without classes.
+DEFAULT_RECIPE = "ddsp-stft-cond"
+DEFAULT_PRESETS = {
+    "cpu": PRESETS_DIR / RECIPES[DEFAULT_RECIPE][0],
+    "gpu": PRESETS_DIR / "ddsp_stft_gpu.yaml",  # its keys at GPU scale: 4 s clips, bf16
+}
+
+
+def default_preset(gpu: bool, labels: list[str], unlabelled: int) -> tuple[Path, dict, str]:
+    """The default preset for a dataset, the overrides it needs, and why, in words: the
+    class-conditional recipe on data of two or more classes where every clip has one, the
+    same recipe with conditional=false otherwise (it would leave the unlabelled clips out,
+    and one class conditions nothing)."""
+    preset = DEFAULT_PRESETS["gpu" if gpu else "cpu"]
+    if len(labels) >= 2 and not unlabelled:
+        return preset, {}, f"{len(labels)} classes: class-conditional"
+    why = f"{unlabelled} unlabelled clips" if unlabelled else f"{len(labels)} class(es)"
+    return preset, {"conditional": False}, f"{why}: unconditional (conditional=false)"
+
+
 LOSSES = ("bce", "wgan-gp", "hinge")
 # "model": the model family's own D (ddsp has none); the others are WaveGAN's D whatever G is,
 # and audiogan/models/multiscale.py and stft.py.

@@ -101,3 +101,48 @@ def test_bad_overrides_are_refused():
         parse_overrides(["lr_g"])
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(TrainConfig, "/no/such/file.yaml")
+
+
+# `audiogan train` without --config: the default recipe, conditional where the data allows.
+
+import dataclasses  # noqa: E402
+
+
+def _train_args(*extra: str):
+    from audiogan.cli import build_parser
+
+    return build_parser().parse_args(["train", "--data", "d", "--storage", "s", "--name", "n",
+                                      *extra])  # fmt: skip
+
+
+def _manifest(labels: list[str], unlabelled: int = 0) -> dict:
+    return {"labels": labels, "counts": {"unlabelled": unlabelled}}
+
+
+def test_train_without_config_takes_the_default_made_unconditional_for_data_without_classes():
+    from audiogan.cli import train_config_from_args
+    from audiogan.config import DEFAULT_PRESETS, DEFAULT_RECIPE, RECIPES
+
+    assert DEFAULT_PRESETS["cpu"].name == RECIPES[DEFAULT_RECIPE][0]
+    preset = load_config(TrainConfig, str(DEFAULT_PRESETS["cpu"]))
+    cfg, chosen = train_config_from_args(_train_args("max_steps=5"), _manifest(["a", "b"]))
+    assert cfg == load_config(TrainConfig, str(DEFAULT_PRESETS["cpu"]), {"max_steps": 5})
+    assert cfg.conditional and "ddsp_stft_cond.yaml (2 classes: class-conditional)" in chosen
+    # One class, or clips without one (conditional training would leave them out): the same
+    # recipe, unconditional.
+    for manifest, why in ((_manifest(["a"]), "1 class(es)"),
+                          (_manifest(["a", "b"], unlabelled=3), "3 unlabelled clips"),
+                          (_manifest([]), "0 class(es)")):  # fmt: skip
+        cfg, chosen = train_config_from_args(_train_args(), manifest)
+        assert cfg == dataclasses.replace(preset, conditional=False)
+        assert not cfg.conditional and cfg.model == preset.model == "ddsp"
+        assert f"({why}: unconditional (conditional=false))" in chosen
+    # What the user sets wins; --gpu takes the GPU preset; --config takes no default at all.
+    cfg, _ = train_config_from_args(_train_args("conditional=true"), _manifest(["a"]))
+    assert cfg.conditional
+    cfg, chosen = train_config_from_args(_train_args("--gpu"), _manifest(["a", "b"]))
+    assert cfg == load_config(TrainConfig, str(DEFAULT_PRESETS["gpu"]))
+    assert cfg.batch_size == 64 and "ddsp_stft_gpu.yaml" in chosen
+    wavegan = str(Path("jobs/configs/wavegan.yaml").resolve())
+    cfg, chosen = train_config_from_args(_train_args("--config", wavegan), _manifest([]))
+    assert cfg.model == "wavegan" and chosen is None

@@ -176,10 +176,11 @@ def test_compare_trains_each_recipe_on_one_budget_and_scores_them(dataset, tmp_p
     recipes = ("dcgan", "wavegan-gp", "ddsp-stft")
     small = {"model_dim": 4, "latent_dim": 8, "disc_channels": 2, "batch_size": 4}
 
-    def run():
+    def run(n=8, resume=False):
         return compare.compare(
-            prepared, runs, 0.01, 0, recipes, n=8, overrides=small, log=lambda _: None
-        )
+            prepared, runs, 0.01, 0, recipes, n=n, overrides=small, log=lambda _: None,
+            resume=resume,
+        )  # fmt: skip
 
     result = run()
     assert list(result["recipes"]) == list(recipes)
@@ -192,6 +193,23 @@ def test_compare_trains_each_recipe_on_one_budget_and_scores_them(dataset, tmp_p
     assert json.loads((tmp_path / "runs" / "compare.json").read_text()) == result
     with pytest.raises(AudioganError, match="--overwrite"):  # a resumed run: not the same budget
         run()
+
+    # --resume: ddsp-stft as if the comparison had been cut short while it trained. The other
+    # two are kept as they were (their run folders untouched); ddsp-stft trains from scratch.
+    cut = json.loads((tmp_path / "runs" / "compare.json").read_text())
+    del cut["recipes"]["ddsp-stft"]
+    (tmp_path / "runs" / "compare.json").write_text(json.dumps(cut))
+    for name in recipes:
+        (tmp_path / "runs" / f"compare-{name}" / "marker").write_text("before")
+    resumed = run(resume=True)
+    assert list(resumed["recipes"]) == list(recipes)
+    for name in ("dcgan", "wavegan-gp"):
+        assert resumed["recipes"][name] == result["recipes"][name]
+        assert (tmp_path / "runs" / f"compare-{name}" / "marker").exists()
+    assert not (tmp_path / "runs" / "compare-ddsp-stft" / "marker").exists()
+    assert resumed["recipes"]["ddsp-stft"]["steps"] == 10
+    with pytest.raises(AudioganError, match=r"measured with n 8 \(now 9\); --resume needs"):
+        run(n=9, resume=True)
 
 
 def test_compare_over_two_kinds_makes_each_dataset_and_sums_up(ray_session, tmp_path):
@@ -223,6 +241,12 @@ def test_compare_over_two_kinds_makes_each_dataset_and_sums_up(ray_session, tmp_
         compare.kind_dataset(suite, "speech", 7)
     with pytest.raises(AudioganError, match="speech/compare-wavegan-gp exists"):
         compare.compare_kinds(suite, runs, 0.01, ("speech", "percussion"), recipes=recipes)
+    # Resumed with everything measured, nothing trains again and the result is the same.
+    again = compare.compare_kinds(
+        suite, runs, 0.01, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
+        overrides=small, clips_per_class=6, log=lambda _: None, resume=True,
+    )  # fmt: skip
+    assert again == result
     lines = compare.format_kinds(result)
     assert "## percussion" in lines and "## speech" in lines
     assert lines[-1] == "| wavegan-gp | 1.0 / {} | 1.0 / {} | 1.0 / {} | missed |".format(
