@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from audiogan import __version__
 from audiogan.config import (
     CROP_MODES,
+    DEFAULT_PRESETS,
     DEFAULT_RECIPE,
     MODELS,
     NORMALIZE_MODES,
@@ -167,8 +168,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace, manifest: dict | None = None):
-    """The training config and, without --config, a line on the default chosen for the data
-    (read from --data's manifest unless given). A bad --config fails before --data is read."""
+    """The training config and, for the default recipe, a line on what was chosen and why.
+
+    With --config: the dataclass defaults, the file, then the key=value pairs. With neither
+    --config nor a model named: the default recipe for --data (its manifest, read unless
+    given), then the pairs. A model named without --config takes the dataclass defaults, as
+    a preset of another model would not fit it. A bad --config fails before --data is read."""
     from audiogan.config import TrainConfig, default_preset, load_config, parse_overrides
 
     overrides = parse_overrides(args.overrides)
@@ -178,15 +183,18 @@ def train_config_from_args(args: argparse.Namespace, manifest: dict | None = Non
     if args.max_steps is not None:
         overrides["max_steps"], flags["max_steps"] = args.max_steps, "--max-steps"
     path, chosen = args.config, None
-    if path is None:
+    if path is None and "model" not in overrides:
         manifest = manifest or _check_dataset(args.data)
-        counts = manifest.get("counts", {})
-        path, needs, why = default_preset(args.gpu, manifest["labels"], counts.get("unlabelled", 0))
-        overrides = needs | overrides  # conditional=... given by the user wins
+        path, needs, why = default_preset(args.gpu, manifest)
+        if "conditional" in overrides:
+            why = f"conditional={str(overrides['conditional']).lower()} as given"
         chosen = f"train: no --config: the default, {path.name} ({why})"
+        overrides = needs | overrides  # what the user set wins
     try:
         return load_config(TrainConfig, path, overrides), chosen
     except ConfigError as error:
+        if chosen:  # the user never named the preset whose keys the error may be about
+            error = ConfigError(f"{error} (on the default preset {path.name}; see --help)")
         raise _in_flags(error, flags) from None
 
 
@@ -203,7 +211,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.workers < 0:
         raise AudioganError("--workers must be 0 (in-process) or more")
     cfg, chosen = train_config_from_args(args)
-    _check_dataset(args.data)
+    if not chosen:  # (the default's choice has read it already)
+        _check_dataset(args.data)
     spec = train.RunSpec(args.data, args.storage, args.name, args.workers, args.gpu)
     if chosen:
         print(chosen, flush=True)
@@ -366,8 +375,6 @@ def cmd_compare(args: argparse.Namespace) -> None:
     recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip())
     overrides = parse_overrides(args.overrides)
     compare.recipe_configs(recipes, args.minutes, overrides)  # refusals before Ray starts
-    if args.overwrite and args.resume:
-        raise AudioganError("give one of --overwrite (start again) and --resume (keep)")
     if (args.data is None) == (args.kinds is None):
         raise AudioganError(
             "give one of --data (a prepared dataset) and --kinds (kinds of the synthetic suite)"
@@ -660,10 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Running the same command again continues from the latest checkpoint (raise "
         "--max-steps to go on). "
         "Configuration: the dataclass defaults, then --config FILE.yaml, then key=value pairs "
-        "(see jobs/configs/ and audiogan/config.py TrainConfig). Without --config it trains "
-        f"the default recipe, {DEFAULT_RECIPE} (jobs/configs/ddsp_stft_cond.yaml; with --gpu "
-        "ddsp_stft_gpu.yaml, for 4 s clips and bf16), made unconditional (conditional=false) "
-        "for data with fewer than two classes or with unlabelled clips.",
+        "(see jobs/configs/ and audiogan/config.py TrainConfig). With neither --config nor "
+        f"--model it trains the default recipe, {DEFAULT_RECIPE} (jobs/configs/"
+        f"{DEFAULT_PRESETS['cpu'].name}; with --gpu {DEFAULT_PRESETS['gpu'].name}, the same "
+        "recipe at GPU scale, meant for 4 s clips, with bf16), made unconditional "
+        "(conditional=false) for data with fewer than two classes or with unlabelled clips.",
     )
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     train.add_argument("--data", required=True, help="a prepared dataset (audiogan prepare DEST)")
@@ -861,10 +869,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="training keys set for every recipe (audiogan/config.py TrainConfig), e.g. "
         "batch_size=16",
     )
-    compare.add_argument(
+    again = compare.add_mutually_exclusive_group()
+    again.add_argument(
         "--overwrite", action="store_true", help="start the compare-* runs again from scratch"
     )
-    compare.add_argument(
+    again.add_argument(
         "--resume",
         action="store_true",
         help="keep the recipes that compare.json holds from an earlier run of the same data, "

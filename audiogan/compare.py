@@ -17,7 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from audiogan import data, evaluate, evaluator, storage, synth, train
-from audiogan.config import PRESETS_DIR, RECIPES, PrepareConfig, TrainConfig, load_config
+from audiogan.config import (
+    PRESETS_DIR,
+    RECIPES,
+    PrepareConfig,
+    TrainConfig,
+    load_config,
+    to_dict,
+)
 from audiogan.errors import AudioganError
 
 RESULT = "compare.json"
@@ -101,14 +108,13 @@ def compare(
     (so a long comparison can be run in parts); the others train from scratch."""
     # Everything that could fail after the training is checked before it.
     configs = recipe_configs(recipes, minutes, overrides)
-    terms = {
-        "data": storage.display(data_url),
-        "budget_minutes": minutes,
-        "workers": workers,
-        "overrides": overrides or {},
-        "n": n,
-    }
-    kept = measured_before(storage_url, terms) if resume else {}
+    _check_runs(storage_url, (), workers, n, overwrite)
+    terms = compare_terms(data_url, minutes, workers, overrides, n)
+    before = measured_before(storage_url, terms) if resume else {}
+    kept = {
+        name: row for name, row in before.get("recipes", {}).items()
+        if _same_recipe(name, row, configs, log)
+    }  # fmt: skip
     to_train = [name for name in configs if name not in kept]
     _check_runs(storage_url, to_train, workers, n, overwrite or resume)
     fs, root = storage.resolve(storage_url)
@@ -126,14 +132,23 @@ def compare(
         log("compare: fitting the evaluation classifier ...")
         about = evaluator.fit(data_url, log=log)
 
-    result: dict = terms | {
-        "classifier_held_out_accuracy": about["held_out_accuracy"],
-        "recipes": {},
-    }
+    accuracy = about["held_out_accuracy"]
+    if kept and before.get("classifier_held_out_accuracy") != accuracy:
+        raise AudioganError(
+            f"{storage.display(storage_url)}/{RESULT} was scored by another evaluation "
+            f"classifier (held-out accuracy {before.get('classifier_held_out_accuracy')}, now "
+            f"{accuracy}): its rows and new ones would not share a yardstick (use --overwrite)"
+        )
+    # The recipes in --recipes order, then any measured before and not named this time; the
+    # kept ones are in every write, so a failure now loses none of them either.
+    order = [*configs, *(name for name in kept if name not in configs)]
+    result: dict = terms | {"classifier_held_out_accuracy": accuracy, "recipes": {}}
+    for name in kept:
+        log(f"compare: {name} was measured before on the same terms; kept (--resume)")
+
+    measured = dict(kept)
     for name, (preset, cfg) in configs.items():
         if name in kept:
-            log(f"compare: {name} was measured before on the same terms; kept (--resume)")
-            result["recipes"][name] = kept[name]
             continue
         log(f"compare: training {name} ({preset.name}) for {minutes} min on {workers} worker(s)")
         spec = train.RunSpec(data_url, storage_url, f"compare-{name}", workers, gpu=False)
@@ -143,9 +158,10 @@ def compare(
         scores = evaluate.evaluate(
             data_url, checkpoint_url=summary["checkpoint"], n=n, log=log, clips=clips
         )
-        result["recipes"][name] = {
+        measured[name] = {
             "preset": preset.name,
             "about": RECIPES[name][1] if name in RECIPES else "",
+            "config": to_dict(cfg),
             "steps": summary["steps"],
             "samples_per_s": summary["samples_per_s"],
             "checkpoint": summary["checkpoint"],
@@ -154,29 +170,68 @@ def compare(
             "predicted_labels": scores["predicted_labels"],
             "clips": scores["generated_clips"],
         }
+        result["recipes"] = {name: measured[name] for name in order if name in measured}
         _write(fs, root, result)  # a later recipe's failure loses nothing already measured
+    result["recipes"] = {name: measured[name] for name in order}
     result |= _verdict(result["recipes"])
     _write(fs, root, result)
     return result
 
 
-def measured_before(storage_url: str, terms: dict) -> dict[str, dict]:
-    """The recipes of STORAGE/compare.json (none if it is not there); refuses one measured on
-    other terms (data, budget, workers, overrides or clips evaluated), which cannot share a
-    table with new rows."""
+# What a row of compare.json depends on besides its recipe, under the options that set it.
+TERMS = {
+    "data": "--data",
+    "budget_minutes": "--minutes",
+    "workers": "--workers",
+    "overrides": "key=value settings",
+    "n": "--n",
+}
+
+
+def compare_terms(data_url: str, minutes: float, workers: int, overrides, n: int) -> dict:
+    """The terms compare.json records (TERMS), which --resume holds the old rows to."""
+    values = (storage.display(data_url), minutes, workers, overrides or {}, n)
+    return dict(zip(TERMS, values, strict=True))
+
+
+def measured_before(storage_url: str, terms: dict) -> dict:
+    """STORAGE/compare.json ({} if it is not there); refuses one measured on other terms
+    (TERMS), whose rows cannot share a table with new ones, and one that is not readable."""
     fs, root = storage.resolve(storage_url)
     path = storage.join(root, RESULT)
+    shown = f"{storage.display(storage_url)}/{RESULT}"
     if not storage.exists(fs, path):
         return {}
-    before = json.loads(storage.read_bytes(fs, path))
-    differs = [key for key, value in terms.items() if before.get(key) != value]
+    try:
+        before = json.loads(storage.read_bytes(fs, path))
+    except ValueError:
+        before = None
+    if not isinstance(before, dict) or not isinstance(before.get("recipes"), dict):
+        raise AudioganError(f"{shown} is not a compare result; move it away, or use --overwrite")
+    differs = [key for key in TERMS if before.get(key) != terms[key]]
     if differs:
-        shown = ", ".join(f"{key} {before.get(key)!r} (now {terms[key]!r})" for key in differs)
+        said = ", ".join(
+            f"{TERMS[key]} {before[key]!r} (now {terms[key]!r})" if key in before
+            else f"{TERMS[key]} not recorded (written before --resume)"
+            for key in differs
+        )  # fmt: skip
         raise AudioganError(
-            f"{storage.display(storage_url)}/{RESULT} was measured with {shown}; --resume "
-            "needs the same terms (or use --overwrite to start again)"
+            f"{shown} was measured with {said}; --resume needs the same, or use --overwrite "
+            "to start again"
         )
-    return before["recipes"]
+    return before
+
+
+def _same_recipe(name: str, row: dict, configs: dict, log: Callable[[str], None]) -> bool:
+    """Whether a row measured before still stands for recipe `name`: yes unless the recipe
+    is named now and its training config is no longer the one recorded (a preset edited
+    since), in which case it trains again."""
+    if name not in configs or "config" not in row:
+        return True
+    if row["config"] == to_dict(configs[name][1]):
+        return True
+    log(f"compare: {name}'s preset changed since it was measured; it trains again")
+    return False
 
 
 def _check_runs(storage_url: str, names, workers: int, n: int, overwrite: bool) -> None:
@@ -343,7 +398,11 @@ def compare_kinds(
     # Everything that could stop a later kind is checked before the first one trains.
     names = recipe_configs(recipes, minutes, overrides)
     for kind in kinds:
-        _check_runs(storage.join(storage_url, kind), names, workers, n, overwrite or resume)
+        runs = storage.join(storage_url, kind)
+        _check_runs(runs, names, workers, n, overwrite or resume)
+        if resume:
+            dataset = os.path.join(suite_dir, kind, "prepared")  # as kind_dataset makes it
+            measured_before(runs, compare_terms(dataset, minutes, workers, overrides, n))
     fs, root = storage.resolve(storage_url)
     result: dict = {"budget_minutes": minutes, "workers": workers, "kinds": {}}
     for kind in kinds:

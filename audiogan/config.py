@@ -137,15 +137,18 @@ DEFAULT_PRESETS = {
 }
 
 
-def default_preset(gpu: bool, labels: list[str], unlabelled: int) -> tuple[Path, dict, str]:
-    """The default preset for a dataset, the overrides it needs, and why, in words: the
-    class-conditional recipe on data of two or more classes where every clip has one, the
-    same recipe with conditional=false otherwise (it would leave the unlabelled clips out,
-    and one class conditions nothing)."""
+def default_preset(gpu: bool, manifest: dict) -> tuple[Path, dict, str]:
+    """The default preset for a dataset (its manifest), the overrides it needs, and why, in
+    words: the class-conditional recipe on data of two or more classes (that have clips)
+    where every clip has one; the same recipe with conditional=false otherwise, as it would
+    leave unlabelled clips out, and one class conditions nothing."""
     preset = DEFAULT_PRESETS["gpu" if gpu else "cpu"]
-    if len(labels) >= 2 and not unlabelled:
-        return preset, {}, f"{len(labels)} classes: class-conditional"
-    why = f"{unlabelled} unlabelled clips" if unlabelled else f"{len(labels)} class(es)"
+    counts = manifest["counts"]
+    classes = sum(1 for clips in counts["per_label"].values() if clips)
+    unlabelled = counts["unlabelled"]
+    if classes >= 2 and not unlabelled:
+        return preset, {}, f"{classes} classes: class-conditional"
+    why = f"{unlabelled} unlabelled clips" if unlabelled else f"{classes} class(es)"
     return preset, {"conditional": False}, f"{why}: unconditional (conditional=false)"
 
 
@@ -380,7 +383,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, typing.Any]:
     return values
 
 
-def load_config(cls: type, path: str | None = None, overrides: dict | None = None):
+def load_config(cls: type, path: str | Path | None = None, overrides: dict | None = None):
     """A config from defaults, then a YAML file, then overrides; unknown keys are errors."""
     values = read_yaml(path) if path else {}
     values.update(overrides or {})

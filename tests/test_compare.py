@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from audiogan import compare, synth
-from audiogan.config import PRESETS_DIR, RECIPES, ConfigError
+from audiogan.config import PRESETS_DIR, RECIPES, ConfigError, to_dict
 from audiogan.errors import AudioganError
 
 
@@ -122,3 +124,34 @@ def test_kinds_are_named_or_all_and_unknown_ones_refused():
         compare.suite_kinds("speech,birdsong")
     with pytest.raises(AudioganError, match="twice"):
         compare.suite_kinds("speech,speech")
+
+
+def test_resume_refuses_a_result_of_other_terms_or_none_at_all(tmp_path):
+    """--resume's checks that need no training (tests/test_evaluate.py resumes real runs)."""
+    terms = compare.compare_terms(str(tmp_path / "data"), 20.0, 2, {"batch_size": 8}, 256)
+    assert compare.measured_before(str(tmp_path), terms) == {}  # nothing measured yet
+    result = tmp_path / "compare.json"
+    result.write_text(json.dumps(terms | {"recipes": {"stft": _row(50.0, 0.5)}}))
+    assert compare.measured_before(str(tmp_path), terms)["recipes"] == {"stft": _row(50.0, 0.5)}
+    other = compare.compare_terms(str(tmp_path / "data"), 10.0, 2, {}, 256)
+    with pytest.raises(AudioganError, match=r"--minutes 20.0 \(now 10.0\), key=value settings "
+                                            r"\{'batch_size': 8\} \(now \{\}\)"):  # fmt: skip
+        compare.measured_before(str(tmp_path), other)
+    result.write_text(json.dumps({k: v for k, v in terms.items() if k != "n"} | {"recipes": {}}))
+    with pytest.raises(AudioganError, match=r"--n not recorded \(written before --resume\)"):
+        compare.measured_before(str(tmp_path), terms)
+    for damaged in ("{not json", "[1, 2]", json.dumps(terms)):
+        result.write_text(damaged)
+        with pytest.raises(AudioganError, match="compare.json is not a compare result"):
+            compare.measured_before(str(tmp_path), terms)
+
+
+def test_a_row_whose_preset_changed_since_is_measured_again():
+    configs = compare.recipe_configs(("stft", "ddsp-stft"), 20.0)
+    said: list[str] = []
+    row = _row(50.0, 0.5) | {"config": to_dict(configs["stft"][1])}
+    assert compare._same_recipe("stft", row, configs, said.append)
+    assert compare._same_recipe("dcgan", row, configs, said.append)  # not named: kept as it is
+    edited = row | {"config": row["config"] | {"lr_g": 1e-3}}
+    assert not compare._same_recipe("stft", edited, configs, said.append)
+    assert said == ["compare: stft's preset changed since it was measured; it trains again"]

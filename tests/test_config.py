@@ -44,6 +44,7 @@ def test_bad_values_are_refused_with_a_message_that_names_them(values, message):
 
 # --- TrainConfig -------------------------------------------------------------------------------
 
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from audiogan.config import TrainConfig, load_config, parse_overrides  # noqa: E402
@@ -105,8 +106,6 @@ def test_bad_overrides_are_refused():
 
 # `audiogan train` without --config: the default recipe, conditional where the data allows.
 
-import dataclasses  # noqa: E402
-
 
 def _train_args(*extra: str):
     from audiogan.cli import build_parser
@@ -115,34 +114,44 @@ def _train_args(*extra: str):
                                       *extra])  # fmt: skip
 
 
-def _manifest(labels: list[str], unlabelled: int = 0) -> dict:
-    return {"labels": labels, "counts": {"unlabelled": unlabelled}}
+def _manifest(clips_per_label: dict[str, int], unlabelled: int = 0) -> dict:
+    return {"labels": sorted(clips_per_label),
+            "counts": {"per_label": clips_per_label, "unlabelled": unlabelled}}  # fmt: skip
 
 
 def test_train_without_config_takes_the_default_made_unconditional_for_data_without_classes():
     from audiogan.cli import train_config_from_args
-    from audiogan.config import DEFAULT_PRESETS, DEFAULT_RECIPE, RECIPES
+    from audiogan.config import DEFAULT_PRESETS
 
-    assert DEFAULT_PRESETS["cpu"].name == RECIPES[DEFAULT_RECIPE][0]
-    preset = load_config(TrainConfig, str(DEFAULT_PRESETS["cpu"]))
-    cfg, chosen = train_config_from_args(_train_args("max_steps=5"), _manifest(["a", "b"]))
-    assert cfg == load_config(TrainConfig, str(DEFAULT_PRESETS["cpu"]), {"max_steps": 5})
-    assert cfg.conditional and "ddsp_stft_cond.yaml (2 classes: class-conditional)" in chosen
-    # One class, or clips without one (conditional training would leave them out): the same
-    # recipe, unconditional.
-    for manifest, why in ((_manifest(["a"]), "1 class(es)"),
-                          (_manifest(["a", "b"], unlabelled=3), "3 unlabelled clips"),
-                          (_manifest([]), "0 class(es)")):  # fmt: skip
+    assert DEFAULT_PRESETS == {"cpu": PRESETS / "ddsp_stft_cond.yaml",
+                               "gpu": PRESETS / "ddsp_stft_gpu.yaml"}  # fmt: skip
+    preset = load_config(TrainConfig, PRESETS / "ddsp_stft_cond.yaml")
+    cfg, chosen = train_config_from_args(_train_args("max_steps=5"), _manifest({"a": 3, "b": 2}))
+    assert cfg == replace(preset, max_steps=5)
+    assert chosen == "train: no --config: the default, ddsp_stft_cond.yaml (2 classes: " \
+        "class-conditional)"  # fmt: skip
+    # One class (a listed class with no clips left does not count), clips without one (which
+    # conditional training would leave out), or none: the same recipe, unconditional.
+    for manifest, why in ((_manifest({"a": 3, "b": 0}), "1 class(es)"),
+                          (_manifest({"a": 3, "b": 2}, unlabelled=3), "3 unlabelled clips"),
+                          (_manifest({}), "0 class(es)")):  # fmt: skip
         cfg, chosen = train_config_from_args(_train_args(), manifest)
-        assert cfg == dataclasses.replace(preset, conditional=False)
-        assert not cfg.conditional and cfg.model == preset.model == "ddsp"
-        assert f"({why}: unconditional (conditional=false))" in chosen
-    # What the user sets wins; --gpu takes the GPU preset; --config takes no default at all.
-    cfg, _ = train_config_from_args(_train_args("conditional=true"), _manifest(["a"]))
-    assert cfg.conditional
-    cfg, chosen = train_config_from_args(_train_args("--gpu"), _manifest(["a", "b"]))
-    assert cfg == load_config(TrainConfig, str(DEFAULT_PRESETS["gpu"]))
-    assert cfg.batch_size == 64 and "ddsp_stft_gpu.yaml" in chosen
-    wavegan = str(Path("jobs/configs/wavegan.yaml").resolve())
-    cfg, chosen = train_config_from_args(_train_args("--config", wavegan), _manifest([]))
-    assert cfg.model == "wavegan" and chosen is None
+        assert cfg == replace(preset, conditional=False)
+        assert chosen.endswith(f"({why}: unconditional (conditional=false))")
+    # What the user sets wins, and the line says so.
+    cfg, chosen = train_config_from_args(_train_args("conditional=true"), _manifest({"a": 3}))
+    assert cfg == preset and chosen.endswith("(conditional=true as given)")
+    # --gpu takes the GPU preset; --config, or a model named, take no default recipe at all.
+    cfg, chosen = train_config_from_args(_train_args("--gpu"), _manifest({"a": 3, "b": 2}))
+    assert cfg == load_config(TrainConfig, PRESETS / "ddsp_stft_gpu.yaml")
+    assert "ddsp_stft_gpu.yaml" in chosen
+    no_data = _manifest({})  # would make the default unconditional, were it read
+    cfg, chosen = train_config_from_args(_train_args("--config", str(PRESETS / "wavegan.yaml")),
+                                         no_data)  # fmt: skip
+    assert cfg == load_config(TrainConfig, PRESETS / "wavegan.yaml") and chosen is None
+    for named in (("--model", "wavegan"), ("model=wavegan",)):
+        cfg, chosen = train_config_from_args(_train_args(*named), no_data)
+        assert cfg == TrainConfig(model="wavegan") and chosen is None
+    # A key the default preset refuses is named with that preset.
+    with pytest.raises(ConfigError, match=r"on the default preset ddsp_stft_cond\.yaml"):
+        train_config_from_args(_train_args("batch_size=0"), _manifest({"a": 3, "b": 2}))

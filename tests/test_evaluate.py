@@ -176,9 +176,11 @@ def test_compare_trains_each_recipe_on_one_budget_and_scores_them(dataset, tmp_p
     recipes = ("dcgan", "wavegan-gp", "ddsp-stft")
     small = {"model_dim": 4, "latent_dim": 8, "disc_channels": 2, "batch_size": 4}
 
+    said: list[str] = []
+
     def run(n=8, resume=False):
         return compare.compare(
-            prepared, runs, 0.01, 0, recipes, n=n, overrides=small, log=lambda _: None,
+            prepared, runs, 0.01, 0, recipes, n=n, overrides=small, log=said.append,
             resume=resume,
         )  # fmt: skip
 
@@ -194,21 +196,25 @@ def test_compare_trains_each_recipe_on_one_budget_and_scores_them(dataset, tmp_p
     with pytest.raises(AudioganError, match="--overwrite"):  # a resumed run: not the same budget
         run()
 
-    # --resume: ddsp-stft as if the comparison had been cut short while it trained. The other
-    # two are kept as they were (their run folders untouched); ddsp-stft trains from scratch.
+    # --resume: as if the comparison had been cut short while wavegan-gp trained (after dcgan,
+    # before ddsp-stft). The other two are kept as they were, their run folders untouched;
+    # wavegan-gp trains again from scratch, and the rows keep the order of --recipes.
     cut = json.loads((tmp_path / "runs" / "compare.json").read_text())
-    del cut["recipes"]["ddsp-stft"]
+    del cut["recipes"]["wavegan-gp"]
     (tmp_path / "runs" / "compare.json").write_text(json.dumps(cut))
     for name in recipes:
         (tmp_path / "runs" / f"compare-{name}" / "marker").write_text("before")
+    said.clear()
     resumed = run(resume=True)
     assert list(resumed["recipes"]) == list(recipes)
-    for name in ("dcgan", "wavegan-gp"):
+    for name in ("dcgan", "ddsp-stft"):
         assert resumed["recipes"][name] == result["recipes"][name]
         assert (tmp_path / "runs" / f"compare-{name}" / "marker").exists()
-    assert not (tmp_path / "runs" / "compare-ddsp-stft" / "marker").exists()
-    assert resumed["recipes"]["ddsp-stft"]["steps"] == 10
-    with pytest.raises(AudioganError, match=r"measured with n 8 \(now 9\); --resume needs"):
+        assert f"compare: {name} was measured before on the same terms; kept (--resume)" in said
+    assert not (tmp_path / "runs" / "compare-wavegan-gp" / "marker").exists()
+    assert any(line.startswith("compare: training wavegan-gp") for line in said)
+    assert json.loads((tmp_path / "runs" / "compare.json").read_text()) == resumed
+    with pytest.raises(AudioganError, match=r"measured with --n 8 \(now 9\); --resume needs"):
         run(n=9, resume=True)
 
 
@@ -242,11 +248,26 @@ def test_compare_over_two_kinds_makes_each_dataset_and_sums_up(ray_session, tmp_
     with pytest.raises(AudioganError, match="speech/compare-wavegan-gp exists"):
         compare.compare_kinds(suite, runs, 0.01, ("speech", "percussion"), recipes=recipes)
     # Resumed with everything measured, nothing trains again and the result is the same.
+    said: list[str] = []
     again = compare.compare_kinds(
         suite, runs, 0.01, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
-        overrides=small, clips_per_class=6, log=lambda _: None, resume=True,
+        overrides=small, clips_per_class=6, log=said.append, resume=True,
     )  # fmt: skip
     assert again == result
+    assert not any(line.startswith("compare: training") for line in said)
+    assert said.count("compare: wavegan-gp was measured before on the same terms; kept "
+                      "(--resume)") == 2  # fmt: skip
+    # A later kind measured on other terms is refused before the first kind is looked at.
+    speech = tmp_path / "runs" / "speech" / "compare.json"
+    speech.write_text(json.dumps(json.loads(speech.read_text()) | {"budget_minutes": 0.02}))
+    said.clear()
+    with pytest.raises(AudioganError, match=r"speech/compare.json was measured with --minutes "
+                                            r"0\.02 \(now 0\.01\)"):  # fmt: skip
+        compare.compare_kinds(
+            suite, runs, 0.01, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
+            overrides=small, clips_per_class=6, log=said.append, resume=True,
+        )  # fmt: skip
+    assert said == []
     lines = compare.format_kinds(result)
     assert "## percussion" in lines and "## speech" in lines
     assert lines[-1] == "| wavegan-gp | 1.0 / {} | 1.0 / {} | 1.0 / {} | missed |".format(

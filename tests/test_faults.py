@@ -425,8 +425,9 @@ def test_a_prepare_killed_halfway_leaves_no_manifest_and_a_rerun_gives_the_same_
 
 
 def _train_process(ray_session, data, storage_url, name, settings, env=None):
+    """`audiogan train` of a tiny WaveGAN (--model: the TrainConfig defaults, then settings)."""
     command = [sys.executable, "-m", "audiogan.cli", "train", "--data", data,
-               "--storage", storage_url, "--name", name, "--workers", "2",
+               "--storage", storage_url, "--name", name, "--workers", "2", "--model", "wavegan",
                *(f"{key}={value}" for key, value in settings.items())]  # fmt: skip
     env = {
         **(env or os.environ),
