@@ -211,11 +211,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.workers < 0:
         raise AudioganError("--workers must be 0 (in-process) or more")
     cfg, chosen = train_config_from_args(args)
-    if not chosen:  # (the default's choice has read it already)
+    if chosen:  # the default's choice has read --data already
+        print(chosen, flush=True)
+    else:
         _check_dataset(args.data)
     spec = train.RunSpec(args.data, args.storage, args.name, args.workers, args.gpu)
-    if chosen:
-        print(chosen, flush=True)
     _start_ray(args, dashboard=True)
     print(
         f"train: {cfg.model} ({cfg.loss}, D: {cfg.discriminator}) on {args.data}, "

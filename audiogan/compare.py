@@ -108,7 +108,7 @@ def compare(
     (so a long comparison can be run in parts); the others train from scratch."""
     # Everything that could fail after the training is checked before it.
     configs = recipe_configs(recipes, minutes, overrides)
-    _check_runs(storage_url, (), workers, n, overwrite)
+    _check_options(workers, n)
     terms = compare_terms(data_url, minutes, workers, overrides, n)
     before = measured_before(storage_url, terms) if resume else {}
     kept = {
@@ -116,7 +116,7 @@ def compare(
         if _same_recipe(name, row, configs, log)
     }  # fmt: skip
     to_train = [name for name in configs if name not in kept]
-    _check_runs(storage_url, to_train, workers, n, overwrite or resume)
+    _check_runs(storage_url, to_train, overwrite or resume)
     fs, root = storage.resolve(storage_url)
     for name in to_train:
         # --overwrite, --resume (a run cut short would not get the same budget), or nothing
@@ -147,6 +147,10 @@ def compare(
         log(f"compare: {name} was measured before on the same terms; kept (--resume)")
 
     measured = dict(kept)
+
+    def in_order() -> dict:
+        return {name: measured[name] for name in order if name in measured}
+
     for name, (preset, cfg) in configs.items():
         if name in kept:
             continue
@@ -170,9 +174,9 @@ def compare(
             "predicted_labels": scores["predicted_labels"],
             "clips": scores["generated_clips"],
         }
-        result["recipes"] = {name: measured[name] for name in order if name in measured}
+        result["recipes"] = in_order()
         _write(fs, root, result)  # a later recipe's failure loses nothing already measured
-    result["recipes"] = {name: measured[name] for name in order}
+    result["recipes"] = in_order()
     result |= _verdict(result["recipes"])
     _write(fs, root, result)
     return result
@@ -234,13 +238,16 @@ def _same_recipe(name: str, row: dict, configs: dict, log: Callable[[str], None]
     return False
 
 
-def _check_runs(storage_url: str, names, workers: int, n: int, overwrite: bool) -> None:
-    """Refuses bad --workers and --n, and, without overwrite, a recipe whose run folder
-    STORAGE/compare-NAME is already there (a resumed run would not get the same budget)."""
+def _check_options(workers: int, n: int) -> None:
     if workers < 0:
         raise AudioganError("--workers must be 0 (in-process) or more")
     if n < 2:
         raise AudioganError("--n must be at least 2")
+
+
+def _check_runs(storage_url: str, names, overwrite: bool) -> None:
+    """Without overwrite, refuses a recipe whose run folder STORAGE/compare-NAME is already
+    there (a resumed run would not get the same budget)."""
     fs, root = storage.resolve(storage_url)
     for name in names:
         if not overwrite and storage.is_nonempty_dir(fs, storage.join(root, f"compare-{name}")):
@@ -346,6 +353,11 @@ def suite_kinds(names: str) -> tuple[str, ...]:
     return kinds
 
 
+def kind_prepared(suite_dir: str, kind: str) -> str:
+    """Where a kind's prepared dataset is kept: SUITE_DIR/KIND/prepared."""
+    return os.path.join(suite_dir, kind, "prepared")
+
+
 def kind_dataset(
     suite_dir: str,
     kind: str,
@@ -356,7 +368,7 @@ def kind_dataset(
     finished one of the same clips_per_class is there (SUITE_DIR/KIND/made.json says); the
     same files for the same clips_per_class everywhere (SUITE_SEED). A local folder."""
     root = os.path.join(suite_dir, kind)
-    prepared, made = os.path.join(root, "prepared"), os.path.join(root, "made.json")
+    prepared, made = kind_prepared(suite_dir, kind), os.path.join(root, "made.json")
     recipe = {"kind": kind, "clips_per_class": clips_per_class, "seed": SUITE_SEED}
     if os.path.exists(made) and os.path.exists(os.path.join(prepared, data.MANIFEST)):
         with open(made) as handle:
@@ -397,11 +409,12 @@ def compare_kinds(
     kind keeps the recipes it measured before on the same terms."""
     # Everything that could stop a later kind is checked before the first one trains.
     names = recipe_configs(recipes, minutes, overrides)
+    _check_options(workers, n)
     for kind in kinds:
         runs = storage.join(storage_url, kind)
-        _check_runs(runs, names, workers, n, overwrite or resume)
+        _check_runs(runs, names, overwrite or resume)
         if resume:
-            dataset = os.path.join(suite_dir, kind, "prepared")  # as kind_dataset makes it
+            dataset = kind_prepared(suite_dir, kind)
             measured_before(runs, compare_terms(dataset, minutes, workers, overrides, n))
     fs, root = storage.resolve(storage_url)
     result: dict = {"budget_minutes": minutes, "workers": workers, "kinds": {}}
