@@ -20,8 +20,10 @@ from audiogan import data, evaluate, evaluator, storage, synth, train
 from audiogan.config import (
     PRESETS_DIR,
     RECIPES,
+    ConfigError,
     PrepareConfig,
     TrainConfig,
+    from_dict,
     load_config,
     to_dict,
 )
@@ -229,10 +231,15 @@ def measured_before(storage_url: str, terms: dict) -> dict:
 def _same_recipe(name: str, row: dict, configs: dict, log: Callable[[str], None]) -> bool:
     """Whether a row measured before still stands for recipe `name`: yes unless the recipe
     is named now and its training config is no longer the one recorded (a preset edited
-    since), in which case it trains again."""
+    since), in which case it trains again. A key added to TrainConfig since, at its default,
+    changes nothing."""
     if name not in configs or "config" not in row:
         return True
-    if row["config"] == to_dict(configs[name][1]):
+    try:
+        recorded = from_dict(TrainConfig, row["config"])
+    except ConfigError:  # a key TrainConfig no longer has, or a value it no longer takes
+        recorded = None
+    if recorded == configs[name][1]:
         return True
     log(f"compare: {name}'s preset changed since it was measured; it trains again")
     return False

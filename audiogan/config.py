@@ -119,6 +119,10 @@ RECIPES = {
     "stft": ("stft.yaml", "WaveGAN G, multi-resolution STFT D, feature matching"),
     "ddsp-stft": ("ddsp_stft.yaml", "harmonic-plus-noise G, STFT D, hinge, lazy R1, FM, EMA"),
     "ddsp-stft-cond": ("ddsp_stft_cond.yaml", "ddsp-stft, class-conditional (label in G and D)"),
+    "ddsp2-stft-cond": (
+        "ddsp2_stft_cond.yaml",
+        "ddsp-stft-cond with two sources, each with its own pitch (two notes at once)",
+    ),
     "hybrid-stft": (
         "hybrid_stft.yaml",
         "two pitched sources, noise at 8 and 2 ms, a waveform residual; STFT D as ddsp-stft",
@@ -184,6 +188,9 @@ class TrainConfig:
     dropout: float = 0.0
     # Width d: channels grow as d, 2d, 4d, ... (64 in the WaveGAN paper; small for CPU runs).
     model_dim: int = 64
+    # model=ddsp: oscillator banks, each with its own pitch; 1 plays one note at a time, 2 or
+    # more chords and two instruments at once.
+    sources: int = 1
     # WaveGAN's phase shuffle: D's activations move by up to this many samples per layer.
     phase_shuffle: int = 2
     # Adam for G and D separately, WaveGAN's defaults (two learning rates, so Tune can search both).
@@ -264,6 +271,11 @@ class TrainConfig:
         _require(self.latent_dim >= 1, "latent_dim must be at least 1")
         _require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
         _require(self.model_dim >= 1, "model_dim must be at least 1")
+        _require(self.sources >= 1, "sources must be at least 1")
+        _require(
+            self.sources == 1 or self.model == "ddsp",
+            "sources is model=ddsp's (hybrid has two sources of its own)",
+        )
         _require(self.phase_shuffle >= 0, "phase_shuffle must be >= 0")
         _require(self.lr_g > 0 and self.lr_d > 0, "lr_g and lr_d must be positive")
         _require(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from test_step import tiny_gan
 
 from audiogan import checkpoint, step
+from audiogan.config import TrainConfig, to_dict
 
 
 def test_a_checkpoint_round_trip_restores_identical_tensors(tmp_path):
@@ -63,3 +65,9 @@ def test_missing_foreign_and_incompatible_checkpoints_are_clear_errors(tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match="differs from this run"):
         checkpoint.restore(tiny_gan("dcgan"), state)
     assert pickle.dumps(state)  # plain data all the way down
+    # A harmonic G of two sources is another shape than one of one source.
+    one = TrainConfig(model="ddsp", discriminator="stft")
+    saved = {"config": to_dict(one)}
+    checkpoint.check_compatible(one, saved)
+    with pytest.raises(checkpoint.CheckpointError, match=r"sources.*\(.*, 1, .*\) differs"):
+        checkpoint.check_compatible(dataclasses.replace(one, sources=2), saved)

@@ -155,3 +155,13 @@ def test_a_row_whose_preset_changed_since_is_measured_again():
     edited = row | {"config": row["config"] | {"lr_g": 1e-3}}
     assert not compare._same_recipe("stft", edited, configs, said.append)
     assert said == ["compare: stft's preset changed since it was measured; it trains again"]
+    # A row recorded before a key was added to TrainConfig (at its default) still stands; one
+    # with a key TrainConfig no longer has does not.
+    older = row | {"config": {k: v for k, v in row["config"].items() if k != "sources"}}
+    assert compare._same_recipe("stft", older, configs, said.append)
+    removed = row | {"config": row["config"] | {"no_such_key": 1}}
+    assert not compare._same_recipe("stft", removed, configs, said.append)
+    # ... but a recipe that sets that key to another value than the default trains again.
+    two = compare.recipe_configs(("ddsp2-stft-cond",), 20.0)
+    before = {k: v for k, v in to_dict(two["ddsp2-stft-cond"][1]).items() if k != "sources"}
+    assert not compare._same_recipe("ddsp2-stft-cond", {"config": before}, two, said.append)

@@ -86,6 +86,8 @@ def test_overrides_beat_the_file_and_read_as_yaml(tmp_path):
         ("batch_size: 0\n", "batch_size must be at least 1"),
         ("batch_size: eight\n", "batch_size must be int"),
         ("model: biggan\n", "model must be one of"),
+        ("sources: 0\n", "sources must be at least 1"),
+        ("model: hybrid\ndiscriminator: stft\nsources: 3\n", "sources is model=ddsp's"),
         ("- a\n- b\n", "must hold a mapping"),
         ("lr_g: [\n", "not valid YAML"),
     ],

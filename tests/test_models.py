@@ -176,12 +176,12 @@ def test_the_harmonic_generator_plays_the_pitch_and_harmonics_its_controls_say()
     audio = generator(z)
     assert audio.shape == (3, 1, 16000) and audio.abs().max() <= 1
     f0_hz, loudness, harmonics, noise = generator.control_frames(z)
-    assert f0_hz.shape == loudness.shape == (3, cfg.frames)
-    assert harmonics.shape == (3, ddsp.HARMONICS, cfg.frames)
+    assert f0_hz.shape == loudness.shape == (3, 1, cfg.frames)  # one source
+    assert harmonics.shape == (3, 1, ddsp.HARMONICS, cfg.frames)
     assert noise.shape == (3, ddsp.NOISE_BANDS, cfg.frames)
     low, high = ddsp.F0_RANGE_HZ
     assert ((f0_hz >= low / 2) & (f0_hz <= high * 2)).all()
-    torch.testing.assert_close(harmonics.sum(dim=1), torch.ones(3, cfg.frames))
+    torch.testing.assert_close(harmonics.sum(dim=2), torch.ones(3, 1, cfg.frames))
 
     # The wavetable oscillators against B x K x T sines, for amplitudes and a pitch that move.
     frames, samples = 20, 2500
@@ -201,10 +201,10 @@ def test_the_harmonic_generators_tone_peaks_at_its_f0_and_has_nothing_above_nyqu
     generator = ddsp.Generator(cfg)
     f0, frames = 1500.0, cfg.frames
     # Every harmonic equally loud: 5 lie under 8 kHz (1.5, 3, ..., 7.5 kHz), 43 above.
-    amplitudes = torch.full((1, ddsp.HARMONICS, frames), 1.0 / ddsp.HARMONICS)
+    amplitudes = torch.full((1, 1, ddsp.HARMONICS, frames), 1.0 / ddsp.HARMONICS)
     generator.control_frames = lambda z, labels=None: (
-        torch.full((1, frames), f0),
-        torch.ones(1, frames),
+        torch.full((1, 1, frames), f0),
+        torch.ones(1, 1, frames),
         amplitudes,
         torch.zeros(1, ddsp.NOISE_BANDS, frames),
     )
@@ -231,6 +231,82 @@ def test_the_harmonic_synthesiser_runs_in_float32_under_bf16_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             outputs.append(generator(z))
     assert torch.equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("clip_samples", [16000, 64000])
+def test_a_harmonic_generator_of_two_sources_makes_finite_clips_of_the_length_asked_for(
+    clip_samples,
+):
+    torch.manual_seed(0)
+    cfg = ddsp.DDSPConfig(clip_samples, latent_dim=8, model_dim=4, num_classes=3, sources=2)
+    generator = ddsp.Generator(cfg)
+    audio = generator(torch.rand(2, 8) * 2 - 1, torch.tensor([0, 2]))
+    assert audio.shape == (2, 1, clip_samples)
+    assert torch.isfinite(audio).all() and audio.abs().max() <= 1
+    f0_hz, loudness, _, _ = generator.control_frames(torch.rand(2, 8) * 2 - 1, torch.tensor([1, 1]))
+    assert f0_hz.shape == (2, 2, cfg.frames)
+    assert not torch.allclose(f0_hz[:, 0], f0_hz[:, 1])  # each source has a pitch of its own
+    assert (loudness[:, 1] < loudness[:, 0]).all()  # the second starts quieter
+
+
+def test_a_harmonic_generator_of_two_sources_sounds_two_pitches_at_once():
+    cfg = ddsp.DDSPConfig(16000, latent_dim=8, model_dim=4, sources=2)
+    generator = ddsp.Generator(cfg)
+    frames = cfg.frames
+    harmonics = torch.zeros(1, 2, ddsp.HARMONICS, frames)
+    harmonics[:, :, 0] = 1.0  # each source only its fundamental
+    f0 = torch.tensor([220.0, 330.0])[None, :, None].expand(1, 2, frames)
+    noise = torch.zeros(1, ddsp.NOISE_BANDS, frames)
+    chord = generator.synthesise(f0, torch.full((1, 2, frames), 0.4), harmonics, noise)[0, 0]
+    spectrum = torch.fft.rfft(chord * torch.hann_window(16000)).abs()  # 1 Hz bins
+    assert sorted(spectrum[50:2000].topk(2).indices.add(50).tolist()) == [220, 330]
+
+
+def test_each_source_of_each_clip_is_played_with_its_own_controls():
+    # Two clips of two sources, every (clip, source) with its own pitch, loudness and
+    # harmonics: the sum of the four played alone by a one-source generator (before tanh).
+    torch.manual_seed(0)
+    cfg = ddsp.DDSPConfig(4000, latent_dim=8, model_dim=4, sources=2)
+    frames = cfg.frames
+    f0 = torch.tensor([[110.0, 330.0], [220.0, 550.0]])[..., None] * torch.linspace(1, 1.1, frames)
+    loudness = torch.rand(2, 2, frames) * 0.2 + 0.05
+    harmonics = torch.softmax(torch.randn(2, 2, ddsp.HARMONICS, frames) * 3, dim=2)
+    noise = torch.zeros(2, ddsp.NOISE_BANDS, frames)
+    both = ddsp.Generator(cfg).synthesise(f0, loudness, harmonics, noise)
+    one = ddsp.Generator(ddsp.DDSPConfig(4000, latent_dim=8, model_dim=4))
+    for clip in range(2):
+        alone = [
+            one.synthesise(f0[clip : clip + 1, s : s + 1], loudness[clip : clip + 1, s : s + 1],
+                           harmonics[clip : clip + 1, s : s + 1], noise[:1]).atanh()
+            for s in range(2)
+        ]  # fmt: skip
+        torch.testing.assert_close(both[clip : clip + 1], torch.tanh(alone[0] + alone[1]),
+                                   atol=1e-5, rtol=1e-4)  # fmt: skip
+
+
+def test_each_source_starts_as_a_1_over_k_tone_each_quieter_than_the_one_before():
+    cfg = ddsp.DDSPConfig(4000, latent_dim=8, model_dim=4, sources=3)
+    generator = ddsp.Generator(cfg)
+    with torch.no_grad():
+        generator.controls.weight.zero_()  # the controls are their biases alone
+    _, loudness, harmonics, noise = generator.control_frames(torch.rand(2, 8))
+    for s in range(3):
+        expected = ddsp.scaled_sigmoid(torch.tensor(ddsp.LOUDNESS_BIAS - s))
+        torch.testing.assert_close(loudness[:, s], expected.expand(2, cfg.frames))
+    inverse_k = 1 / torch.arange(1.0, ddsp.HARMONICS + 1)
+    torch.testing.assert_close(
+        harmonics, (inverse_k / inverse_k.sum())[None, None, :, None].expand_as(harmonics)
+    )
+    expected_noise = ddsp.scaled_sigmoid(torch.tensor(ddsp.NOISE_BIAS))
+    torch.testing.assert_close(noise, expected_noise.expand_as(noise))
+
+
+def test_one_source_keeps_the_parameters_earlier_checkpoints_hold():
+    cfg = ddsp.DDSPConfig(4000, latent_dim=8, model_dim=4, num_classes=3)
+    shapes = {k: tuple(v.shape) for k, v in ddsp.Generator(cfg).state_dict().items()}
+    assert shapes["clip_pitch.weight"] == (1, 8 + 8)  # z and the label's embedding
+    assert shapes["pitch_bend.weight"] == (1, 8 * 4, 1)
+    assert shapes["controls.weight"] == (1 + ddsp.HARMONICS + ddsp.NOISE_BANDS, 4, 1)
 
 
 @pytest.mark.parametrize("clip_samples", [16000, 64000])

@@ -176,7 +176,10 @@ def _ddp_steps(rank: int, world: int, store_path: str, recipe: str, results) -> 
 
 # Every family, penalty and loss of the recipes at least once (WaveGAN-GP's 2-worker training
 # is tests/test_train.py's; ddsp-stft is ddsp-stft-cond without the labels).
-DDP_RECIPES = ("dcgan", "hinge-r1", "multiscale", "stft", "ddsp-stft-cond", "hybrid-stft-cond")
+DDP_RECIPES = (
+    "dcgan", "hinge-r1", "multiscale", "stft", "ddsp-stft-cond", "ddsp2-stft-cond",
+    "hybrid-stft-cond",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("recipe", DDP_RECIPES)

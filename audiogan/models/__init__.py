@@ -29,7 +29,9 @@ def build(
     elif cfg.model in ("ddsp", "hybrid"):
         family = ddsp if cfg.model == "ddsp" else hybrid
         generator = family.Generator(
-            ddsp.DDSPConfig(clip_samples, sample_rate_hz, cfg.latent_dim, cfg.model_dim, classes)
+            ddsp.DDSPConfig(
+                clip_samples, sample_rate_hz, cfg.latent_dim, cfg.model_dim, classes, cfg.sources
+            )
         )
     else:
         generator = wavegan.Generator(wavegan_cfg)

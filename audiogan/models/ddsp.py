@@ -5,18 +5,20 @@ draws the controls of a synthesiser at a frame rate (one frame per HOP samples) 
 synthesiser, made of differentiable torch operations, plays them:
 
     z -> dense -> (C, 16) -> [upsample x2, conv, LeakyReLU] x 3 -> (C / 8, 128) -> `frames`
-      -> per frame: f0 (Hz; the clip's own from z, bent by up to 2 semitones), loudness, a
-         distribution over HARMONICS harmonics, and the gains of NOISE_BANDS noise bands
-      -> harmonic oscillators: loudness(t) * sum_k a_k(t) sin(2 pi k phi(t)), phi' = f0(t) / sr,
-         harmonics above Nyquist silenced
+      -> per source and frame: f0 (Hz; the source's own from z, bent by up to 2 semitones),
+         loudness and a distribution over HARMONICS harmonics; per frame: the gains of
+         NOISE_BANDS noise bands
+      -> per source, harmonic oscillators: loudness(t) * sum_k a_k(t) sin(2 pi k phi(t)),
+         phi' = f0(t) / sr, harmonics above Nyquist silenced
        + noise: white noise shaped, frame by frame, by the band gains (an STFT filter)
       -> tanh, (B, 1, clip_samples)
 
 Pitched sounds with envelopes, the stuff of monophonic instruments, are then a few numbers a
 frame, so G makes a tone from its first step and spends training on timbre, pitch and
-envelopes: the reason it learns within CPU-minutes where WaveGAN needs GPU-days. What it cannot
-make: several pitches at once (one oscillator bank), or a transient shorter than a frame beyond
-what the noise gives.
+envelopes: the reason it learns within CPU-minutes where WaveGAN needs GPU-days. With one
+source (one oscillator bank, the default) it plays one pitch at a time; `sources` > 1 gives
+it as many banks, each with its own pitch, for chords and two instruments at once. What it
+cannot make: a transient shorter than a frame beyond what the noise gives.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class DDSPConfig:
     latent_dim: int = 100
     model_dim: int = 64  # d: the control network is 8d wide at its start, d at its end
     num_classes: int = 0  # > 0: class-conditional G
+    sources: int = 1  # oscillator banks, each with its own pitch (2 or more: chords, duets)
 
     @property
     def frames(self) -> int:
@@ -81,17 +84,24 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         embed, widths = add_control_network(self, cfg)
-        # Loudness, harmonics and noise gains come from the last layer, every frame. Pitch is
-        # a clip's own (from z) moved by up to PITCH_BEND_SEMITONES at the first layer's rate
-        # (16 frames a clip): notes hold their pitch, and pitch drawn freely at the frame rate
-        # slides all over the range.
-        self.clip_pitch = nn.Linear(cfg.latent_dim + embed, 1)
-        self.pitch_bend = nn.Conv1d(widths[0], 1, 1)
-        self.controls = nn.Conv1d(widths[-1], 1 + HARMONICS + NOISE_BANDS, 1)
+        # Loudness, harmonics and noise gains come from the last layer, every frame: for each
+        # source a loudness and HARMONICS weights, then the noise bands. Pitch is a source's
+        # own (from z) moved by up to PITCH_BEND_SEMITONES at the first layer's rate (16 frames
+        # a clip): notes hold their pitch, and pitch drawn freely at the frame rate slides all
+        # over the range.
+        sources = cfg.sources
+        self.clip_pitch = nn.Linear(cfg.latent_dim + embed, sources)
+        self.pitch_bend = nn.Conv1d(widths[0], sources, 1)
+        self.controls = nn.Conv1d(widths[-1], sources * (1 + HARMONICS) + NOISE_BANDS, 1)
         with torch.no_grad():  # start from a plain, loud enough tone: a = 1, a_k ~ 1/k, quiet noise
-            self.controls.bias[0] = LOUDNESS_BIAS
-            self.controls.bias[1 : 1 + HARMONICS] = -torch.log(torch.arange(1.0, HARMONICS + 1))
-            self.controls.bias[1 + HARMONICS :] = NOISE_BIAS
+            bias = self.controls.bias
+            for s in range(sources):  # each further source 1 lower: about 7 dB quieter
+                first = s * (1 + HARMONICS)
+                bias[first] = LOUDNESS_BIAS - s
+                bias[first + 1 : first + 1 + HARMONICS] = -torch.log(
+                    torch.arange(1.0, HARMONICS + 1)
+                )
+            bias[sources * (1 + HARMONICS) :] = NOISE_BIAS
 
     @staticmethod
     def harmonic_numbers(device: torch.device) -> torch.Tensor:
@@ -108,8 +118,8 @@ class Generator(nn.Module):
         return torch.sin(2 * math.pi * numbers[:, None] * positions[None, :])
 
     def control_frames(self, z: torch.Tensor, labels: torch.Tensor | None = None):
-        """(f0_hz (B, frames), loudness (B, frames), harmonics (B, K, frames), noise gains
-        (B, bands, frames))."""
+        """(f0_hz (B, S, frames), loudness (B, S, frames), harmonics (B, S, K, frames), noise
+        gains (B, bands, frames)), for S sources."""
         if self.label_embedding is not None:
             z = torch.cat([z, self.label_embedding(labels)], dim=1)  # (B, latent + embed)
         x = self.dense(z).view(z.shape[0], -1, INITIAL_FRAMES)  # (B, 8d, 16)
@@ -118,14 +128,16 @@ class Generator(nn.Module):
             x = F.leaky_relu(conv(F.interpolate(x, scale_factor=2.0)), 0.2)  # (B, C/2, 2L)
         frames = self.cfg.frames
         x = F.interpolate(x, size=frames, mode="linear", align_corners=True)
-        x = self.controls(F.leaky_relu(self.smooth(x), 0.2)).float()  # (B, 1 + K + bands, F)
-        bend = F.interpolate(bend, size=frames, mode="linear", align_corners=True)[:, 0]
+        x = self.controls(F.leaky_relu(self.smooth(x), 0.2)).float()  # (B, S(1 + K) + bands, F)
+        bend = F.interpolate(bend, size=frames, mode="linear", align_corners=True)  # (B, S, F)
         low, high = F0_RANGE_HZ
-        clip_f0_hz = low * (high / low) ** torch.sigmoid(self.clip_pitch(z).float())  # (B, 1)
-        f0_hz = clip_f0_hz * 2 ** (bend / 12)  # (B, frames)
-        loudness = scaled_sigmoid(x[:, 0])
-        harmonics = torch.softmax(x[:, 1 : 1 + HARMONICS], dim=1)
-        noise = scaled_sigmoid(x[:, 1 + HARMONICS :])
+        own_f0_hz = low * (high / low) ** torch.sigmoid(self.clip_pitch(z).float())  # (B, S)
+        f0_hz = own_f0_hz[..., None] * 2 ** (bend / 12)  # (B, S, frames)
+        sources = self.cfg.sources
+        tones = x[:, : sources * (1 + HARMONICS)].view(x.shape[0], sources, 1 + HARMONICS, -1)
+        loudness = scaled_sigmoid(tones[:, :, 0])
+        harmonics = torch.softmax(tones[:, :, 1:], dim=2)
+        noise = scaled_sigmoid(x[:, sources * (1 + HARMONICS) :])
         return f0_hz, loudness, harmonics, noise
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -144,16 +156,20 @@ class Generator(nn.Module):
     ) -> torch.Tensor:
         """Control frames (as control_frames returns them) -> (B, 1, clip_samples)."""
         samples, rate = self.cfg.clip_samples, self.cfg.sample_rate_hz
+        batch, sources, frames = f0_hz.shape
+        # The sources play as one batch of B x S tones, summed per clip.
+        f0_hz, loudness = f0_hz.reshape(-1, frames), loudness.reshape(-1, frames)
+        harmonics = harmonics.reshape(batch * sources, HARMONICS, frames)
         # Harmonics at or above Nyquist would alias: silence them, then renormalise.
         numbers = self.harmonic_numbers(f0_hz.device)[None, :, None]
         audible = (numbers * f0_hz.unsqueeze(1) < rate / 2).float()
         harmonics = harmonics * audible
         harmonics = harmonics / harmonics.sum(dim=1, keepdim=True).clamp_min(1e-7)
-        amplitudes = harmonics * loudness.unsqueeze(1)  # (B, K, F)
+        amplitudes = harmonics * loudness.unsqueeze(1)  # (B S, K, F)
         f0 = F.interpolate(f0_hz.unsqueeze(1), size=samples, mode="linear", align_corners=True)
         # The phase in cycles, summed in float64: float32 loses a tenth of a cycle by 4 s.
-        cycles = torch.cumsum(f0[:, 0].double() / rate, dim=-1).remainder(1.0).float()  # (B, T)
-        tone = self.play(amplitudes, cycles)
+        cycles = torch.cumsum(f0[:, 0].double() / rate, dim=-1).remainder(1.0).float()  # (B S, T)
+        tone = self.play(amplitudes, cycles).view(batch, sources, samples).sum(dim=1)
         return torch.tanh(tone + self.filtered_noise(noise_gains, samples)).unsqueeze(1)
 
     def play(self, amplitudes: torch.Tensor, cycles: torch.Tensor) -> torch.Tensor:
