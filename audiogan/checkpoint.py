@@ -213,8 +213,10 @@ def _load(source, path: str) -> dict[str, Any]:
 def check_compatible(cfg: TrainConfig, state: dict[str, Any]) -> None:
     """Refuses to resume a run with a differently shaped model."""
     saved = from_dict(TrainConfig, state["config"])
-    shape = ["model", "latent_dim", "model_dim", "sources", "conditional", "discriminator"]
-    shape.append("spectral_norm")
+    shape = [
+        "model", "latent_dim", "model_dim", "sources", "conditional", "discriminator",
+        "spectral_norm",
+    ]  # fmt: skip
     if cfg.discriminator in ("multiscale", "stft"):  # the only families it sizes
         shape.append("disc_channels")
     if any(getattr(saved, key) != getattr(cfg, key) for key in shape):

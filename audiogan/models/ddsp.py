@@ -155,21 +155,8 @@ class Generator(nn.Module):
         noise_gains: torch.Tensor,
     ) -> torch.Tensor:
         """Control frames (as control_frames returns them) -> (B, 1, clip_samples)."""
-        samples, rate = self.cfg.clip_samples, self.cfg.sample_rate_hz
-        batch, sources, frames = f0_hz.shape
-        # The sources play as one batch of B x S tones, summed per clip.
-        f0_hz, loudness = f0_hz.reshape(-1, frames), loudness.reshape(-1, frames)
-        harmonics = harmonics.reshape(batch * sources, HARMONICS, frames)
-        # Harmonics at or above Nyquist would alias: silence them, then renormalise.
-        numbers = self.harmonic_numbers(f0_hz.device)[None, :, None]
-        audible = (numbers * f0_hz.unsqueeze(1) < rate / 2).float()
-        harmonics = harmonics * audible
-        harmonics = harmonics / harmonics.sum(dim=1, keepdim=True).clamp_min(1e-7)
-        amplitudes = harmonics * loudness.unsqueeze(1)  # (B S, K, F)
-        f0 = F.interpolate(f0_hz.unsqueeze(1), size=samples, mode="linear", align_corners=True)
-        # The phase in cycles, summed in float64: float32 loses a tenth of a cycle by 4 s.
-        cycles = torch.cumsum(f0[:, 0].double() / rate, dim=-1).remainder(1.0).float()  # (B S, T)
-        tone = self.play(amplitudes, cycles).view(batch, sources, samples).sum(dim=1)
+        samples = self.cfg.clip_samples
+        tone = tones(f0_hz, loudness, harmonics, self.cfg.sample_rate_hz, samples)
         return torch.tanh(tone + self.filtered_noise(noise_gains, samples)).unsqueeze(1)
 
     def play(self, amplitudes: torch.Tensor, cycles: torch.Tensor) -> torch.Tensor:
@@ -178,6 +165,30 @@ class Generator(nn.Module):
     @staticmethod
     def filtered_noise(gains: torch.Tensor, samples: int) -> torch.Tensor:
         return filtered_noise(gains, samples)
+
+
+def tones(
+    f0_hz: torch.Tensor,
+    loudness: torch.Tensor,
+    harmonics: torch.Tensor,
+    sample_rate_hz: int,
+    samples: int,
+) -> torch.Tensor:
+    """S sources' oscillator banks, summed per clip: f0_hz and loudness (B, S, F), harmonic
+    weights (B, S, K, F) -> (B, samples). The sources play as one batch of B x S tones."""
+    batch, sources, frames = f0_hz.shape
+    f0_hz, loudness = f0_hz.reshape(-1, frames), loudness.reshape(-1, frames)
+    harmonics = harmonics.reshape(batch * sources, HARMONICS, frames)
+    # Harmonics at or above Nyquist would alias: silence them, then renormalise.
+    numbers = Generator.harmonic_numbers(f0_hz.device)[None, :, None]
+    audible = (numbers * f0_hz.unsqueeze(1) < sample_rate_hz / 2).float()
+    harmonics = harmonics * audible
+    harmonics = harmonics / harmonics.sum(dim=1, keepdim=True).clamp_min(1e-7)
+    amplitudes = harmonics * loudness.unsqueeze(1)  # (B S, K, F)
+    f0 = F.interpolate(f0_hz.unsqueeze(1), size=samples, mode="linear", align_corners=True)
+    # The phase in cycles, summed in float64: float32 loses a tenth of a cycle by 4 s.
+    cycles = torch.cumsum(f0[:, 0].double() / sample_rate_hz, dim=-1).remainder(1.0).float()
+    return play(amplitudes, cycles).view(batch, sources, samples).sum(dim=1)
 
 
 def play(amplitudes: torch.Tensor, cycles: torch.Tensor) -> torch.Tensor:

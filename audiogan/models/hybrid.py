@@ -103,17 +103,9 @@ class Generator(nn.Module):
             return self.synthesise(f0_hz, loudness, harmonics, noise, transient, residual)
 
     def synthesise(self, f0_hz, loudness, harmonics, noise, transient, residual) -> torch.Tensor:
-        samples, rate = self.cfg.clip_samples, self.cfg.sample_rate_hz
-        numbers = torch.arange(1, HARMONICS + 1, device=f0_hz.device, dtype=torch.float32)
+        samples = self.cfg.clip_samples
         out = self.residual_gain * residual
-        for s in range(SOURCES):
-            audible = (numbers[None, :, None] * f0_hz[:, s, None] < rate / 2).float()
-            weights = harmonics[:, s] * audible
-            weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-7)
-            f0 = F.interpolate(f0_hz[:, s : s + 1], size=samples, mode="linear",
-                               align_corners=True)[:, 0]  # fmt: skip
-            cycles = torch.cumsum(f0.double() / rate, dim=-1).remainder(1.0).float()
-            out = out + ddsp.play(weights * loudness[:, s, None], cycles)
+        out = out + ddsp.tones(f0_hz, loudness, harmonics, self.cfg.sample_rate_hz, samples)
         out = out + ddsp.filtered_noise(noise, samples)
         out = out + ddsp.filtered_noise(transient, samples, TRANSIENT_HOP)
         return torch.tanh(out).unsqueeze(1)
