@@ -115,6 +115,18 @@ def test_the_summary_over_kinds_holds_every_kind_to_the_suite_targets():
     assert not a["targets_met_on_every_kind"] and not b["targets_met_on_every_kind"]
     by_kind["speech"]["recipes"]["b"] = _row(15.0, 0.9)
     assert compare.summarise_kinds(by_kind)["recipes"]["b"]["targets_met_on_every_kind"]
+    # A recipe measured on one kind only (compare --resume keeps it) meets no target over
+    # all kinds and is not the best, however good that kind is.
+    by_kind["textures"]["recipes"]["c"] = _row(1.0, 0.99)
+    summary = compare.summarise_kinds(by_kind)
+    assert summary["recipes"]["c"]["fd_share"] == {"textures": 0.02}
+    assert not summary["recipes"]["c"]["targets_met_on_every_kind"]
+    assert summary["best"] == "b"
+    terms = {"budget_minutes": 20.0, "workers": 2, "data": "d",
+             "classifier_held_out_accuracy": 1.0}  # fmt: skip
+    kinds = {kind: terms | result for kind, result in by_kind.items()}
+    lines = compare.format_kinds({"kinds": kinds, "summary": summary})
+    assert "| c | not run | 0.02 / 0.99 | 0.02 / 0.99 | missed |" in lines
 
 
 def test_kinds_are_named_or_all_and_unknown_ones_refused():
