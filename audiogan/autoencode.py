@@ -14,18 +14,15 @@ import json
 import time
 from collections.abc import Callable
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # saved to bytes only, as in samples
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from audiogan import evaluator, metrics, models, samples, storage  # noqa: E402
-from audiogan.config import TrainConfig  # noqa: E402
-from audiogan.errors import AudioganError  # noqa: E402
-from audiogan.generate import load_generator  # noqa: E402
+from audiogan import evaluator, metrics, models, samples, storage
+from audiogan.config import TrainConfig
+from audiogan.errors import AudioganError
+from audiogan.generate import load_generator
 
 MEL_WEIGHT = 0.1  # log-mel L1 beside the waveform MSE; both are O(0.1-1) on normalised clips
 SHOWN = 4
@@ -183,7 +180,8 @@ def _comparison_png(originals: np.ndarray, rebuilt: np.ndarray, rate: int) -> by
     from audiogan.report import ZOOM_MS, loudest_window
 
     columns = len(originals)
-    figure, axes = plt.subplots(4, columns, figsize=(3.2 * columns, 8), squeeze=False)
+    figure = Figure(figsize=(3.2 * columns, 8))
+    axes = figure.subplots(4, columns, squeeze=False)
     width = int(rate * ZOOM_MS / 1000)
     seconds = np.arange(originals.shape[1]) / rate
     for i in range(columns):

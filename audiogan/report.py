@@ -14,15 +14,12 @@ import json
 import re
 import time
 
-import matplotlib
+import numpy as np
+import pyarrow.fs as pafs
+import soundfile as sf
+from matplotlib.figure import Figure  # saved to bytes only, as in samples
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow.fs as pafs  # noqa: E402
-import soundfile as sf  # noqa: E402
-
-from audiogan import samples, storage  # noqa: E402
+from audiogan import samples, storage
 
 REPORT = "report.html"
 METRICS = "metrics.jsonl"  # written by rank 0 during training: one JSON object per log step
@@ -73,7 +70,8 @@ def _quality_png(history: list[dict]) -> bytes | None:
     rows = [row for row in history if any(key in row for key in QUALITY_KEYS)]
     if not rows:
         return None
-    figure, ax = plt.subplots(figsize=(7, 3))
+    figure = Figure(figsize=(7, 3))
+    ax = figure.subplots()
     for key in QUALITY_KEYS:
         points = [
             (row["step"], row[key])
@@ -103,7 +101,8 @@ def _zoom_png(groups: list[tuple[str, list[_Clip]]], rate: int) -> bytes:
     """ZOOM_MS of the loudest part of two clips of each group, one row per group."""
     width = max(int(rate * ZOOM_MS / 1000), 2)
     rows = [(label, clips[:2]) for label, clips in groups if clips]
-    figure, axes = plt.subplots(len(rows), 1, figsize=(7, 1.6 * len(rows)), squeeze=False)
+    figure = Figure(figsize=(7, 1.6 * len(rows)))
+    axes = figure.subplots(len(rows), 1, squeeze=False)
     for ax, (label, clips) in zip(axes[:, 0], rows, strict=True):
         for clip in clips:
             start = loudest_window(clip.audio, width)

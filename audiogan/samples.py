@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
+import numpy as np
+import soundfile as sf
 
-matplotlib.use("Agg")  # files only; no display where training runs
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
+# Figures are made as matplotlib.figure.Figure, not through pyplot: they are only ever saved
+# to bytes, so no backend is chosen and no global figure list has to be closed. Importing this
+# module changes nothing in matplotlib for the process that imports it.
+from matplotlib.figure import Figure
 
 
 def wav_bytes(audio: np.ndarray, sample_rate_hz: int) -> bytes:
@@ -43,7 +44,6 @@ def plot_spectrogram(ax, clip: np.ndarray, sample_rate_hz: int) -> None:
 def png_bytes(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
     return buffer.getvalue()
 
 
@@ -54,7 +54,8 @@ def clips_png(
     columns = [("generated", clip) for clip in generated]
     if real is not None:
         columns += [("real", clip) for clip in real]
-    figure, axes = plt.subplots(2, len(columns), figsize=(2.6 * len(columns), 4.2), squeeze=False)
+    figure = Figure(figsize=(2.6 * len(columns), 4.2))
+    axes = figure.subplots(2, len(columns), squeeze=False)
     for i, (kind, clip) in enumerate(columns):
         seconds = np.arange(clip.size) / sample_rate_hz
         axes[0, i].plot(
@@ -78,7 +79,8 @@ def _number(value) -> float:
 
 def losses_png(history: list[dict]) -> bytes:
     """D and G losses (and the gradient penalty, if any) against the step."""
-    figure, ax = plt.subplots(figsize=(7, 3.5))
+    figure = Figure(figsize=(7, 3.5))
+    ax = figure.subplots()
     steps = [row["step"] for row in history]
     for key in ("d_loss", "g_loss", "gp"):
         values = [_number(row.get(key)) for row in history]
@@ -96,7 +98,8 @@ def sweep_png(
 ) -> bytes:
     """mel_fd against the step for every trial of a sweep: trials ASHA stopped dashed, the
     best one thick."""
-    figure, ax = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    ax = figure.subplots()
     for trial, points in sorted(curves.items()):
         if not points:
             continue

@@ -210,16 +210,6 @@ def test_random_crop_depends_only_on_seed_and_file():
     )
 
 
-def test_importing_the_pure_modules_does_not_import_ray():
-    code = (
-        "import sys, audiogan.audio, audiogan.synth, audiogan.config, audiogan.storage,"
-        " audiogan.models, audiogan.losses, audiogan.step, audiogan.augment, audiogan.checkpoint;"
-        "print('ray' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 @pytest.mark.parametrize("orig_hz", [44100, 22050, 96000, 8000])
 def test_a_clip_cut_from_the_middle_equals_resampling_the_whole_file_then_cutting(orig_hz):
     """No click at the cut: the filter sees real audio either side of the decoded part."""

@@ -1,0 +1,85 @@
+"""What importing audiogan does to a process: nothing it did not ask for. Each check runs in a
+fresh interpreter, so what an earlier test imported cannot hide what an import does."""
+
+import json
+import subprocess
+import sys
+
+# The modules that training workers, evaluation and generation use without Ray, and that
+# must stay so: a pure module that starts importing Ray drags Ray's start-up and its global
+# state into every notebook, evaluation and unit test that imports it.
+RAY_FREE = (
+    "audiogan.audio",
+    "audiogan.augment",
+    "audiogan.checkpoint",
+    "audiogan.config",
+    "audiogan.errors",
+    "audiogan.generate",
+    "audiogan.losses",
+    "audiogan.metrics",
+    "audiogan.models",
+    "audiogan.report",
+    "audiogan.samples",
+    "audiogan.step",
+    "audiogan.storage",
+    "audiogan.synth",
+)
+
+# Imports every module of audiogan and jobs, and prints what differs from before. What it
+# compares is process-wide state a library has no business changing when it is imported:
+# the environment, the working directory, torch's threads, defaults and cuDNN flags,
+# matplotlib's backend (and whether pyplot, with its global figure list, got imported), the
+# root logger, and whether Ray was started. Ray is imported before the first look, so what
+# its own import does is not counted against audiogan.
+_PROBE = r"""
+import importlib, json, logging, os, pkgutil, sys
+import matplotlib, torch
+import ray  # what importing Ray itself does (it sets RAY_CLIENT_MODE) is Ray's, not ours
+
+def state():
+    return {
+        "environ": dict(os.environ),
+        "cwd": os.getcwd(),
+        "torch_threads": [torch.get_num_threads(), torch.get_num_interop_threads()],
+        "torch_default_dtype": str(torch.get_default_dtype()),
+        "torch_deterministic": torch.are_deterministic_algorithms_enabled(),
+        "cudnn": [torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic],
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "mpl_backend": str(dict.__getitem__(matplotlib.rcParams, "backend")),
+        "pyplot": "matplotlib.pyplot" in sys.modules,
+        "root_logger": [logging.getLogger().level, len(logging.getLogger().handlers)],
+    }
+
+before = state()
+import audiogan, jobs
+names = []
+for package in (audiogan, jobs):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(info.name)
+        names.append(info.name)
+after = state()
+print(json.dumps({
+    "modules": names,
+    "changed": {key: [before[key], after[key]] for key in before if before[key] != after[key]},
+    "ray_started": ray.is_initialized(),
+}))
+"""
+
+
+def test_importing_every_module_changes_no_process_wide_state():
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True
+    ).stdout
+    found = json.loads(out.splitlines()[-1])
+    # The walk reached the leaves, so an empty diff means something.
+    assert {"audiogan.models.ddsp", "audiogan.synth.speech", "audiogan.cli", "jobs.train"} <= set(
+        found["modules"]
+    )
+    assert found["changed"] == {}
+    assert not found["ray_started"]
+
+
+def test_importing_the_pure_modules_does_not_import_ray():
+    code = f"import sys; import {', '.join(RAY_FREE)}; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
