@@ -127,20 +127,14 @@ def compare(
     clips = evaluator.read_labelled_clips(data_url)  # once, for the check and every evaluation
     classifier_url = storage.join(data_url, evaluator.DEFAULT_DIR)
     if storage.exists(*storage.resolve(storage.join(classifier_url, evaluator.STATE_FILE))):
-        _, about = evaluator.load(classifier_url)
-        evaluate.check_classifier(about, clips, classifier_url)
         log(f"compare: using the evaluation classifier at {storage.display(classifier_url)}")
     else:
         log("compare: fitting the evaluation classifier ...")
-        about = evaluator.fit(data_url, log=log)
-
-    accuracy = about["held_out_accuracy"]
-    if kept and before.get("classifier_held_out_accuracy") != accuracy:
-        raise AudioganError(
-            f"{storage.display(storage_url)}/{RESULT} was scored by another evaluation "
-            f"classifier (held-out accuracy {before.get('classifier_held_out_accuracy')}, now "
-            f"{accuracy}): its rows and new ones would not share a yardstick (use --overwrite)"
-        )
+        evaluator.fit(data_url, log=log)
+    classifier, about = evaluator.load(classifier_url)
+    evaluate.check_classifier(about, clips, classifier_url)
+    accuracy, yardstick = about["held_out_accuracy"], evaluator.fingerprint(classifier)
+    check_yardstick(storage_url, before, kept, accuracy, yardstick, log)
     # The recipes in --recipes order, then any measured before and not named this time; the
     # kept ones are in every write, so a failure now loses none of them either.
     order = [*configs, *(name for name in kept if name not in configs)]
@@ -175,6 +169,7 @@ def compare(
             "diagnostics": scores["diagnostics"],
             "predicted_labels": scores["predicted_labels"],
             "clips": scores["generated_clips"],
+            "classifier_fingerprint": yardstick,
         }
         result["recipes"] = in_order()
         _write(fs, root, result)  # a later recipe's failure loses nothing already measured
@@ -226,6 +221,40 @@ def measured_before(storage_url: str, terms: dict) -> dict:
             "to start again"
         )
     return before
+
+
+def check_yardstick(
+    storage_url: str,
+    before: dict,
+    kept: dict,
+    accuracy: float,
+    yardstick: str,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Refuses to keep rows scored by another evaluation classifier than the one that will
+    score the new rows: another held-out accuracy, or (for rows that recorded it) other
+    weights. A row recorded before compare kept the classifier's fingerprint is kept on its
+    accuracy alone, and the log says so."""
+    shown = f"{storage.display(storage_url)}/{RESULT}"
+    if kept and before.get("classifier_held_out_accuracy") != accuracy:
+        raise AudioganError(
+            f"{shown} was scored by another evaluation classifier (held-out accuracy "
+            f"{before.get('classifier_held_out_accuracy')}, now {accuracy}): its rows and new "
+            "ones would not share a yardstick (use --overwrite)"
+        )
+    for name, row in kept.items():
+        recorded = row.get("classifier_fingerprint")
+        if recorded is None:
+            log(
+                f"compare: {name} was scored before compare recorded the classifier's "
+                "fingerprint; kept on its held-out accuracy, which is the same"
+            )
+        elif recorded != yardstick:
+            raise AudioganError(
+                f"{shown}: {name} was scored by another evaluation classifier (fingerprint "
+                f"{recorded}, now {yardstick}; the same held-out accuracy): its row and new "
+                "ones would not share a yardstick (use --overwrite)"
+            )
 
 
 def _same_recipe(name: str, row: dict, configs: dict, log: Callable[[str], None]) -> bool:

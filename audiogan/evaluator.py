@@ -9,6 +9,7 @@ its accuracy is measured on them, and `evaluate` uses them as the real-data refe
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 import zlib
@@ -285,6 +286,17 @@ def load(url: str) -> tuple[Classifier, dict]:
         ) from None
     model.eval()
     return model, {k: v for k, v in state.items() if k != "state"}
+
+
+def fingerprint(model: Classifier) -> str:
+    """A short hash of the classifier's weights: two classifiers score alike if and only if it
+    is the same. Held-out accuracy is no such check: a classifier fitted again on data that
+    differs in the last float bit has the same accuracy and other features."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @torch.no_grad()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from audiogan import compare, synth
+from audiogan import compare, evaluator, synth
 from audiogan.config import PRESETS_DIR, RECIPES, ConfigError, to_dict
 from audiogan.errors import AudioganError
 
@@ -177,3 +178,33 @@ def test_a_row_whose_preset_changed_since_is_measured_again():
     two = compare.recipe_configs(("ddsp2-stft-cond",), 20.0)
     before = {k: v for k, v in to_dict(two["ddsp2-stft-cond"][1]).items() if k != "sources"}
     assert not compare._same_recipe("ddsp2-stft-cond", {"config": before}, two, said.append)
+
+
+def test_rows_scored_by_another_classifier_are_not_kept():
+    """The same held-out accuracy is not the same yardstick: a classifier fitted again on data
+    that differs in the last bits has other weights, and its own fingerprint."""
+    torch.manual_seed(0)
+    first = evaluator.Classifier(4, 16000)
+    same = evaluator.Classifier(4, 16000)
+    same.load_state_dict(first.state_dict())
+    other = evaluator.Classifier(4, 16000)
+    other.load_state_dict(first.state_dict())
+    with torch.no_grad():
+        other.head.bias[0] += 1e-6
+    yardstick = evaluator.fingerprint(first)
+    assert evaluator.fingerprint(same) == yardstick != evaluator.fingerprint(other)
+
+    before = {"classifier_held_out_accuracy": 0.99}
+    said: list[str] = []
+    kept = {"a": {"classifier_fingerprint": yardstick}, "b": {}}
+    compare.check_yardstick("runs", before, kept, 0.99, yardstick, said.append)
+    assert said == [
+        "compare: b was scored before compare recorded the classifier's fingerprint; kept on "
+        "its held-out accuracy, which is the same"
+    ]
+    with pytest.raises(AudioganError, match=r"runs/compare.json: a was scored by another "
+                                            r"evaluation classifier \(fingerprint"):  # fmt: skip
+        compare.check_yardstick("runs", before, kept, 0.99, evaluator.fingerprint(other))
+    with pytest.raises(AudioganError, match=r"held-out accuracy 0\.99, now 0\.98"):
+        compare.check_yardstick("runs", before, kept, 0.98, yardstick)
+    compare.check_yardstick("runs", before, {}, 0.98, "x")  # nothing kept, nothing to compare
