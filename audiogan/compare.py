@@ -489,16 +489,16 @@ def summarise_kinds(by_kind: dict[str, dict]) -> dict:
         for key in ("is_ratio", "fd_share"):
             values = list(entry[key].values())
             entry[f"mean_{key}"] = _geometric_mean(values)
-        entry["targets_met_on_every_kind"] = len(entry["is_ratio"]) == len(by_kind) and all(
-            (entry["is_ratio"][k] or 0) >= SUITE_TARGET_IS_RATIO
-            and entry["fd_share"][k] is not None
+        entry["targets_met_on_every_kind"] = all(  # every kind of the suite, not only its own
+            (entry["is_ratio"].get(k) or 0) >= SUITE_TARGET_IS_RATIO
+            and entry["fd_share"].get(k) is not None
             and entry["fd_share"][k] <= SUITE_TARGET_FD_SHARE
-            for k in entry["is_ratio"]
+            for k in by_kind
         )
     candidates = [
         name for name, entry in recipes.items()
         if name not in (BASELINE, REFERENCE) and entry["mean_fd_share"] is not None
-        and len(entry["fd_share"]) == len(by_kind)  # one good kind is no mean over all
+        and entry["fd_share"].keys() == by_kind.keys()  # one good kind is no mean over all
     ]  # fmt: skip
     best = min(candidates, key=lambda name: recipes[name]["mean_fd_share"], default=None)
     return {"recipes": recipes, "best": best}
