@@ -28,7 +28,7 @@ demo: demo-data
 demo-tune: demo-data
 	rm -rf $(DEMO_DIR)/sweeps/demo
 	$(BIN)/audiogan tune --data $(DEMO_DIR)/prepared --storage $(DEMO_DIR)/sweeps --name demo \
-		--config jobs/configs/sweep_small.yaml
+		--config sweep_small
 
 ## demo-compare: the demo's recipe against textbook WaveGAN-GP on the demo's data, 5 minutes
 ## each on 2 CPU workers, scored by an evaluation classifier fitted on that data (about 11 min)
@@ -55,12 +55,12 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check audiogan jobs tests
 	$(BIN)/ruff format --check audiogan jobs tests
 
-## bench-prepare: the prepare benchmark of README.md on 2,000 synthetic clips
+## bench-prepare: the prepare benchmark of docs/benchmarks.md on 2,000 synthetic clips
 bench-prepare: $(BIN)/.installed
 	$(BIN)/audiogan synth data/bench-synth --clips-per-class 500 --seed 1
 	$(BIN)/audiogan bench prepare data/bench-synth --json
 
-## bench-train: the training benchmark of README.md (plain loop vs Ray Train, 1 and 2 workers)
+## bench-train: the training benchmark of docs/benchmarks.md (plain loop vs Ray Train, 1 and 2 workers)
 bench-train: $(BIN)/.installed
 	$(BIN)/audiogan bench train --model wavegan --json
 	$(BIN)/audiogan bench train --model dcgan --steps 30 --json

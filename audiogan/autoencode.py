@@ -71,15 +71,71 @@ def autoencode(
     generator, cfg, state = load_generator(checkpoint_url)
     # A conditional G needs each clip's label; an unconditional one can use every clip.
     clips = evaluator.read_labelled_clips(data_url, labelled_only=cfg.conditional)
-    dataset = state["dataset"]
+    _check_dataset(state["dataset"], clips, cfg.conditional)
+    rate = clips.sample_rate_hz
+    train_index, test_index = _split(clips, batch_size, data_url)
+    generator.requires_grad_(False)
+    torch.manual_seed(seed)
+    encoder = Encoder(cfg, clips.clip_samples)
+    audio = torch.from_numpy(clips.audio).unsqueeze(1)  # (N, 1, T)
+    label_ids = torch.from_numpy(np.clip(clips.label_ids, 0, None))
+
+    def rebuild(index: torch.Tensor) -> torch.Tensor:
+        labels = label_ids[index] if cfg.conditional else None
+        return generator(encoder(audio[index]), labels)
+
+    started = time.perf_counter()
+    first_loss, final_loss = _train_encoder(
+        encoder, rebuild, audio, train_index, rate, steps, batch_size, lr, seed, log
+    )
+
+    encoder.eval()
+    with torch.no_grad():
+        index = torch.from_numpy(test_index)
+        originals, rebuilt = audio[index], rebuild(index)
+        held_out, per_clip_snr_db = _reconstruction_errors(originals, rebuilt, rate)
+    originals, rebuilt = originals[:, 0].numpy(), rebuilt[:, 0].numpy()
+
+    target = out_url or _default_out(checkpoint_url)
+    fs, root = storage.resolve(target)
+    _write_examples(fs, root, originals, rebuilt, rate)
+    result = {
+        "checkpoint": storage.display(checkpoint_url),
+        "step": state["step"],
+        "model": cfg.model,
+        "out": storage.display(target),
+        "train_clips": int(len(train_index)),
+        "held_out_clips": int(len(test_index)),
+        "encoder_steps": steps,
+        "seconds": round(time.perf_counter() - started, 1),
+        "first_train_loss": round(first_loss, 5),
+        "final_train_loss": round(final_loss, 5),
+        "held_out": held_out,
+        "per_clip_snr_db": per_clip_snr_db,
+    }
+    storage.write_bytes(
+        fs, storage.join(root, "autoencode.json"), json.dumps(result, indent=2).encode()
+    )
+    return result
+
+
+def _check_dataset(dataset: dict, clips: evaluator.LabelledClips, conditional: bool) -> None:
+    """Refuses a dataset of another rate or clip length than the checkpoint's (G could not
+    reproduce its clips), or, for a conditional G, of other labels."""
     if (dataset["sample_rate_hz"], dataset["clip_samples"]) != (
         clips.sample_rate_hz,
         clips.clip_samples,
     ):
         raise AudioganError("the checkpoint's sample rate or clip length is not the dataset's")
-    if cfg.conditional and dataset["labels"] != clips.labels:
+    if conditional and dataset["labels"] != clips.labels:
         raise AudioganError("the checkpoint's labels differ from the dataset's")
-    rate = clips.sample_rate_hz
+
+
+def _split(
+    clips: evaluator.LabelledClips, batch_size: int, data_url: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(training clips' indices, held-out clips' indices, at most SHOWN * 4): the evaluation
+    classifier's split, so the encoder is judged on clips it never saw."""
     train_index = np.flatnonzero(~clips.held_out)
     test_index = np.flatnonzero(clips.held_out)[: SHOWN * 4]
     if len(train_index) < batch_size or len(test_index) == 0:
@@ -87,19 +143,25 @@ def autoencode(
             f"{storage.display(data_url)} has too few clips ({len(clips.audio)}) to train an "
             "encoder and hold some out"
         )
-    generator.requires_grad_(False)
-    torch.manual_seed(seed)
-    encoder = Encoder(cfg, clips.clip_samples)
+    return train_index, test_index
+
+
+def _train_encoder(
+    encoder: Encoder,
+    rebuild: Callable[[torch.Tensor], torch.Tensor],
+    audio: torch.Tensor,
+    train_index: np.ndarray,
+    rate: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[float, float]:
+    """Adam on the encoder alone (G is frozen) over random batches of the training clips;
+    returns the first and the last step's loss."""
     optimiser = torch.optim.Adam(encoder.parameters(), lr=lr)
-    audio = torch.from_numpy(clips.audio).unsqueeze(1)  # (N, 1, T)
-    label_ids = torch.from_numpy(np.clip(clips.label_ids, 0, None))
     rng = torch.Generator().manual_seed(seed)
-
-    def rebuild(index: torch.Tensor) -> torch.Tensor:
-        labels = label_ids[index] if cfg.conditional else None
-        return generator(encoder(audio[index]), labels)
-
-    started = time.perf_counter()
     encoder.train()
     for step in range(1, steps + 1):
         index = torch.from_numpy(train_index)[
@@ -113,26 +175,35 @@ def autoencode(
             first_loss = loss.item()
         if step == 1 or step % 50 == 0 or step == steps:
             log(f"autoencode: step {step}/{steps}  loss {loss.item():.4f}")
+    return first_loss, float(loss.item())
 
-    encoder.eval()
-    with torch.no_grad():
-        index = torch.from_numpy(test_index)
-        originals, rebuilt = audio[index], rebuild(index)
-        mse = (originals - rebuilt).pow(2).mean(dim=(1, 2))
-        power = originals.pow(2).mean(dim=(1, 2))
-        snr_db = 10 * torch.log10(power.clamp_min(1e-12) / mse.clamp_min(1e-12))
-        mel_l1 = (metrics.log_mel(originals, rate) - metrics.log_mel(rebuilt, rate)).abs()
-        mel_l1 = mel_l1.mean(dim=(1, 2))
-        # What a blank output (silence) would score: the yardstick for "reaches nothing".
-        silent_mel_l1 = (
-            (metrics.log_mel(originals, rate) - metrics.log_mel(torch.zeros_like(originals), rate))
-            .abs()
-            .mean()
-        )
-    originals, rebuilt = originals[:, 0].numpy(), rebuilt[:, 0].numpy()
 
-    target = out_url or _default_out(checkpoint_url)
-    fs, root = storage.resolve(target)
+def _reconstruction_errors(
+    originals: torch.Tensor, rebuilt: torch.Tensor, rate: int
+) -> tuple[dict, list[float]]:
+    """(the held-out errors, averaged and rounded; each clip's SNR in dB, rounded)."""
+    mse = (originals - rebuilt).pow(2).mean(dim=(1, 2))
+    power = originals.pow(2).mean(dim=(1, 2))
+    snr_db = 10 * torch.log10(power.clamp_min(1e-12) / mse.clamp_min(1e-12))
+    mel_l1 = (metrics.log_mel(originals, rate) - metrics.log_mel(rebuilt, rate)).abs()
+    mel_l1 = mel_l1.mean(dim=(1, 2))
+    # What a blank output (silence) would score: the yardstick for "reaches nothing".
+    silent_mel_l1 = (
+        (metrics.log_mel(originals, rate) - metrics.log_mel(torch.zeros_like(originals), rate))
+        .abs()
+        .mean()
+    )
+    held_out = {
+        "waveform_mse": round(float(mse.mean()), 5),
+        "snr_db": round(float(snr_db.mean()), 2),
+        "log_mel_l1": round(float(mel_l1.mean()), 4),
+        "log_mel_l1_of_silence": round(float(silent_mel_l1), 4),
+    }
+    return held_out, [round(float(v), 2) for v in snr_db]
+
+
+def _write_examples(fs, root: str, originals: np.ndarray, rebuilt: np.ndarray, rate: int) -> None:
+    """The first SHOWN clips and their reconstructions as WAVs, and autoencode.png beside them."""
     for i in range(min(SHOWN, len(originals))):
         for name, clip in (("original", originals[i]), ("reconstruction", rebuilt[i])):
             path = storage.join(root, f"{name}_{i:02d}.wav")
@@ -142,29 +213,6 @@ def autoencode(
         storage.join(root, "autoencode.png"),
         _comparison_png(originals[:SHOWN], rebuilt[:SHOWN], rate),
     )
-    result = {
-        "checkpoint": storage.display(checkpoint_url),
-        "step": state["step"],
-        "model": cfg.model,
-        "out": storage.display(target),
-        "train_clips": int(len(train_index)),
-        "held_out_clips": int(len(test_index)),
-        "encoder_steps": steps,
-        "seconds": round(time.perf_counter() - started, 1),
-        "first_train_loss": round(first_loss, 5),
-        "final_train_loss": round(float(loss.item()), 5),
-        "held_out": {
-            "waveform_mse": round(float(mse.mean()), 5),
-            "snr_db": round(float(snr_db.mean()), 2),
-            "log_mel_l1": round(float(mel_l1.mean()), 4),
-            "log_mel_l1_of_silence": round(float(silent_mel_l1), 4),
-        },
-        "per_clip_snr_db": [round(float(v), 2) for v in snr_db],
-    }
-    storage.write_bytes(
-        fs, storage.join(root, "autoencode.json"), json.dumps(result, indent=2).encode()
-    )
-    return result
 
 
 def _default_out(checkpoint_url: str) -> str:

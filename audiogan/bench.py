@@ -53,7 +53,8 @@ def staged_prepare(files: list[dict], fs, cfg: PrepareConfig) -> tuple[int, dict
     task; returns (clips, seconds per stage)."""
     from threadpoolctl import threadpool_limits
 
-    from audiogan.data import CLIP_PARQUET_OPTIONS, FILES_PER_BLOCK, clips_table, process_files
+    from audiogan.data import FILES_PER_BLOCK, process_files
+    from audiogan.dataset import CLIP_PARQUET_OPTIONS, clips_table
 
     label_ids = {label: i for i, label in enumerate(sorted({str(f["label"]) for f in files}))}
     timings: dict[str, float] = {}
@@ -356,14 +357,14 @@ def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict
 def ray_training_rate(cfg, data_url: str, workers: int, runs_dir: str, skip: int) -> dict:
     """samples/s of `audiogan train` with N workers: the median of its logged windows after the
     first `skip` (the first epoch streams from Ray Data; later ones come from the shard cache)."""
-    from audiogan import report, train
+    from audiogan import runfolder, train
 
     spec = train.RunSpec(data_url, runs_dir, f"bench-{cfg.model}-{workers}", workers, False)
     summary = train.train(cfg, spec)
     if summary["error"]:
         raise AudioganError(f"training with {workers} worker(s) failed: {summary['error']}")
     fs, root = storage.resolve(runs_dir)
-    history = report.read_metrics(fs, storage.join(root, spec.name))
+    history = runfolder.read_metrics(fs, storage.join(root, spec.name))
     measured = history[skip:] or history
     return {
         "samples_per_s": statistics.median(row["samples_per_s"] for row in measured),
@@ -414,13 +415,8 @@ def bench_train(
     result["matmul_peak_gflops"] = round(peak, 1)
     log(f"bench: plain gan_step loop, {model}, {steps} steps ...")
     plain = plain_training_rate(cfg, prepare_cfg.clip_samples, steps, window)
-    achieved = plain["flops_per_step"] / plain["seconds_per_step"] / 1e9
     result["flops_per_step"] = plain["flops_per_step"]
-    result["rows"].append(
-        {"pipeline": "plain PyTorch loop, 1 process, 1 thread", "workers": 1,
-         "samples_per_s": round(plain["samples_per_s"], 1), "window_rates": plain["window_rates"],
-         "gflops": round(achieved, 2), "percent_of_peak": round(100 * achieved / peak, 1)}
-    )  # fmt: skip
+    result["rows"].append(_plain_row(plain, peak))
 
     with tempfile.TemporaryDirectory() as scratch:
         raw, prepared = os.path.join(scratch, "raw"), os.path.join(scratch, "prepared")
@@ -430,29 +426,55 @@ def bench_train(
         for workers in worker_counts:
             log(f"bench: Ray Train, {workers} CPU worker(s), {steps} steps ...")
             rate = ray_training_rate(cfg, prepared, workers, os.path.join(scratch, "runs"), skip=2)
-            gflops = (
-                rate["samples_per_s"]
-                / (cfg.n_critic * cfg.batch_size)
-                * plain["flops_per_step"]
-                / 1e9
-            )
-            result["rows"].append(
-                {"pipeline": f"Ray Train, {workers} CPU worker(s)", "workers": workers,
-                 "samples_per_s": round(rate["samples_per_s"], 1),
-                 "window_rates": rate["window_rates"], "data_wait": rate["data_wait"],
-                 "gflops": round(gflops, 2),
-                 "percent_of_peak": round(100 * gflops / (peak * workers), 1)}
-            )  # fmt: skip
+            result["rows"].append(_ray_row(cfg, workers, rate, plain, peak))
 
-    rows = {row["workers"]: row for row in result["rows"][1:]}
-    plain_rate = result["rows"][0]["samples_per_s"]
-    if 1 in rows:
-        result["ray_overhead_percent"] = round(100 * (1 - rows[1]["samples_per_s"] / plain_rate), 1)
-    if 1 in rows and 2 in rows:
-        result["scaling_efficiency_2_workers"] = round(
-            rows[2]["samples_per_s"] / (2 * rows[1]["samples_per_s"]), 2
-        )
+    result |= _ray_costs(result["rows"])
     return result
+
+
+def _plain_row(plain: dict, peak: float) -> dict:
+    """The table's row for the plain loop; its FLOP/s against one thread's matmul peak."""
+    achieved = plain["flops_per_step"] / plain["seconds_per_step"] / 1e9
+    return {
+        "pipeline": "plain PyTorch loop, 1 process, 1 thread",
+        "workers": 1,
+        "samples_per_s": round(plain["samples_per_s"], 1),
+        "window_rates": plain["window_rates"],
+        "gflops": round(achieved, 2),
+        "percent_of_peak": round(100 * achieved / peak, 1),
+    }
+
+
+def _ray_row(cfg, workers: int, rate: dict, plain: dict, peak: float) -> dict:
+    """The table's row for Ray Train with `workers` workers. Its FLOP/s take the plain loop's
+    count per step: the step is the same gan_step, only its clips per second differ."""
+    gflops = rate["samples_per_s"] / (cfg.n_critic * cfg.batch_size) * plain["flops_per_step"] / 1e9
+    return {
+        "pipeline": f"Ray Train, {workers} CPU worker(s)",
+        "workers": workers,
+        "samples_per_s": round(rate["samples_per_s"], 1),
+        "window_rates": rate["window_rates"],
+        "data_wait": rate["data_wait"],
+        "gflops": round(gflops, 2),
+        "percent_of_peak": round(100 * gflops / (peak * workers), 1),
+    }
+
+
+def _ray_costs(rows: list[dict]) -> dict:
+    """Ray's overhead (1 worker against the plain loop, rows[0]) and the 2-worker scaling
+    efficiency, for the worker counts that ran."""
+    by_workers = {row["workers"]: row for row in rows[1:]}
+    plain_rate = rows[0]["samples_per_s"]
+    costs = {}
+    if 1 in by_workers:
+        costs["ray_overhead_percent"] = round(
+            100 * (1 - by_workers[1]["samples_per_s"] / plain_rate), 1
+        )
+    if 1 in by_workers and 2 in by_workers:
+        costs["scaling_efficiency_2_workers"] = round(
+            by_workers[2]["samples_per_s"] / (2 * by_workers[1]["samples_per_s"]), 2
+        )
+    return costs
 
 
 def format_train_table(result: dict) -> list[str]:
@@ -595,76 +617,24 @@ def bench_step(
     """
     import torch
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     from audiogan.config import TrainConfig, load_config
-    from audiogan.models import build
-    from audiogan.step import gan_step, make_gan
 
     if device == "cuda" and not torch.cuda.is_available():
         raise AudioganError("bench step --device cuda needs a CUDA GPU; none is visible")
     cfg = load_config(TrainConfig, config_path, overrides)
     model = bench_model(config_path, overrides, clip_seconds)  # sizes and FLOPs of one step
-    clip_samples = model["clip_samples"]
     target = torch.device(device)
     backend = "nccl" if target.type == "cuda" else "gloo"
     precisions = ("bf16", "fp32") if target.type == "cuda" else ("fp32",)
-
-    def synchronize():
-        if target.type == "cuda":
-            torch.cuda.synchronize()
-
-    def measure(precision: str) -> dict:
-        """One precision's row: fresh G and D under DDP, warmed up, then timed."""
-        torch.manual_seed(cfg.seed)
-        generator, discriminator = (
-            DistributedDataParallel(
-                net.to(target), device_ids=[target] if target.type == "cuda" else None
-            )
-            for net in build(cfg, clip_samples, COUNTED_CLASSES)
-        )
-        gan = make_gan(generator, discriminator, cfg)
-        real = [
-            torch.rand(cfg.batch_size, 1, clip_samples, device=target) * 2 - 1
-            for _ in range(cfg.n_critic)
-        ]
-        label = torch.zeros(cfg.batch_size, dtype=torch.long, device=target)
-        labels = [label if cfg.conditional else None] * cfg.n_critic
-
-        def autocast():
-            if precision == "bf16":
-                return torch.autocast("cuda", dtype=torch.bfloat16)
-            return contextlib.nullcontext()
-
-        if target.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(3):  # warm-up: cuDNN picks its algorithms here
-            gan_step(gan, real, labels, autocast)
-        synchronize()
-        rates = _window_rates(
-            lambda: gan_step(gan, real, labels, autocast),
-            model["clips_per_step"],
-            steps,
-            window,
-            synchronize,
-        )
-        rate = statistics.median(rates)
-        step_s = model["clips_per_step"] / rate
-        memory = torch.cuda.max_memory_allocated() / 2**30 if target.type == "cuda" else None
-        return {
-            "precision": precision,
-            "samples_per_s": round(rate, 1),
-            "window_rates": [round(r, 1) for r in rates],
-            "seconds_per_step": round(step_s, 4),
-            "tflops": round(model["flops_per_step"] / step_s / 1e12, 2),
-            "peak_memory_gib": None if memory is None else round(memory, 2),
-        }
 
     torch.backends.cudnn.benchmark = target.type == "cuda"  # as the training workers set it
     # A group of one process meets in an in-memory store: no port to open.
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     try:
-        rows = [measure(precision) for precision in precisions]
+        rows = [
+            _measure_step(cfg, model, target, precision, steps, window) for precision in precisions
+        ]
     finally:
         dist.destroy_process_group()
     return {
@@ -686,6 +656,85 @@ def bench_step(
         "torch": torch.__version__,
         "rows": rows,
     }
+
+
+def _measure_step(cfg, model: dict, target, precision: str, steps: int, window: int) -> dict:
+    """One precision's row of bench_step: fresh G and D under DDP, warmed up, then timed.
+
+    `model` is bench_model's result for the same preset: its clip length and its FLOPs and
+    clips per step.
+    """
+    import torch
+
+    from audiogan.step import gan_step
+
+    torch.manual_seed(cfg.seed)
+    gan = _ddp_gan(cfg, model["clip_samples"], target)
+    real = [
+        torch.rand(cfg.batch_size, 1, model["clip_samples"], device=target) * 2 - 1
+        for _ in range(cfg.n_critic)
+    ]
+    label = torch.zeros(cfg.batch_size, dtype=torch.long, device=target)
+    labels = [label if cfg.conditional else None] * cfg.n_critic
+    autocast = _autocast(precision)
+
+    def synchronize():
+        if target.type == "cuda":
+            torch.cuda.synchronize()
+
+    if target.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(3):  # warm-up: cuDNN picks its algorithms here
+        gan_step(gan, real, labels, autocast)
+    synchronize()
+    rates = _window_rates(
+        lambda: gan_step(gan, real, labels, autocast),
+        model["clips_per_step"],
+        steps,
+        window,
+        synchronize,
+    )
+    rate = statistics.median(rates)
+    step_s = model["clips_per_step"] / rate
+    memory = torch.cuda.max_memory_allocated() / 2**30 if target.type == "cuda" else None
+    return {
+        "precision": precision,
+        "samples_per_s": round(rate, 1),
+        "window_rates": [round(r, 1) for r in rates],
+        "seconds_per_step": round(step_s, 4),
+        "tflops": round(model["flops_per_step"] / step_s / 1e12, 2),
+        "peak_memory_gib": None if memory is None else round(memory, 2),
+    }
+
+
+def _ddp_gan(cfg, clip_samples: int, target):
+    """G and D built (with COUNTED_CLASSES classes, as bench_model counts them) on `target`,
+    each under DDP as a Ray Train worker wraps them, so every gradient goes through the
+    all-reduce."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from audiogan.models import build
+    from audiogan.step import make_gan
+
+    generator, discriminator = (
+        DistributedDataParallel(
+            net.to(target), device_ids=[target] if target.type == "cuda" else None
+        )
+        for net in build(cfg, clip_samples, COUNTED_CLASSES)
+    )
+    return make_gan(generator, discriminator, cfg)
+
+
+def _autocast(precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """What gan_step enters around its passes: bf16 autocast on the GPU, or nothing for fp32."""
+    import torch
+
+    def autocast():
+        if precision == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    return autocast
 
 
 def format_step_table(result: dict) -> list[str]:

@@ -1,4 +1,7 @@
-"""Training state <-> a checkpoint folder; no Ray. A checkpoint is data, never code."""
+"""Training state <-> a checkpoint folder; no Ray. A checkpoint is data, never code.
+
+Where checkpoint folders sit in a run, and finding them, is audiogan/runfolder.py's.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import io
 import json
 import os
 import pickle
-import re
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -24,7 +25,6 @@ STATE_FILE = "state.pt"
 # exists and matches, so a copy cut short (a lost node, a full disk, a store that went away)
 # is never resumed from.
 COMPLETE_FILE = "complete.json"
-CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
 FORMAT = "audiogan.checkpoint/1"
 
 
@@ -48,31 +48,10 @@ def training_state(gan: GAN, step: int, dataset: dict[str, Any]) -> dict[str, An
     }
 
 
-def _checkpoint_folders(fs: pafs.FileSystem, run: str) -> list[str]:
-    """The paths of a run folder's checkpoint_XXXXXX folders, finished or not, oldest first."""
-    return [
-        f"{run.rstrip('/')}/{info.base_name}"
-        for info in storage.list_folder(fs, run, pafs.FileType.Directory)
-        if CHECKPOINT_FOLDER.fullmatch(info.base_name)
-    ]
-
-
-def _finished(fs: pafs.FileSystem, folder: str) -> bool:
+def is_finished(fs: pafs.FileSystem, folder: str) -> bool:
     """Whether a checkpoint folder holds state.pt and, written after it, complete.json."""
     infos = fs.get_file_info([f"{folder}/{STATE_FILE}", f"{folder}/{COMPLETE_FILE}"])
     return all(info.type == pafs.FileType.File for info in infos)
-
-
-def all_checkpoints(fs: pafs.FileSystem, run: str) -> list[str]:
-    """The paths of a run folder's finished checkpoint_XXXXXX folders, oldest first. Their
-    bytes are checked when loaded."""
-    return [folder for folder in _checkpoint_folders(fs, run) if _finished(fs, folder)]
-
-
-def latest(fs: pafs.FileSystem, run: str) -> str | None:
-    """The path of a run folder's newest finished checkpoint_XXXXXX folder, or None."""
-    folders = all_checkpoints(fs, run)
-    return folders[-1] if folders else None
 
 
 def save(folder: str, state: dict[str, Any], fs: pafs.FileSystem | None = None) -> str:
@@ -127,59 +106,6 @@ def load_from(fs: pafs.FileSystem, folder: str) -> dict[str, Any]:
     data = storage.read_bytes(fs, path)
     _verify(fs, folder, data)
     return _load(io.BytesIO(data), path)
-
-
-def newest_loadable(
-    fs: pafs.FileSystem, run: str, log: Callable[[str], None] = print
-) -> tuple[str | None, dict[str, Any] | None]:
-    """(folder, state) of the newest finished checkpoint whose bytes check out, or (None, None).
-    A newer one that is unfinished or damaged is skipped, and `log` says which and why."""
-    for folder in reversed(_checkpoint_folders(fs, run)):
-        name = folder.rsplit("/", 1)[-1]
-        if not _finished(fs, folder):
-            log(f"resume: skipping {name}: unfinished (no {STATE_FILE} or no {COMPLETE_FILE})")
-            continue
-        try:
-            return folder, load_from(fs, folder)
-        except CheckpointError as error:
-            log(f"resume: skipping {name}: {error}")
-    return None, None
-
-
-def locate(url: str, log: Callable[[str], None] = print) -> tuple[str, dict[str, Any]]:
-    """(folder, state) of what a user gave as CHECKPOINT: a checkpoint_XXXXXX folder, its
-    state.pt, or a run folder (its newest finished checkpoint whose bytes check out).
-
-    Raises:
-        CheckpointError: anything else, in one line that says what the path is and what to give.
-    """
-    fs, path = storage.resolve(url)
-    shown = storage.display(url)
-    give = "give a checkpoint_XXXXXX folder, or a run folder (STORAGE/NAME)"
-    try:
-        kind = fs.get_file_info(path).type
-        if kind == pafs.FileType.NotFound:
-            raise CheckpointError(f"{shown} does not exist; {give}")
-        if kind == pafs.FileType.File:
-            if path.rsplit("/", 1)[-1] != STATE_FILE:
-                raise CheckpointError(f"{shown} is a file, not a checkpoint; {give}")
-            path = path.rsplit("/", 1)[0]
-        if storage.exists(fs, storage.join(path, STATE_FILE)):
-            return path, load_from(fs, path)
-        folders = _checkpoint_folders(fs, path)
-        if not folders:
-            raise CheckpointError(
-                f"{shown} holds neither {STATE_FILE} nor checkpoint_XXXXXX folders; {give}"
-            )
-        folder, state = newest_loadable(fs, path, log=log)
-    except OSError as error:
-        raise storage.unreachable(url, error) from None
-    if state is None:
-        raise CheckpointError(
-            f"{shown} has no finished checkpoint: its {len(folders)} checkpoint folder(s) are "
-            f"unfinished or damaged (each needs {STATE_FILE} and {COMPLETE_FILE})"
-        )
-    return folder, state
 
 
 def _load(source, path: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`audiogan compare`: training recipes side by side, on the same data, budget and yardstick.
 
-Each recipe (a training preset in jobs/configs/) trains from scratch for the same number of
-minutes on the same Ray Train workers (its preset, with `max_minutes` as the budget), then
+Each recipe (a built-in training preset, audiogan/presets/) trains from scratch for the same
+number of minutes on the same Ray Train workers (its preset, with `max_minutes` as the budget), then
 `evaluate` scores its EMA generator (or G) with the same evaluation classifier against the
 same real held-out clips. The table puts every recipe beside the textbook WaveGAN-GP (the
 reference) and the 2019 baseline, and says whether the best recipe meets the quality targets.
@@ -20,6 +20,7 @@ from audiogan import data, evaluate, evaluator, storage, synth, train
 from audiogan.config import (
     PRESETS_DIR,
     RECIPES,
+    SUITE_CLIPS_PER_CLASS,
     ConfigError,
     PrepareConfig,
     TrainConfig,
@@ -27,6 +28,7 @@ from audiogan.config import (
     load_config,
     to_dict,
 )
+from audiogan.dataset import MANIFEST
 from audiogan.errors import AudioganError
 
 RESULT = "compare.json"
@@ -41,10 +43,9 @@ TARGET_FD_SHARE = 0.25
 # Over the suite of kinds, every kind is held to more (issue 18's targets for the default).
 SUITE_TARGET_IS_RATIO = 0.6
 SUITE_TARGET_FD_SHARE = 0.2
-# How each kind of the suite is made: 100 files a class cut into one-second clips.
-SUITE_CLIPS_PER_CLASS = 100
+# How each kind of the suite is made: SUITE_CLIPS_PER_CLASS files a class (audiogan/config.py)
+# cut into one-second clips.
 SUITE_SEED = 3
-SUITE_DIR = "data/suite"  # where `compare --kinds` keeps the kinds' datasets by default
 SUITE_PREPARE = PrepareConfig(clip_seconds=1.0, crop="windows")
 
 
@@ -125,15 +126,7 @@ def compare(
         storage.delete(fs, storage.join(root, f"compare-{name}"))
 
     clips = evaluator.read_labelled_clips(data_url)  # once, for the check and every evaluation
-    classifier_url = storage.join(data_url, evaluator.DEFAULT_DIR)
-    if storage.exists(*storage.resolve(storage.join(classifier_url, evaluator.STATE_FILE))):
-        log(f"compare: using the evaluation classifier at {storage.display(classifier_url)}")
-    else:
-        log("compare: fitting the evaluation classifier ...")
-        evaluator.fit(data_url, log=log)
-    classifier, about = evaluator.load(classifier_url)
-    evaluate.check_classifier(about, clips, classifier_url)
-    accuracy, yardstick = about["held_out_accuracy"], evaluator.fingerprint(classifier)
+    accuracy, yardstick = _evaluation_classifier(data_url, clips, log)
     check_yardstick(storage_url, before, kept, accuracy, yardstick, log)
     # The recipes in --recipes order, then any measured before and not named this time; the
     # kept ones are in every write, so a failure now loses none of them either.
@@ -158,25 +151,49 @@ def compare(
         scores = evaluate.evaluate(
             data_url, checkpoint_url=summary["checkpoint"], n=n, log=log, clips=clips
         )
-        measured[name] = {
-            "preset": preset.name,
-            "about": RECIPES[name][1] if name in RECIPES else "",
-            "config": to_dict(cfg),
-            "steps": summary["steps"],
-            "samples_per_s": summary["samples_per_s"],
-            "checkpoint": summary["checkpoint"],
-            "metrics": scores["metrics"],
-            "diagnostics": scores["diagnostics"],
-            "predicted_labels": scores["predicted_labels"],
-            "clips": scores["generated_clips"],
-            "classifier_fingerprint": yardstick,
-        }
+        measured[name] = _row(name, preset, cfg, summary, scores, yardstick)
         result["recipes"] = in_order()
         _write(fs, root, result)  # a later recipe's failure loses nothing already measured
     result["recipes"] = in_order()
     result |= _verdict(result["recipes"])
     _write(fs, root, result)
     return result
+
+
+def _evaluation_classifier(
+    data_url: str, clips: evaluator.LabelledClips, log: Callable[[str], None]
+) -> tuple[float, str]:
+    """(held-out accuracy, fingerprint) of the dataset's evaluation classifier, fitted first if
+    it has none; refuses one fitted on another dataset before any recipe trains."""
+    classifier_url = storage.join(data_url, evaluator.DEFAULT_DIR)
+    if storage.exists(*storage.resolve(storage.join(classifier_url, evaluator.STATE_FILE))):
+        log(f"compare: using the evaluation classifier at {storage.display(classifier_url)}")
+    else:
+        log("compare: fitting the evaluation classifier ...")
+        evaluator.fit(data_url, log=log)
+    classifier, about = evaluator.load(classifier_url)
+    evaluate.check_classifier(about, clips, classifier_url)
+    return about["held_out_accuracy"], evaluator.fingerprint(classifier)
+
+
+def _row(
+    name: str, preset: Path, cfg: TrainConfig, summary: dict, scores: dict, yardstick: str
+) -> dict:
+    """A recipe's row of compare.json from its training summary and its scores; the
+    classifier's fingerprint lets --resume tell whether a later run scores it alike."""
+    return {
+        "preset": preset.name,
+        "about": RECIPES[name][1] if name in RECIPES else "",
+        "config": to_dict(cfg),
+        "steps": summary["steps"],
+        "samples_per_s": summary["samples_per_s"],
+        "checkpoint": summary["checkpoint"],
+        "metrics": scores["metrics"],
+        "diagnostics": scores["diagnostics"],
+        "predicted_labels": scores["predicted_labels"],
+        "clips": scores["generated_clips"],
+        "classifier_fingerprint": yardstick,
+    }
 
 
 # What a row of compare.json depends on besides its recipe, under the options that set it.
@@ -406,7 +423,7 @@ def kind_dataset(
     root = os.path.join(suite_dir, kind)
     prepared, made = kind_prepared(suite_dir, kind), os.path.join(root, "made.json")
     recipe = {"kind": kind, "clips_per_class": clips_per_class, "seed": SUITE_SEED}
-    if os.path.exists(made) and os.path.exists(os.path.join(prepared, data.MANIFEST)):
+    if os.path.exists(made) and os.path.exists(os.path.join(prepared, MANIFEST)):
         with open(made) as handle:
             before = json.load(handle)
         if before == recipe:

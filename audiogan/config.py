@@ -32,9 +32,10 @@ MAX_CLIP_SECONDS = 60.0
 class PrepareConfig:
     """How `audiogan prepare` turns source files into fixed-length training clips."""
 
-    # 16 kHz keeps speech and most instrument timbre while making 4 s only 64,000 samples.
+    # Output sample rate: 16 kHz keeps speech and most instrument timbre while making 4 s only
+    # 64,000 samples.
     sample_rate_hz: int = 16000
-    # The 2019 experiment used 4 s clips; WaveGAN used ~1 s.
+    # Clip length in seconds: the 2019 experiment used 4 s clips; WaveGAN used ~1 s.
     clip_seconds: float = 4.0
     # Which part of a longer file becomes the clip; `windows` cuts it into several clips.
     crop: str = "start"
@@ -55,7 +56,7 @@ class PrepareConfig:
     # crop=windows keeps at most this many clips of a file (0: all), so that one long recording
     # cannot swamp its class; prepare says which files were cut and by how much.
     max_windows: int = 600
-    # Only these labels (None: all).
+    # Only these labels (None: all; on the command line, comma-separated).
     labels: tuple[str, ...] | None = None
     # FSDKaggle2018 only: keep rows whose label a person verified.
     verified_only: bool = False
@@ -106,11 +107,11 @@ class PrepareConfig:
 
 
 MODELS = ("dcgan", "wavegan", "ddsp", "hybrid")
-# The YAML presets (jobs/configs/ in the repository), and the one each model trains with on a
-# CPU: the 2019 baseline as it was, and the small WaveGAN of the demo.
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+# The built-in YAML presets, packaged with audiogan (`--config NAME` finds one by name), and
+# the one each model trains with on a CPU: the 2019 baseline as it was, and the demo's WaveGAN.
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 CPU_PRESETS = {"dcgan": PRESETS_DIR / "dcgan.yaml", "wavegan": PRESETS_DIR / "small_cpu.yaml"}
-# The recipes, in the table's order: name -> (preset in jobs/configs/, what it is).
+# The recipes, in the table's order: name -> (its preset in audiogan/presets/, what it is).
 RECIPES = {
     "dcgan": ("dcgan.yaml", "the 2019 baseline: BCE, BatchNorm, dropout, one shared Adam"),
     "wavegan-gp": ("wavegan_gp.yaml", "textbook WaveGAN-GP, d = 16: 5 critic steps, lambda 10"),
@@ -131,8 +132,14 @@ RECIPES = {
 }
 
 
+# `audiogan compare --kinds`: the files a class of each kind of the synthetic suite, and where
+# the kinds' prepared datasets are kept unless --suite says.
+SUITE_CLIPS_PER_CLASS = 100
+SUITE_DIR = "data/suite"
+
+
 # `audiogan train` without --config: the recipe that did best over the suite of kinds
-# (README, "Recipes"), at CPU scale or (--gpu) GPU scale; `default_preset` says which, and
+# (docs/recipes.md), at CPU scale or (--gpu) GPU scale; `default_preset` says which, and
 # makes it unconditional for data without classes.
 DEFAULT_RECIPE = "ddsp-stft-cond"
 DEFAULT_PRESETS = {
@@ -395,9 +402,34 @@ def parse_overrides(pairs: list[str]) -> dict[str, typing.Any]:
     return values
 
 
+def preset_names() -> list[str]:
+    """The built-in presets' names (audiogan/presets/NAME.yaml)."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def find_preset(name_or_path: str | Path) -> Path:
+    """A YAML file as given, or else the built-in preset of that name (`wavegan` or
+    `wavegan.yaml`). A path with a folder in it is only ever a path.
+
+    Raises:
+        ConfigError: a bare name that is neither a file here nor a built-in preset.
+    """
+    path = Path(name_or_path)
+    if path.is_file() or path.parent != Path("."):
+        return path  # read_yaml says why a missing one cannot be read
+    builtin = PRESETS_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise ConfigError(
+        f"no config file {name_or_path}, and no built-in preset of that name (built-in: "
+        f"{', '.join(preset_names())})"
+    )
+
+
 def load_config(cls: type, path: str | Path | None = None, overrides: dict | None = None):
-    """A config from defaults, then a YAML file, then overrides; unknown keys are errors."""
-    values = read_yaml(path) if path else {}
+    """A config from defaults, then a YAML file (a path or a built-in preset's name), then
+    overrides; unknown keys are errors."""
+    values = read_yaml(find_preset(path)) if path else {}
     values.update(overrides or {})
     return from_dict(cls, values)
 
@@ -499,7 +531,9 @@ __all__ = [
     "PrepareConfig",
     "TrainConfig",
     "TuneConfig",
+    "find_preset",
     "load_config",
+    "preset_names",
     "parse_overrides",
     "read_yaml",
     "check_types",

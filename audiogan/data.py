@@ -7,11 +7,11 @@ runs on a laptop or a multi-node cluster.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import hashlib
 import io
-import json
 import os
 import posixpath
 import stat
@@ -19,19 +19,25 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import ray
 
-from audiogan import __version__, storage
+from audiogan import dataset, storage
 from audiogan.audio import Rejected, clips_from_file, decoder_output_hidden, resample_source_rate
 from audiogan.config import PrepareConfig, from_dict, to_dict
-from audiogan.errors import AudioganError
+from audiogan.dataset import (
+    CLIP_PARQUET_OPTIONS,
+    CLIPS,
+    CUT_SCHEMA,
+    CUTS,
+    REJECT_SCHEMA,
+    REJECTS,
+    PrepareError,
+    clips_table,
+    write_rows,
+)
 
 AUDIO_EXTENSIONS = (
     ".wav",
@@ -50,12 +56,6 @@ AUDIO_EXTENSIONS = (
 )
 FSD_CSV = "train.csv"
 FSD_AUDIO = "audio_train"
-MANIFEST = "manifest.json"
-# Where `audiogan evaluator fit` keeps the classifier it fitted on DEST's clips.
-EVALUATOR_DIR = "evaluator"
-CLIPS = "clips"
-REJECTS = "rejects"
-CUTS = "cuts"
 # Marks a storage failure inside a task, so Ray Data retries the block (STORAGE_RETRIES times,
 # with backoff) and the driver can tell it from a bug.
 STORAGE_FAILURE = "audiogan storage failure"
@@ -64,45 +64,6 @@ STORAGE_RETRIES = 3
 MAX_CSV_BYTES = 256 * 2**20
 # Files per Ray Data block: each block becomes one task and one Parquet file of clips.
 FILES_PER_BLOCK = 64
-
-# Audio samples barely compress and cost 2.5x the write time with snappy: store them plain.
-CLIP_PARQUET_OPTIONS = {
-    "compression": {"audio.list.element": "none"},
-    "use_dictionary": ["clip_id", "label", "source"],
-}
-
-REJECT_SCHEMA = pa.schema(
-    [("source", pa.string()), ("reason", pa.string()), ("detail", pa.string())]
-)
-# Files crop=windows kept only part of (max_windows): how long they are, what was left out.
-CUT_SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),
-        ("source_seconds", pa.float64()),
-        ("windows", pa.int32()),
-        ("seconds_left_out", pa.float64()),
-    ]
-)
-
-
-def clip_schema(clip_samples: int) -> pa.Schema:
-    """The Parquet schema of DEST/clips (DESIGN.md, Prepared dataset)."""
-    return pa.schema(
-        [
-            ("clip_id", pa.string()),
-            ("label", pa.string()),
-            ("label_id", pa.int32()),
-            ("source", pa.string()),
-            ("source_sample_rate", pa.int32()),
-            ("source_seconds", pa.float32()),
-            ("window", pa.int32()),
-            ("audio", pa.list_(pa.float32(), clip_samples)),
-        ]
-    )
-
-
-class PrepareError(AudioganError):
-    """prepare cannot run or produced nothing usable; the message says what to do."""
 
 
 @dataclass
@@ -516,31 +477,6 @@ def process_files(
     return clips, rejects, cuts
 
 
-def clips_table(clips: list[dict], clip_samples: int) -> pa.Table:
-    """Clip rows as an Arrow table whose audio column is fixed_size_list<float32>[clip_samples]."""
-    schema = clip_schema(clip_samples)
-    arrays = [
-        pa.array([clip[name] for clip in clips], type=schema.field(name).type)
-        for name in schema.names
-        if name != "audio"
-    ]
-    flat = np.concatenate([clip["audio"] for clip in clips]) if clips else np.zeros(0, np.float32)
-    arrays.append(
-        pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), clip_samples)
-    )
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def write_rows(
-    fs: pafs.FileSystem, folder: str, rows: list[dict], name: str, schema: pa.Schema
-) -> None:
-    """One small Parquet file of rejects or cuts."""
-    table = pa.Table.from_pylist(rows, schema=schema)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    storage.write_bytes(fs, storage.join(folder, name), sink.getvalue().to_pybytes())
-
-
 def _storage_error_in_task(error: OSError) -> storage.StorageError:
     return storage.StorageError(f"{STORAGE_FAILURE}: {' '.join(str(error).split())}")
 
@@ -572,12 +508,6 @@ def _prepare_block(
 
 # ---------------------------------------------------------------------------------------------
 # The driver
-
-
-def _read_columns(fs: pafs.FileSystem, folder: str, columns: list[str]) -> pa.Table | None:
-    if not storage.exists(fs, folder):
-        return None
-    return pads.dataset(folder, filesystem=fs, format="parquet").to_table(columns=columns)
 
 
 @dataclass
@@ -640,133 +570,128 @@ def run_prepare(plan: Plan, log: Callable[[str], None] = print, verbose: bool = 
         storage.StorageError: the store cannot be reached.
     """
     started = time.perf_counter()
-    source_url, dest_url, cfg, listing = plan.source_url, plan.dest_url, plan.cfg, plan.listing
-    src_fs, dst_fs, dst_root = plan.src_fs, plan.dst_fs, plan.dst_root
-    local = [url for url in (source_url, dest_url) if not storage.is_s3(url)]
+    listing, dst_fs, dst_root = plan.listing, plan.dst_fs, plan.dst_root
+    local = [url for url in (plan.source_url, plan.dest_url) if not storage.is_s3(url)]
     if local and ray.is_initialized() and sum(n["Alive"] for n in ray.nodes()) > 1:
         raise PrepareError(
             f"{storage.display(local[0])} is a local path, but this Ray cluster has several "
             "nodes that do not share it: use s3:// for SOURCE and DEST"
         )
     try:
-        _claim_destination(dst_fs, dst_root, dest_url, plan.overwrite)
+        _claim_destination(dst_fs, dst_root, plan.dest_url, plan.overwrite)
     except OSError as error:
-        raise storage.unreachable(dest_url, error) from error
+        raise storage.unreachable(plan.dest_url, error) from error
 
     labels = listing.labels
-    label_ids = {label: index for index, label in enumerate(labels)}
     log(
-        f"prepare: {len(listing.files)} files from {storage.display(source_url)} "
+        f"prepare: {len(listing.files)} files from {storage.display(plan.source_url)} "
         f"({listing.layout} layout, {len(labels)} labels), {len(listing.rejects)} rejected "
-        f"while listing -> {storage.display(dest_url)}"
+        f"while listing -> {storage.display(plan.dest_url)}"
     )
-    rejects_dir = storage.join(dst_root, REJECTS)
-    clips_dir = storage.join(dst_root, CLIPS)
     if listing.rejects:
+        rejects_dir = storage.join(dst_root, REJECTS)
         write_rows(dst_fs, rejects_dir, listing.rejects, "part-listing.parquet", REJECT_SCHEMA)
-
     if listing.files:
-        files = pa.Table.from_pylist(listing.files)
-        blocks = [
-            files.slice(offset, FILES_PER_BLOCK)
-            for offset in range(0, files.num_rows, FILES_PER_BLOCK)
-        ]
-        context = ray.data.DataContext.get_current()
-        context.retried_map_errors = [STORAGE_FAILURE]
-        context.max_map_retries = STORAGE_RETRIES
+        _write_clips(plan, {label: index for index, label in enumerate(labels)}, verbose)
+
+    summary = _summary(plan, dataset.count_written(dst_fs, dst_root), started)
+    cuts = summary.pop("cuts")
+    if cuts:
+        log(_cuts_message(cuts, plan.cfg))
+    if summary["clips"] == 0:
+        raise PrepareError(
+            f"no usable clip in {storage.display(plan.source_url)}: {summary['rejects']} files "
+            f"rejected {summary['rejects_by_reason']}; reasons are in "
+            f"{storage.display(plan.dest_url)}/{REJECTS}/"
+        )
+    shown = storage.display(plan.source_url)
+    manifest = dataset.build_manifest(shown, listing.layout, labels, plan.cfg, summary)
+    dataset.write_manifest(dst_fs, dst_root, manifest)
+    return summary
+
+
+@contextlib.contextmanager
+def _data_context(**settings):
+    """Ray Data's process-wide DataContext with these settings, restored afterwards."""
+    context = ray.data.DataContext.get_current()
+    before = {name: getattr(context, name) for name in settings}
+    for name, value in settings.items():
+        setattr(context, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(context, name, value)
+
+
+def _write_clips(plan: Plan, label_ids: dict[str, int], verbose: bool) -> None:
+    """The Ray Data job: blocks of FILES_PER_BLOCK files, each decoded by one task whose
+    clips go to DEST/clips (and its rejects and cuts to their folders)."""
+    files = pa.Table.from_pylist(plan.listing.files)
+    blocks = [
+        files.slice(offset, FILES_PER_BLOCK) for offset in range(0, files.num_rows, FILES_PER_BLOCK)
+    ]
+    settings = {
+        "retried_map_errors": [STORAGE_FAILURE],
+        "max_map_retries": STORAGE_RETRIES,
         # The pipeline is one fused operator (map, then write); reserving resources for other
         # operators only halves how many of its tasks run at once (seen: 1 task on 2 CPUs).
-        context.op_resource_reservation_enabled = False
-        dataset = ray.data.from_arrow(blocks).map_batches(
+        "op_resource_reservation_enabled": False,
+    }
+    with _data_context(**settings):
+        clips = ray.data.from_arrow(blocks).map_batches(
             _prepare_block,
             batch_format="pyarrow",
-            batch_size=cfg.batch_size,
+            batch_size=plan.cfg.batch_size,
             num_cpus=1,
             fn_kwargs={
-                "fs": src_fs,
-                "cfg_dict": to_dict(cfg),
+                "fs": plan.src_fs,
+                "cfg_dict": to_dict(plan.cfg),
                 "label_ids": label_ids,
-                "dest_root": dst_root,
-                "dest_fs": dst_fs,
+                "dest_root": plan.dst_root,
+                "dest_fs": plan.dst_fs,
                 "quiet": not verbose,
             },
         )
+        clips_dir = storage.join(plan.dst_root, CLIPS)
         try:
-            dataset.write_parquet(clips_dir, filesystem=dst_fs, **CLIP_PARQUET_OPTIONS)
+            clips.write_parquet(clips_dir, filesystem=plan.dst_fs, **CLIP_PARQUET_OPTIONS)
         except ray.exceptions.RayTaskError as error:
             # Tasks raise only for storage trouble (a bad file is a reject row): name both ends.
             failure = storage_failure(error)
             if failure is None:
                 raise
-            ends = f"{storage.display(source_url)} -> {storage.display(dest_url)}"
+            ends = f"{storage.display(plan.source_url)} -> {storage.display(plan.dest_url)}"
             raise storage.StorageError(f"storage at {ends} failed: {failure[:300]}") from None
         except OSError as error:
-            raise storage.unreachable(dest_url, error) from error
+            raise storage.unreachable(plan.dest_url, error) from error
 
-    clip_rows = _read_columns(dst_fs, clips_dir, ["label", "source"])
-    reject_rows = _read_columns(dst_fs, rejects_dir, ["reason"])
-    cut_rows = _read_columns(dst_fs, storage.join(dst_root, CUTS), CUT_SCHEMA.names)
-    clip_labels = Counter(clip_rows.column("label").to_pylist() if clip_rows else [])
-    reject_reasons = Counter(reject_rows.column("reason").to_pylist() if reject_rows else [])
-    cuts = sorted(cut_rows.to_pylist(), key=lambda row: row["source"]) if cut_rows else []
+
+def _summary(plan: Plan, written: dict, started: float) -> dict:
+    """prepare's summary from what DEST holds (dataset.count_written); `cuts` is its rows."""
+    clip_labels, reject_reasons, cuts = (
+        written["clip_labels"],
+        written["reject_reasons"],
+        written["cuts"],
+    )
     seconds = time.perf_counter() - started
     clips = sum(clip_labels.values())
-    summary = {
-        "dest": storage.display(dest_url),
+    return {
+        "dest": storage.display(plan.dest_url),
         "clips": clips,
         "clips_per_label": dict(sorted((k, v) for k, v in clip_labels.items() if k is not None)),
         "unlabelled_clips": clip_labels.get(None, 0),
-        "entries": listing.entries,
-        "files_used": len(set(clip_rows.column("source").to_pylist())) if clip_rows else 0,
+        "entries": plan.listing.entries,
+        "files_used": written["files_used"],
         "rejects": sum(reject_reasons.values()),
         "rejects_by_reason": dict(sorted(reject_reasons.items())),
-        "skipped": dict(sorted(listing.skipped.items())),
+        "skipped": dict(sorted(plan.listing.skipped.items())),
         "files_cut": len(cuts),
         "seconds_left_out": round(sum(row["seconds_left_out"] for row in cuts), 3),
         "seconds": round(seconds, 3),
         "clips_per_second": round(clips / seconds, 2) if seconds > 0 else None,
+        "cuts": cuts,
     }
-    if cuts:
-        log(_cuts_message(cuts, cfg))
-    if clips == 0:
-        raise PrepareError(
-            f"no usable clip in {storage.display(source_url)}: {summary['rejects']} files "
-            f"rejected {summary['rejects_by_reason']}; reasons are in "
-            f"{storage.display(dest_url)}/{REJECTS}/"
-        )
-    manifest = {
-        "format": "audiogan.prepared/1",
-        "audiogan_version": __version__,
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": storage.display(source_url),
-        "layout": listing.layout,
-        "sample_rate_hz": cfg.sample_rate_hz,
-        "clip_samples": cfg.clip_samples,
-        "clip_seconds": cfg.clip_seconds,
-        "crop": cfg.crop,
-        "pad": cfg.pad,
-        "trim_silence": cfg.trim_silence,
-        "normalize": cfg.normalize,
-        "max_windows": cfg.max_windows,
-        "labels": labels,
-        "counts": {
-            "clips": clips,
-            "per_label": summary["clips_per_label"],
-            "unlabelled": summary["unlabelled_clips"],
-            "entries": summary["entries"],
-            "files_used": summary["files_used"],
-            "skipped": summary["skipped"],
-            "files_cut": summary["files_cut"],
-            "seconds_left_out": summary["seconds_left_out"],
-        },
-        "rejects": summary["rejects_by_reason"],
-        "config": to_dict(cfg),
-    }
-    # Written last: a DEST without a manifest is an unfinished dataset.
-    storage.write_bytes(
-        dst_fs, storage.join(dst_root, MANIFEST), json.dumps(manifest, indent=2).encode()
-    )
-    return summary
 
 
 def _cuts_message(cuts: list[dict], cfg: PrepareConfig) -> str:
@@ -835,34 +760,5 @@ def _check_destination(fs: pafs.FileSystem, root: str, url: str, overwrite: bool
 
 def _claim_destination(fs: pafs.FileSystem, root: str, url: str, overwrite: bool) -> None:
     """Checks DEST again (it may have changed since the plan), then clears an old dataset."""
-    if not _check_destination(fs, root, url, overwrite):
-        return
-    # The manifest goes first, so an interrupted overwrite never looks like a finished dataset;
-    # a classifier fitted on the old clips goes too, or evaluate would judge by it.
-    for name in (MANIFEST, CLIPS, REJECTS, CUTS, EVALUATOR_DIR):
-        storage.delete(fs, storage.join(root, name))
-
-
-def read_manifest(dest_url: str) -> dict:
-    """The manifest of a finished dataset; raises PrepareError for an unfinished one."""
-    fs, root = storage.resolve(dest_url)
-    shown = storage.display(dest_url)
-    why = storage.why_not_a_folder(fs, root, dest_url)
-    if why:
-        raise PrepareError(f"{shown} {why}; give a dataset folder (audiogan prepare DEST)")
-    try:
-        path = storage.join(root, MANIFEST)
-        if not storage.exists(fs, path):
-            raise PrepareError(
-                f"{shown} has no {MANIFEST}: not a dataset, or one whose prepare did not finish"
-            )
-        text = storage.read_bytes(fs, path)
-    except OSError as error:
-        raise storage.unreachable(dest_url, error) from None
-    try:
-        manifest = json.loads(text)
-    except ValueError:
-        raise PrepareError(f"{shown}/{MANIFEST} is damaged (not JSON)") from None
-    if not isinstance(manifest, dict) or "clip_samples" not in manifest:
-        raise PrepareError(f"{shown}/{MANIFEST} is not an audiogan dataset manifest")
-    return manifest
+    if _check_destination(fs, root, url, overwrite):
+        dataset.clear(fs, root)

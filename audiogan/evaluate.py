@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from audiogan import evaluator, metrics, storage
-from audiogan.data import read_manifest
+from audiogan.dataset import read_manifest
 from audiogan.errors import AudioganError
 
 # The training split's clips fitted for the Frechet references, at most this many (memory).
@@ -105,25 +105,75 @@ def evaluate(
     result: dict = {"data": storage.display(data_url), "seed": seed}
     asked_for = None
     if checkpoint_url is not None:
-        from audiogan.generate import generate_clips, load_generator
-
-        generator, cfg, state = load_generator(checkpoint_url)
-        dataset = state["dataset"]
-        if (dataset["sample_rate_hz"], dataset["clip_samples"]) != (rate, clips.clip_samples):
-            raise AudioganError(
-                f"the checkpoint makes {dataset['clip_samples']} samples at "
-                f"{dataset['sample_rate_hz']} Hz; the dataset has {clips.clip_samples} at {rate} Hz"
-            )
-        log(f"evaluate: generating {n} clips from step {state['step']} ...")
-        generated, asked_for = generate_clips(generator, cfg, dataset["labels"], n, None, seed)
-        if asked_for is not None and dataset["labels"] != clips.labels:
-            raise AudioganError("the checkpoint's labels differ from the dataset's")
-        result |= {"checkpoint": storage.display(checkpoint_url), "step": state["step"]}
-        result["model"] = cfg.model
+        generated, asked_for, source = _generate(checkpoint_url, clips, n, seed, log)
+        result |= source
     else:
         generated = read_samples(samples_url, rate, clips.clip_samples, n)
         result["samples"] = storage.display(samples_url)
 
+    generated, asked_for, real, reference = _matched_sets(generated, asked_for, clips, seed)
+    count = len(generated)
+    log(
+        f"evaluate: {count} generated vs {count} real held-out clips; "
+        f"reference: {len(reference)} training clips"
+    )
+    figures, per_set = _figures(classifier, about, generated, real, reference, asked_for, rate)
+    result |= {
+        "predicted_labels": _predicted_labels(per_set, clips.labels),
+        "generated_clips": count,
+        "real_clips": count,
+        "reference_clips": len(reference),
+        "evaluator": {
+            "path": storage.display(classifier_url),
+            "held_out_accuracy": about["held_out_accuracy"],
+        },
+        "metrics": figures,
+        "diagnostics": {
+            "generated": _rounded(metrics.diagnostics(generated, rate)),
+            "real": _rounded(metrics.diagnostics(real, rate)),
+        },
+    }
+    return result
+
+
+def _generate(
+    checkpoint_url: str,
+    clips: evaluator.LabelledClips,
+    n: int,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """N clips from a checkpoint's generator: (clips, the label each was asked for or None, the
+    result's fields naming the checkpoint). Refuses a checkpoint made for another rate, length
+    or label set, since its clips could not be scored against this dataset's."""
+    from audiogan.generate import generate_clips, load_generator
+
+    generator, cfg, state = load_generator(checkpoint_url)
+    dataset = state["dataset"]
+    rate = clips.sample_rate_hz
+    if (dataset["sample_rate_hz"], dataset["clip_samples"]) != (rate, clips.clip_samples):
+        raise AudioganError(
+            f"the checkpoint makes {dataset['clip_samples']} samples at "
+            f"{dataset['sample_rate_hz']} Hz; the dataset has {clips.clip_samples} at {rate} Hz"
+        )
+    log(f"evaluate: generating {n} clips from step {state['step']} ...")
+    generated, asked_for = generate_clips(generator, cfg, dataset["labels"], n, None, seed)
+    if asked_for is not None and dataset["labels"] != clips.labels:
+        raise AudioganError("the checkpoint's labels differ from the dataset's")
+    source = {"checkpoint": storage.display(checkpoint_url), "step": state["step"]}
+    source["model"] = cfg.model
+    return generated, asked_for, source
+
+
+def _matched_sets(
+    generated: np.ndarray,
+    asked_for: np.ndarray | None,
+    clips: evaluator.LabelledClips,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """(generated, asked_for, real, reference): as many generated as real held-out clips (a
+    seeded random pick of them), since every metric compares the two sets at one size; and the
+    training split's clips, at most MAX_REFERENCE_CLIPS of them, for the Frechet references."""
     real = clips.held_out_audio
     count = min(len(generated), len(real))
     if count < 2:
@@ -135,11 +185,19 @@ def evaluate(
     if len(reference) > MAX_REFERENCE_CLIPS:
         pick = np.random.default_rng(seed).permutation(len(reference))[:MAX_REFERENCE_CLIPS]
         reference = reference[np.sort(pick)]
-    log(
-        f"evaluate: {count} generated vs {count} real held-out clips; "
-        f"reference: {len(reference)} training clips"
-    )
+    return generated, asked_for, real, reference
 
+
+def _figures(
+    classifier: evaluator.Classifier,
+    about: dict,
+    generated: np.ndarray,
+    real: np.ndarray,
+    reference: np.ndarray,
+    asked_for: np.ndarray | None,
+    rate: int,
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """(each metric for both sets with their ratio, rounded; each set's class probabilities)."""
     mel_reference = metrics.MelReference(reference, rate)
     _, reference_features = evaluator.outputs(classifier, reference)
     feature_reference = metrics.gaussian(reference_features)
@@ -164,13 +222,18 @@ def evaluate(
         values["ratio"] = values["generated"] / values["real"] if values["real"] else None
         for key, value in list(values.items()):
             values[key] = None if value is None else round(float(value), 4)
-    # How the classifier sees each set: a generator that collapsed puts every clip in one class.
-    predicted = {
+    return figures, per_set
+
+
+def _predicted_labels(per_set: dict[str, np.ndarray], labels: list[str]) -> dict:
+    """How the classifier sees each set: a generator that collapsed puts every clip in one
+    class."""
+    return {
         name: {
             "counts": dict(
                 zip(
-                    clips.labels,
-                    np.bincount(probs.argmax(axis=1), minlength=len(clips.labels)).tolist(),
+                    labels,
+                    np.bincount(probs.argmax(axis=1), minlength=len(labels)).tolist(),
                     strict=True,
                 )
             ),
@@ -178,22 +241,6 @@ def evaluate(
         }
         for name, probs in per_set.items()
     }
-    result |= {
-        "predicted_labels": predicted,
-        "generated_clips": count,
-        "real_clips": count,
-        "reference_clips": len(reference),
-        "evaluator": {
-            "path": storage.display(classifier_url),
-            "held_out_accuracy": about["held_out_accuracy"],
-        },
-        "metrics": figures,
-        "diagnostics": {
-            "generated": _rounded(metrics.diagnostics(generated, rate)),
-            "real": _rounded(metrics.diagnostics(real, rate)),
-        },
-    }
-    return result
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:

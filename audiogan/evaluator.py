@@ -18,13 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from audiogan import metrics, storage
-from audiogan.data import CLIPS, EVALUATOR_DIR, read_manifest
+from audiogan.dataset import EVALUATOR_DIR, read_clips, read_manifest
 from audiogan.errors import AudioganError
 
 FORMAT = "audiogan.evaluator/1"
@@ -66,10 +65,7 @@ def is_held_out(source: str) -> bool:
 def read_labelled_clips(data_url: str, labelled_only: bool = True) -> LabelledClips:
     """Every labelled clip (or every clip) of a finished dataset, read with pyarrow (no Ray)."""
     manifest = read_manifest(data_url)
-    fs, root = storage.resolve(data_url)
-    table = pq.read_table(
-        storage.join(root, CLIPS), filesystem=fs, columns=["source", "label_id", "audio"]
-    )
+    table = read_clips(data_url, ["source", "label_id", "audio"])
     label_ids = table.column("label_id").to_numpy().astype(np.int64)
     keep = label_ids >= 0 if labelled_only else np.ones(len(label_ids), dtype=bool)
     clip_samples = manifest["clip_samples"]
@@ -136,17 +132,7 @@ def fit(
     if epochs < 1 or batch_size < 1:
         raise EvaluatorError("epochs and batch size must be at least 1")
     clips = read_labelled_clips(data_url)
-    present = sorted(set(clips.label_ids.tolist()))
-    if len(clips.labels) < 2 or len(present) < 2:
-        raise EvaluatorError(
-            f"{storage.display(data_url)} has {len(present)} labelled class(es); the evaluation "
-            "classifier needs at least 2"
-        )
-    if clips.held_out.all() or not clips.held_out.any():
-        raise EvaluatorError(
-            f"{storage.display(data_url)} has too few source files ({len(clips.audio)} clips) to "
-            f"hold one in {HELD_OUT_ONE_IN} out"
-        )
+    present = _classes_present(clips, data_url)
     torch.manual_seed(seed)
     started = time.perf_counter()
     model = Classifier(len(clips.labels), clips.sample_rate_hz)
@@ -155,10 +141,8 @@ def fit(
     targets = torch.from_numpy(clips.label_ids)
     train_index = torch.from_numpy(np.flatnonzero(~clips.held_out))
     held_index = torch.from_numpy(np.flatnonzero(clips.held_out))
-    train_mels = mels[train_index]
     held_mels, held_targets = mels[held_index], targets[held_index]
-    model.band_mean.copy_(train_mels.mean(dim=(0, 2)).unsqueeze(1))
-    model.band_std.copy_(train_mels.std(dim=(0, 2)).clamp_min(1e-3).unsqueeze(1))
+    _set_band_statistics(model, mels[train_index])
 
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -166,25 +150,12 @@ def fit(
     )
     order_rng = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
-        model.train()
         order = train_index[torch.randperm(len(train_index), generator=order_rng)]
-        total, seen = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            pick = order[start : start + batch_size]
-            if len(pick) < 2:  # BatchNorm needs two
-                continue
-            batch = _augment(mels[pick], order_rng, model.band_mean)
-            logits = model.head(model.dropout(model.features_from_mel(batch)))
-            loss = F.cross_entropy(logits, targets[pick])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total, seen = total + loss.item() * len(pick), seen + len(pick)
+        loss = _train_epoch(model, mels, targets, order, batch_size, optimiser, schedule, order_rng)
         if epoch == 1 or epoch % 5 == 0 or epoch == epochs:
             accuracy = _accuracy(model, held_mels, held_targets)
             log(
-                f"evaluator: epoch {epoch}/{epochs}  loss {total / max(seen, 1):.4f}  "
+                f"evaluator: epoch {epoch}/{epochs}  loss {loss:.4f}  "
                 f"held-out accuracy {accuracy:.3f}"
             )
     accuracy = _accuracy(model, held_mels, held_targets)
@@ -206,11 +177,69 @@ def fit(
         "seconds": round(time.perf_counter() - started, 1),
     }
     target = out_url or storage.join(data_url, DEFAULT_DIR)
+    _save(model, summary, target)
+    return {**summary, "path": storage.display(target)}
+
+
+def _classes_present(clips: LabelledClips, data_url: str) -> list[int]:
+    """The label ids that have clips, sorted; refuses a dataset with fewer than two classes, or
+    one whose source files are too few to hold some out (nothing to measure the classifier on,
+    or nothing to train it on)."""
+    present = sorted(set(clips.label_ids.tolist()))
+    if len(clips.labels) < 2 or len(present) < 2:
+        raise EvaluatorError(
+            f"{storage.display(data_url)} has {len(present)} labelled class(es); the evaluation "
+            "classifier needs at least 2"
+        )
+    if clips.held_out.all() or not clips.held_out.any():
+        raise EvaluatorError(
+            f"{storage.display(data_url)} has too few source files ({len(clips.audio)} clips) to "
+            f"hold one in {HELD_OUT_ONE_IN} out"
+        )
+    return present
+
+
+def _set_band_statistics(model: Classifier, train_mels: torch.Tensor) -> None:
+    """Each mel band's mean and spread over the training split, which the model normalises its
+    input by; from the training split only, so the held-out clips stay unseen."""
+    model.band_mean.copy_(train_mels.mean(dim=(0, 2)).unsqueeze(1))
+    model.band_std.copy_(train_mels.std(dim=(0, 2)).clamp_min(1e-3).unsqueeze(1))
+
+
+def _train_epoch(
+    model: Classifier,
+    mels: torch.Tensor,
+    targets: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    rng: torch.Generator,
+) -> float:
+    """One pass over the training clips in `order`, augmented; returns the mean loss per clip."""
+    model.train()
+    total, seen = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        pick = order[start : start + batch_size]
+        if len(pick) < 2:  # BatchNorm needs two
+            continue
+        batch = _augment(mels[pick], rng, model.band_mean)
+        logits = model.head(model.dropout(model.features_from_mel(batch)))
+        loss = F.cross_entropy(logits, targets[pick])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        total, seen = total + loss.item() * len(pick), seen + len(pick)
+    return total / max(seen, 1)
+
+
+def _save(model: Classifier, summary: dict, target: str) -> None:
+    """The summary and the weights, as TARGET/state.pt (what `load` reads)."""
     fs, folder = storage.resolve(target)
     buffer = io.BytesIO()
     torch.save({**summary, "state": model.state_dict()}, buffer)
     storage.write_bytes(fs, storage.join(folder, STATE_FILE), buffer.getvalue())
-    return {**summary, "path": storage.display(target)}
 
 
 def _augment(mels: torch.Tensor, rng: torch.Generator, fill: torch.Tensor) -> torch.Tensor:

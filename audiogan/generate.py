@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import torch
 
-from audiogan import checkpoint, models, samples, storage
+from audiogan import models, runfolder, samples, storage
 from audiogan.config import TrainConfig, from_dict
 from audiogan.errors import AudioganError
 from audiogan.step import sample_latent
@@ -17,7 +17,7 @@ def load_generator(checkpoint_url: str) -> tuple[torch.nn.Module, TrainConfig, d
     """(the EMA generator, or G, in eval mode; its config; the checkpoint state) from a
     checkpoint folder or a run folder (its newest checkpoint), local or S3."""
     stderr = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    _, state = checkpoint.locate(checkpoint_url, log=stderr)
+    _, state = runfolder.locate(checkpoint_url, log=stderr)
     cfg = from_dict(TrainConfig, state["config"])
     dataset = state["dataset"]
     generator, _ = models.build(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import re
 import time
 
 import numpy as np
@@ -19,15 +17,12 @@ import pyarrow.fs as pafs
 import soundfile as sf
 from matplotlib.figure import Figure  # saved to bytes only, as in samples
 
-from audiogan import samples, storage
+from audiogan import runfolder, samples, storage
+from audiogan.runfolder import REAL_DIR, REPORT, SAMPLES
 
-REPORT = "report.html"
-METRICS = "metrics.jsonl"  # written by rank 0 during training: one JSON object per log step
-REAL_DIR = "samples/real"
 CLIPS_SHOWN = 4  # generated clips per sample step (and real clips) shown and playable
 ZOOM_MS = 20  # the zoomed waveform: enough periods to see a timbre's shape
 QUALITY_KEYS = ("mel_fd",)
-STEP_FOLDER = re.compile(r"step_\d+")
 
 
 class _Clip:
@@ -39,13 +34,6 @@ class _Clip:
 def _wav_files(fs: pafs.FileSystem, folder: str, limit: int) -> list[_Clip]:
     wavs = [i for i in storage.list_folder(fs, folder) if i.base_name.endswith(".wav")][:limit]
     return [_Clip(info.base_name, storage.read_bytes(fs, info.path)) for info in wavs]
-
-
-def _sample_steps(fs: pafs.FileSystem, root: str) -> list[str]:
-    """The samples/step_XXXXXX folders, oldest first; any other name is ignored (a name goes
-    into the page, so only digits may follow `step_`)."""
-    folders = storage.list_folder(fs, storage.join(root, "samples"), pafs.FileType.Directory)
-    return [info.base_name for info in folders if STEP_FOLDER.fullmatch(info.base_name)]
 
 
 def _text(value) -> str:
@@ -116,26 +104,18 @@ def _zoom_png(groups: list[tuple[str, list[_Clip]]], rate: int) -> bytes:
     return samples.png_bytes(figure)
 
 
-def read_metrics(fs: pafs.FileSystem, root: str) -> list[dict]:
-    """The rows of a run folder's metrics.jsonl (none if it has none yet)."""
-    path = storage.join(root, METRICS)
-    if not storage.exists(fs, path):
-        return []
-    return [json.loads(line) for line in storage.read_bytes(fs, path).splitlines() if line]
-
-
 def build(
     fs: pafs.FileSystem, root: str, config: dict | None = None, history: list[dict] | None = None
 ) -> str:
     """The report's HTML for the run folder at `root` (`history`: its metrics rows, when the
     caller holds them; else metrics.jsonl is read)."""
     if history is None:
-        history = read_metrics(fs, root)
-    steps = _sample_steps(fs, root)
+        history = runfolder.read_metrics(fs, root)
+    steps = runfolder.sample_steps(fs, root)
     real = _wav_files(fs, storage.join(root, REAL_DIR), CLIPS_SHOWN)
     shown = [steps[0], steps[-1]] if len(steps) > 1 else steps
     sample_sets = [
-        (step, _wav_files(fs, storage.join(root, "samples", step), CLIPS_SHOWN)) for step in shown
+        (step, _wav_files(fs, storage.join(root, SAMPLES, step), CLIPS_SHOWN)) for step in shown
     ]
     name = root.rstrip("/").rsplit("/", 1)[-1]
     last = history[-1] if history else {}

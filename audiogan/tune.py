@@ -45,11 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audiogan import checkpoint, report, samples, storage
+from audiogan import runfolder, samples, storage
 from audiogan.config import (
     ConfigError,
     TrainConfig,
     TuneConfig,
+    find_preset,
     from_dict,
     parse_overrides,
     read_yaml,
@@ -219,7 +220,7 @@ class Sweep:
 def load_sweep(path: str | None, overrides: list[str], tune_values: dict | None = None) -> Sweep:
     """The sweep of a sweep file (or of the defaults), with `key=value` overrides (`tune.KEY=...`
     for the sweep's own keys) and `tune_values` from command-line flags applied last."""
-    values = _read_sweep_file(Path(path)) if path else {}
+    values = _read_sweep_file(find_preset(path)) if path else {}
     search = values.pop("search", None) or {}
     points = values.pop("points", None) or []
     tune_section = values.pop("tune", None) or {}
@@ -346,7 +347,7 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     import ray
     from ray import tune
 
-    from audiogan.data import read_manifest
+    from audiogan.dataset import read_manifest
 
     read_manifest(spec.data_url)  # a missing dataset fails here, not in every trial
     # Tune pickles this filesystem into the sweep's state: its keys come from the environment.
@@ -574,7 +575,7 @@ def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, swee
 def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done: set[str]):
     trial = result.path.rstrip("/").rsplit("/", 1)[-1]
     run = storage.join(sweep_root, TRIALS_DIR, trial)
-    history = report.read_metrics(fs, run)
+    history = runfolder.read_metrics(fs, run)
     evaluations = [(row["step"], row[METRIC]) for row in history if _finite(row.get(METRIC))]
     steps = history[-1]["step"] if history else 0
     if trial not in done:
@@ -613,8 +614,8 @@ def _best_checkpoint(fs, run: str, scores: dict[int, float]) -> tuple[float, int
     """(mel_fd, step, folder) of the run's stored checkpoint of lowest mel_fd (its step's
     evaluation)."""
     scored = []
-    for folder in checkpoint.all_checkpoints(fs, run):
-        step = int(folder.rsplit("_", 1)[-1])
+    for folder in runfolder.all_checkpoints(fs, run):
+        step = runfolder.step_of(folder)
         if step in scores:
             scored.append((scores[step], step, folder))
     return min(scored) if scored else None

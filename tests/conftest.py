@@ -42,7 +42,7 @@ def write_fsd(root: Path, files: dict[str, tuple[str | None, bool]], extra_rows=
 
 
 # What each fault test injected and how it ended, printed after the test session's summary:
-# the figures of README's "What audiogan survives" come from these lines.
+# the figures of docs/robustness.md (What audiogan survives) come from these lines.
 FAULTS: list[str] = []
 
 
@@ -101,7 +101,7 @@ def ray_session():
     from audiogan.connect import start_ray
 
     # With the dashboard (127.0.0.1): Ray Train frees a stopped Tune trial's workers through
-    # its state API (see audiogan/cli.py _start_ray).
+    # its state API (see audiogan/commands/common.py start_ray).
     start_ray("local", num_cpus=2, dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -1,3 +1,6 @@
+"""Checkpoints without Ray: a round trip restores identical tensors, and a checkpoint that
+would run code, or is missing, foreign or of another model, is a clear error."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -124,6 +124,10 @@ def test_each_rayjob_runs_a_jobs_entrypoint_that_the_cli_accepts(name):
     assert (ROOT / "jobs" / f"{command}.py").exists()
     args = build_parser().parse_args([command, *words[3:]])  # exits on an unknown option
     assert args.command == command
+    if getattr(args, "config", None):  # a built-in preset, as the installed package has it
+        from audiogan.config import PRESETS_DIR, find_preset
+
+        assert find_preset(args.config).parent == PRESETS_DIR
     runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
     assert runtime_env["working_dir"] == "/home/ray/audiogan"  # where the Dockerfile puts it
 
@@ -165,12 +169,14 @@ def test_each_job_takes_exactly_the_arguments_of_its_command(module, monkeypatch
     assert "--json" in expected  # sanity: a real help text
 
 
-def test_every_job_command_in_the_readme_parses():
-    """The README's `python -m jobs.X ...` commands are accepted by the parser they reach."""
-    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+def test_every_job_command_in_the_docs_parses():
+    """The `python -m jobs.X ...` commands of README.md and docs/ are accepted by the parser
+    they reach."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages).replace("\\\n", " ")
     blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S))
     commands = re.findall(r"python -m jobs\.(\w+)([^\n]*)", blocks)
-    assert len(commands) >= 6
+    assert len(commands) >= 10
     for module, rest in commands:
         words = shlex.split(rest, comments=True)
         args = build_parser().parse_args([*JOBS[module], *words])  # exits on a bad option

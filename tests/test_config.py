@@ -1,3 +1,6 @@
+"""Configs without Ray: defaults, YAML presets and key=value overrides, the built-in presets
+found by name, the default recipe's choice, and bad values refused with a message naming them."""
+
 from __future__ import annotations
 
 import pytest
@@ -49,7 +52,7 @@ from pathlib import Path  # noqa: E402
 
 from audiogan.config import TrainConfig, load_config, parse_overrides  # noqa: E402
 
-PRESETS = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+PRESETS = Path(__file__).resolve().parent.parent / "audiogan" / "presets"
 
 
 @pytest.mark.parametrize(
@@ -122,7 +125,7 @@ def _manifest(clips_per_label: dict[str, int], unlabelled: int = 0) -> dict:
 
 
 def test_train_without_config_takes_the_default_made_unconditional_for_data_without_classes():
-    from audiogan.cli import train_config_from_args
+    from audiogan.commands.train import train_config_from_args
     from audiogan.config import DEFAULT_PRESETS
 
     assert DEFAULT_PRESETS == {"cpu": PRESETS / "ddsp_stft_cond.yaml",
@@ -157,3 +160,21 @@ def test_train_without_config_takes_the_default_made_unconditional_for_data_with
     # A key the default preset refuses is named with that preset.
     with pytest.raises(ConfigError, match=r"on the default preset ddsp_stft_cond\.yaml"):
         train_config_from_args(_train_args("batch_size=0"), _manifest({"a": 3, "b": 2}))
+
+
+def test_a_preset_is_found_by_name_and_a_path_still_works(tmp_path):
+    from audiogan.config import PRESETS_DIR, find_preset
+
+    assert find_preset("wavegan") == find_preset("wavegan.yaml") == PRESETS_DIR / "wavegan.yaml"
+    own = tmp_path / "wavegan.yaml"
+    own.write_text("model_dim: 8\n")
+    assert find_preset(str(own)) == own  # a file of the user's wins over the built-in name
+    assert load_config(TrainConfig, str(own)).model_dim == 8
+    assert (
+        load_config(TrainConfig, "small_cpu").model_dim
+        == load_config(TrainConfig, PRESETS_DIR / "small_cpu.yaml").model_dim
+    )
+    with pytest.raises(ConfigError, match="no built-in preset of that name.*small_cpu"):
+        find_preset("wavgan")
+    with pytest.raises(ConfigError, match="cannot read config elsewhere/wavegan.yaml"):
+        load_config(TrainConfig, "elsewhere/wavegan.yaml")  # a path is a path, never a name

@@ -606,7 +606,7 @@ def test_storage_cut_mid_run_is_ridden_out_or_fails_clearly_and_the_rerun_resume
     the proxy for a few seconds: the run retries and goes on. Once checkpoint 16 is recorded it
     stops it for good: after storage_retry_s the run fails naming the run's URL (and no key).
     With the proxy back, the same command resumes from the newest complete checkpoint."""
-    from audiogan import checkpoint, storage
+    from audiogan import checkpoint, runfolder, storage
 
     every, total, retry_s, short_outage_s = 8, 24, 6, 5
     settings = {**TINY, "max_steps": total, "checkpoint_every": every, "eval_every": every,
@@ -648,7 +648,7 @@ def test_storage_cut_mid_run_is_ridden_out_or_fails_clearly_and_the_rerun_resume
     assert "testing-secret-value" not in out + err
     assert retry_s <= failed_after < retry_s + 30, f"it took {failed_after:.0f} s to give up"
     assert int(re.search(r"kept failing for (\d+) s", message)[1]) >= retry_s  # the whole limit
-    newest = checkpoint.latest(direct, run)
+    newest = runfolder.latest(direct, run)
     assert newest is not None and 16 <= int(newest[-6:]) < total  # cut mid-run
 
     storage_proxy.start()

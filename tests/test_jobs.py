@@ -162,7 +162,7 @@ def _pipeline(head: Head, tag: str) -> list[list[str]]:
     s3 = f"s3://{head.bucket}"
     return [
         ["jobs.prepare", f"{s3}/raw", f"{s3}/{tag}/prepared", "--clip-seconds", "1"],
-        ["jobs.train", "--config", "jobs/configs/small_cpu.yaml", "--data", f"{s3}/{tag}/prepared",
+        ["jobs.train", "--config", "small_cpu", "--data", f"{s3}/{tag}/prepared",
          "--storage", f"{s3}/{tag}/runs", "--name", "run", "--workers", "2", "--max-steps", "4",
          *TINY_ARGS],
         ["jobs.generate", f"{s3}/{tag}/runs/run", f"{s3}/{tag}/generated", "--n", "2"],
@@ -265,7 +265,7 @@ def test_the_sdk_runs_a_prepare_and_a_sweep_and_a_bad_argument_fails_clearly(ray
     runtime_env = yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())
     runtime_env["working_dir"] = str(ROOT)
     s3 = f"s3://{ray_head.bucket}/sdk"
-    sweep = ["jobs.tune", "--config", "jobs/configs/sweep_small.yaml", "--data",
+    sweep = ["jobs.tune", "--config", "sweep_small", "--data",
              f"{s3}/prepared", "--storage", f"{s3}/sweeps", "--name", "sweep", "--trials", "2",
              "--workers-per-trial", "1", "--max-steps", "4", "model_dim=4", "batch_size=4",
              "n_critic=2", "eval_every=2", "eval_clips=8", "num_samples=2",

@@ -1,3 +1,6 @@
+"""The losses as small pure functions, against hand-computed values: BCE, Wasserstein and its
+gradient penalty, hinge, R1, feature matching, and their average over sub-discriminators."""
+
 from __future__ import annotations
 
 import math

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 from conftest import dominant_hz, tone, write_fsd
 
-from audiogan import data, storage
+from audiogan import data, dataset, storage
 from audiogan.audio import clips_from_file
 from audiogan.cli import main
 from audiogan.config import PrepareConfig
@@ -44,13 +44,20 @@ def run_prepare(source, dest, cfg=None, **kwargs) -> dict:
 
 
 def test_synthetic_fsd_dataset_becomes_the_documented_contract(ray_session, synth_root, tmp_path):
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    settings = ("retried_map_errors", "max_map_retries", "op_resource_reservation_enabled")
+    before = {name: getattr(context, name) for name in settings}
     dest = tmp_path / "prepared"
     summary = run_prepare(synth_root, dest)
+    # prepare's settings of Ray Data's process-wide context last only as long as its job.
+    assert {name: getattr(context, name) for name in settings} == before
     rows = list(csv.DictReader(open(synth_root / "train.csv")))
     assert summary["clips"] == len(rows) == 20 and summary["rejects"] == 0
 
     table = read_clips(dest)
-    assert table.schema == data.clip_schema(64000)
+    assert table.schema == dataset.clip_schema(64000)
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["labels"] == sorted({r["label"] for r in rows})
     assert manifest["clip_samples"] == 64000 and manifest["sample_rate_hz"] == 16000

@@ -10,7 +10,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
 
-from audiogan import data, storage
+from audiogan import data, dataset, storage
 from audiogan.config import PrepareConfig
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3]
@@ -26,10 +26,10 @@ def test_prepare_reads_and_writes_s3(ray_session, s3_env, synth_root):
     )
     assert summary["clips"] == 20 and summary["dest"] == f"s3://{bucket}/prepared/v1"
 
-    manifest = data.read_manifest(f"s3://{bucket}/prepared/v1")
+    manifest = dataset.read_manifest(f"s3://{bucket}/prepared/v1")
     assert manifest["counts"]["clips"] == 20 and manifest["source"] == f"s3://{bucket}/raw/fsd"
     table = pads.dataset(f"{bucket}/prepared/v1/clips", filesystem=fs, format="parquet").to_table()
-    assert table.num_rows == 20 and table.schema == data.clip_schema(64000)
+    assert table.num_rows == 20 and table.schema == dataset.clip_schema(64000)
     # No credential reaches what prepare writes.
     text = storage.read_bytes(fs, f"{bucket}/prepared/v1/manifest.json").decode()
     assert "testing-secret-value" not in text and "AWS_" not in text

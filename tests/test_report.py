@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pytest
 from conftest import tone
 
-from audiogan import report, samples
+from audiogan import report, runfolder, samples
 
 RATE = 16000
 CHROMIUM_FLAGS = [
@@ -78,7 +78,7 @@ def run_folder(tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(samples.wav_bytes(clip, RATE))
     for i, hz in enumerate((220, 330)):
-        path = run / report.REAL_DIR / f"real_{i:02d}.wav"
+        path = run / runfolder.REAL_DIR / f"real_{i:02d}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(samples.wav_bytes(tone(hz, 1.0, RATE), RATE))
     return run

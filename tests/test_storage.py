@@ -1,3 +1,6 @@
+"""storage.py: URLs to filesystems (credentials from the environment only, never shown),
+whole-file writes, and the retries of a store that goes away."""
+
 from __future__ import annotations
 
 import time

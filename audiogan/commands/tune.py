@@ -1,0 +1,113 @@
+"""`audiogan tune`: a sweep of training settings with Ray Tune; ASHA stops the laggards."""
+
+from __future__ import annotations
+
+import argparse
+
+from audiogan.commands.common import (
+    add_output_options,
+    add_overrides,
+    check_dataset,
+    emit,
+    option,
+    start_ray,
+    stderr,
+)
+from audiogan.config import TuneConfig
+from audiogan.errors import AudioganError
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "tune",
+        help="sweep training settings with Ray Tune; ASHA stops trials that fall behind",
+        description="Runs --trials training runs (each on --workers-per-trial Ray Train "
+        "workers) with settings drawn from a search space: by default latent_dim in {64, 100, "
+        "128, 256, 500}, dropout in [0, 0.5], lr_g and lr_d log-uniform in [1e-5, 1e-3]. ASHA "
+        "stops a trial whose mel_fd falls behind the others' at the same step. Every trial's "
+        "run (checkpoints, samples, metrics, report.html) is in STORAGE/NAME/trials/TRIAL/; at "
+        "the end STORAGE/NAME/results.csv, best.json (the best checkpoint, for generate and "
+        "evaluate) and plots/mel_fd.png. Running the same command again resumes an interrupted "
+        "sweep. --config takes a sweep file: training keys, `search`, `points` and `tune` "
+        "sections (see the built-in sweep_small); key=value fixes a training key, "
+        "tune.KEY=value sets a sweep key (audiogan/config.py TuneConfig).",
+    )
+    add_overrides(parser, "training keys to fix, or tune.KEY=value")
+    parser.add_argument("--data", required=True, help="a prepared dataset (audiogan prepare DEST)")
+    parser.add_argument("--storage", required=True, help="sweeps folder: local path or s3://")
+    parser.add_argument("--name", required=True, help="sweep name; the same name resumes the sweep")
+    # Unset unless given: a sweep file's `tune` section may set them too.
+    option(parser, TuneConfig, "trials", unset=True, metavar="N")
+    option(parser, TuneConfig, "workers_per_trial", unset=True, metavar="W")
+    parser.add_argument(
+        "--gpu", action="store_true", help="one GPU per worker; trials at once = GPUs // W"
+    )
+    parser.add_argument("--max-steps", type=int, metavar="N", help="G steps of a full trial")
+    parser.add_argument(
+        "--config",
+        metavar="PRESET",
+        help="a sweep file or a training preset: a built-in's name or a YAML file",
+    )
+    add_output_options(parser, local_ray=True)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from audiogan import tune
+
+    flags = {"trials": args.trials, "workers_per_trial": args.workers_per_trial}
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        overrides.append(f"max_steps={args.max_steps}")
+    sweep = tune.load_sweep(
+        args.config, overrides, {key: value for key, value in flags.items() if value is not None}
+    )
+    spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu)
+    check_dataset(args.data)
+    start_ray(args, dashboard=True)
+    summary = tune.run_sweep(sweep, spec, log=stderr)
+    import ray
+
+    ray.shutdown()  # so that no late worker log line lands after the summary (or --json's line)
+    brief = {key: value for key, value in summary.items() if key != "rows"}
+    emit(brief, args.json, _lines(summary))
+    if not summary["finished"]:
+        raise AudioganError(
+            f"interrupted with {summary['unfinished']} trial(s) to go: run the same command "
+            "again to resume"
+        )
+    if summary["trials"] and summary["errors"] == summary["trials"]:
+        first = next(row["error"] for row in summary["rows"] if row["error"])
+        raise AudioganError(f"every trial failed; the first: {first}")
+
+
+def _lines(summary: dict) -> list[str]:
+    from audiogan import tune
+
+    lines = [
+        "",
+        f"tune: {summary['trials']} trial(s) in {summary['sweep']}: {summary['completed']} "
+        f"completed, {summary['stopped_early']} stopped early by ASHA, {summary['errors']} "
+        "failed"
+        + (
+            ""
+            if summary["finished"]
+            else f"; interrupted with {summary['unfinished']} trial(s) to go: run the same "
+            "command again to resume"
+        ),
+        "",
+        *tune.format_table(summary),
+        "",
+        f"  results: {summary['results']}",
+        f"  plot:    {summary['plot']}",
+        f"  trials:  {summary['sweep']}/{tune.TRIALS_DIR}/TRIAL/ (report.html, samples, ...)",
+    ]
+    if summary["best"]:
+        lines += [
+            f"  best:    {summary['best']} ({tune.METRIC} {summary['best_mel_fd']:.1f}, "
+            f"trial {summary['best_trial']})",
+            f"  audiogan generate {summary['best_checkpoint']} OUT_DIR",
+        ]
+    else:
+        lines.append("  best:    none (no trial stored a checkpoint)")
+    return lines

@@ -1,0 +1,245 @@
+"""The pieces of the training loop that know nothing of Ray (audiogan/train.py runs them).
+
+- `plan_step`: what a step does besides its gan_step (log, evaluate, sample, checkpoint, stop),
+  a pure function of the config, the step and whether the time is up.
+- `Monitor`: rank 0's bookkeeping: metrics.jsonl, the progress line, mel_fd, samples, plots
+  and the report, all through the run folder's retries.
+- `cached_batches`: a shard's batches, epoch after epoch, kept in memory once they fit.
+- `agree`: the stop flags every rank must share.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from audiogan import metrics, report, runfolder, samples
+from audiogan.config import TrainConfig, to_dict
+from audiogan.generate import render
+from audiogan.step import sample_latent, sampling_generator
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # audio (B, 1, T), label_id (B,)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one G step does after its gan_step."""
+
+    log: bool  # a metrics row and a progress line
+    evaluate: bool  # mel_fd on rank 0, and every rank reports to Ray Train
+    sample: bool  # samples/step_XXXXXX/ and plots/losses.png
+    checkpoint: bool  # checkpoint_XXXXXX/ and report.html
+    last: bool  # the run ends after this step
+
+
+def must_agree(cfg: TrainConfig, step: int) -> bool:
+    """Whether the ranks decide together, after this step, if the time is up or a loss
+    diverged: at the steps where something happens, so every rank stops at the same one."""
+    intervals = (cfg.log_every, cfg.eval_every, cfg.checkpoint_every, cfg.sample_every)
+    return step == cfg.max_steps or any(step % every == 0 for every in intervals)
+
+
+def plan_step(cfg: TrainConfig, step: int, time_up: bool) -> StepPlan:
+    """The schedule. A run on a time budget ends at the next log step once the time is up;
+    the last step samples and checkpoints; every checkpoint is evaluated (Tune's scheduler
+    and the best-checkpoint choice rank by mel_fd), and every evaluation is logged."""
+    last = step == cfg.max_steps or (time_up and step % cfg.log_every == 0)
+    checkpoint = step % cfg.checkpoint_every == 0 or last
+    evaluate = step % cfg.eval_every == 0 or checkpoint
+    return StepPlan(
+        log=step % cfg.log_every == 0 or evaluate,
+        evaluate=evaluate,
+        sample=step % cfg.sample_every == 0 or last,
+        checkpoint=checkpoint,
+        last=last,
+    )
+
+
+def agree(
+    cfg: TrainConfig, seconds: float, result: dict[str, float], world: int, device: torch.device
+) -> tuple[bool, bool]:
+    """(cfg.max_minutes have passed, a loss is NaN or infinite), decided together: the slowest
+    rank's clock and any rank's losses count for all, so every rank stops at the same step (a
+    rank that stopped alone would hang DDP)."""
+    time_up = bool(cfg.max_minutes) and seconds >= 60 * cfg.max_minutes
+    diverged = not all(math.isfinite(value) for value in result.values())
+    flags = torch.tensor([float(time_up), float(diverged)], device=device)
+    if world > 1:
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    time_up, diverged = flags.tolist()  # one device-to-host copy
+    return bool(time_up), bool(diverged)
+
+
+def cached_batches(
+    stream: Callable[[], Iterable[Batch]],
+    batch_size: int,
+    cache_mb: int,
+    seed: int,
+    device: torch.device,
+) -> Iterator[Batch]:
+    """Endless batches on `device`: the first epoch from `stream()`, and the following ones
+    from memory, reshuffled, if the epoch fit in `cache_mb` MiB; else `stream()` every epoch.
+
+    Every epoch of a Ray Data shard restarts its streaming split (about a second here), which
+    a shard that fits in memory need not pay."""
+    cached: list[Batch] | None = []
+    cached_bytes = 0
+    for audio, labels in stream():
+        if cached is not None:
+            cached_bytes += audio.nbytes
+            if cached_bytes <= cache_mb << 20:
+                cached.append((audio, labels))
+            else:
+                cached = None
+        yield audio.to(device), labels.to(device)
+    if not cached:
+        while True:
+            for audio, labels in stream():
+                yield audio.to(device), labels.to(device)
+    audio = torch.cat([a for a, _ in cached]).to(device)  # (N, 1, T)
+    labels = torch.cat([lab for _, lab in cached]).to(device)
+    order_rng = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(audio), generator=order_rng)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            pick = order[start : start + batch_size].to(device)
+            yield audio[pick], labels[pick]
+
+
+class Throughput:
+    """Samples per second and the share of time spent waiting for batches, over a window that
+    runs from the end of one logged step's gan_step to the end of the next one's (so the
+    evaluation, samples and checkpoint of a step count in the next window)."""
+
+    def __init__(self):
+        self.started = self.window_start = self.step_done = time.perf_counter()
+        self.samples, self.data_s = 0, 0.0
+
+    def next_batches(self, batches: Iterator[Batch], count: int) -> list[Batch]:
+        waited = time.perf_counter()
+        taken = [next(batches) for _ in range(count)]
+        self.data_s += time.perf_counter() - waited
+        return taken
+
+    def stepped(self, samples: int) -> None:
+        self.samples += samples
+        self.step_done = time.perf_counter()
+
+    def row(self) -> dict[str, float]:
+        """The window's figures, and a new window begins."""
+        elapsed = self.step_done - self.window_start
+        figures = {
+            "samples_per_s": round(self.samples / elapsed, 2),
+            # The share of the window spent waiting for batches: high means input-bound.
+            "data_wait": round(self.data_s / elapsed, 4),
+            "wall_s": round(time.perf_counter() - self.started, 2),
+        }
+        self.window_start, self.samples, self.data_s = self.step_done, 0, 0.0
+        return figures
+
+
+def _fixed_batch(
+    cfg: TrainConfig, n: int, seed: int, num_labels: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The same noise (and, for a conditional model, the labels in turn) at every call."""
+    z = sample_latent(cfg, n, "cpu", torch.Generator().manual_seed(seed)).to(device)
+    if not cfg.conditional:
+        return z, None
+    return z, (torch.arange(n) % max(num_labels, 1)).to(device)
+
+
+class Monitor:
+    """Rank 0's view of a run: the metrics rows and progress line, quality (a fixed set of real
+    clips from its shard, the first `eval_clips` it trains on, against which a fixed noise
+    batch's clips are scored with mel_fd), the samples of another fixed noise batch, the
+    loss plot and the report, written through the run folder's retries."""
+
+    def __init__(
+        self, cfg: TrainConfig, dataset: dict, device, folder: runfolder.RunFolder, step: int
+    ):
+        self.cfg, self.folder, self.rate = cfg, folder, dataset["sample_rate_hz"]
+        self.history = folder.read_metrics(step)
+        self.real: list[torch.Tensor] = []
+        self.kept = 0
+        self.reference: metrics.MelReference | None = None
+        classes = len(dataset["labels"])
+        self.eval_z, self.eval_labels = _fixed_batch(
+            cfg, cfg.eval_clips, cfg.seed + 1, classes, device
+        )
+        self.sample_z, self.sample_labels = _fixed_batch(
+            cfg, cfg.num_samples, cfg.seed, classes, device
+        )
+
+    def keep_real(self, batches: Iterable[torch.Tensor]) -> None:
+        for batch in batches:
+            if self.kept >= self.cfg.eval_clips:
+                return
+            clips = batch[: self.cfg.eval_clips - self.kept, 0].float().cpu()
+            self.real.append(clips)
+            self.kept += len(clips)
+
+    def after_step(self, gan, step: int, result: dict, plan: StepPlan, meter: Throughput) -> None:
+        """mel_fd into `result` (which Ray Train then hears), the metrics row and progress
+        line, samples and plot, and the report: what `plan` asks for at this step."""
+        if plan.evaluate:
+            result["mel_fd"] = self.mel_fd(gan)
+        if plan.log:
+            row = {"step": step, **{k: round(v, 6) for k, v in result.items()}, **meter.row()}
+            self.history.append(row)
+            self.folder.write_metrics(self.history)
+            print(self.progress(row), flush=True)
+        if plan.sample:
+            self.write_samples(gan, step)
+            self.folder.write(runfolder.LOSSES_PLOT, samples.losses_png(self.history))
+        if plan.checkpoint:
+            config, history = to_dict(self.cfg), self.history
+            self.folder.retry(
+                f"writing {runfolder.REPORT}",
+                lambda: report.write(self.folder.fs, self.folder.root, config, history),
+            )
+
+    def diverged(self, step: int, result: dict) -> None:
+        """The row train() reports the divergence from; nothing after it is worth keeping."""
+        self.history.append({"step": step, **result, "diverged": True})
+        self.folder.write_metrics(self.history)
+
+    def progress(self, row: dict) -> str:
+        quality = f"  mel_fd {row['mel_fd']:.3f}" if "mel_fd" in row else ""
+        # A run on a time budget (compare sets max_steps out of reach) counts minutes.
+        step = (
+            f"{row['step']} ({row['wall_s'] / 60:.1f}/{self.cfg.max_minutes:g} min)"
+            if self.cfg.max_minutes
+            else f"{row['step']}/{self.cfg.max_steps}"
+        )
+        return (
+            f"step {step}  d_loss {row['d_loss']:.4f}  g_loss {row['g_loss']:.4f}  "
+            f"gp {row['gp']:.4f}  {row['samples_per_s']:.1f} samples/s{quality}"
+        )
+
+    def real_examples(self, n: int) -> np.ndarray:
+        return torch.cat(self.real)[:n].numpy()
+
+    def mel_fd(self, gan) -> float:
+        reference = self.reference or metrics.MelReference(torch.cat(self.real), self.rate)
+        if self.kept >= self.cfg.eval_clips:  # fixed from here on; until then, what there is
+            self.reference = reference
+        fakes = render(sampling_generator(gan), self.eval_z, self.eval_labels)
+        return reference.distance(fakes)
+
+    def write_samples(self, gan, step: int) -> None:
+        """samples/step_XXXXXX/: the fixed noise batch as WAVs and a PNG beside real clips; real
+        clips themselves go to samples/real/ once, for the report."""
+        audio = render(sampling_generator(gan), self.sample_z, self.sample_labels)
+        real = self.real_examples(report.CLIPS_SHOWN)
+        if not self.folder.exists(runfolder.REAL_DIR):
+            for i, clip in enumerate(real):
+                self.folder.write(runfolder.real_wav(i), samples.wav_bytes(clip, self.rate))
+        for i, clip in enumerate(audio):
+            self.folder.write(runfolder.sample_wav(step, i), samples.wav_bytes(clip, self.rate))
+        png = samples.clips_png(audio[:4], self.rate, real[:2], title=f"step {step}")
+        self.folder.write(f"{runfolder.samples_dir(step)}/{runfolder.SAMPLE_PNG}", png)
