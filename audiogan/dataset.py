@@ -1,4 +1,4 @@
-"""The prepared dataset on disk (DESIGN.md, Prepared dataset): its names, schemas and manifest.
+"""The prepared dataset on disk: its names, schemas and manifest.
 
 `audiogan prepare` writes it (audiogan/data.py, on Ray Data); training, evaluation and
 generation read it. This module is their one contract and imports no Ray, so that evaluation
@@ -109,8 +109,8 @@ def read_columns(fs: pafs.FileSystem, folder: str, columns: list[str]) -> pa.Tab
 
 
 def read_clips(data_url: str, columns: list[str]) -> pa.Table:
-    """Columns of every clip of a finished dataset (read_manifest's checks first)."""
-    read_manifest(data_url)
+    """Columns of every clip of a dataset whose manifest the caller has read (read_manifest:
+    that it is a finished one)."""
     fs, root = storage.resolve(data_url)
     return pq.read_table(storage.join(root, CLIPS), filesystem=fs, columns=columns)
 

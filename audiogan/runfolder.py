@@ -1,4 +1,4 @@
-"""The run folder on disk (DESIGN.md, Training run layout): every name in it, and its readers.
+"""The run folder on disk: every name in it, and its readers.
 
 Training writes it (rank 0, through RunFolder, which retries while the storage is away);
 generate, evaluate, autoencode, tune, compare and the report read it. No Ray.

@@ -79,7 +79,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     gan = _build_gan(cfg, dataset)
-    say = print if rank == 0 else lambda _: None
+    say = (lambda message: print(message, flush=True)) if rank == 0 else lambda _: None
     folder = RunFolder(
         config["storage_fs"], config["run_dir"], config["run_url"], cfg.storage_retry_s, say
     )
@@ -154,10 +154,16 @@ def _autocast(device: torch.device) -> Callable[[], contextlib.AbstractContextMa
 
 
 def _shard_stream(cfg: TrainConfig) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
-    """One epoch of this worker's Ray Data shard as (audio (B, 1, T), label_id (B,)) batches."""
-    shard = ray.train.get_dataset_shard("train")
+    """One epoch of this worker's Ray Data shard as (audio (B, 1, T), label_id (B,)) batches.
+
+    The shard is fetched at the first batch: fetching is a barrier of every rank (rank 0 starts
+    the split there), and so counts in the first timing window, as waiting for data."""
+    shard = None
 
     def stream():
+        nonlocal shard
+        if shard is None:
+            shard = ray.train.get_dataset_shard("train")
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True):
             yield batch["audio"].float().unsqueeze(1), batch["label_id"].long()
 

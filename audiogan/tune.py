@@ -8,7 +8,7 @@ in STORAGE/NAME/tune/, from which a rerun of the same command resumes.
 
 A sweep file is a training preset (its keys are every trial's base) with optional sections:
 
-    base: small_cpu.yaml          # a preset to start from (relative to this file)
+    base: small_cpu.yaml          # a preset to start from (beside this file, or a built-in)
     max_steps: 300                # any training key: fixed
     search: {...}                 # the search space, below
     points: [{lr_g: 1.0e-4}]      # trials to run first (other searched keys: the base values)
@@ -47,12 +47,14 @@ from typing import Any
 
 from audiogan import runfolder, samples, storage
 from audiogan.config import (
+    PRESETS_DIR,
     ConfigError,
     TrainConfig,
     TuneConfig,
     find_preset,
     from_dict,
     parse_overrides,
+    preset_names,
     read_yaml,
     to_dict,
 )
@@ -282,7 +284,15 @@ def _read_sweep_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         return values
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: base must be a file name, got {parent!r}")
-    parent_path = (path.parent / parent).resolve()
+    parent_path = path.parent / parent
+    if not parent_path.is_file() and "/" not in parent:
+        parent_path = PRESETS_DIR / f"{parent.removesuffix('.yaml')}.yaml"  # a built-in's name
+        if not parent_path.is_file():
+            raise ConfigError(
+                f"{path}: base {parent} is neither beside it nor a built-in preset (built-in: "
+                f"{', '.join(preset_names())})"
+            )
+    parent_path = parent_path.resolve()
     if parent_path in seen or parent_path == path.resolve():
         raise ConfigError(f"{path}: base {parent} refers back to itself")
     inherited = _read_sweep_file(parent_path, (*seen, path.resolve()))

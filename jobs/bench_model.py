@@ -1,4 +1,4 @@
-"""`python -m jobs.bench_model [--config FILE.yaml]`: the same as `audiogan bench model`."""
+"""`python -m jobs.bench_model [--config PRESET]`: the same as `audiogan bench model`."""
 
 import sys
 

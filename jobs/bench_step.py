@@ -1,4 +1,4 @@
-"""`python -m jobs.bench_step [--config FILE.yaml]`: the same as `audiogan bench step`.
+"""`python -m jobs.bench_step [--config PRESET]`: the same as `audiogan bench step`.
 
 Submitted with `ray job submit --entrypoint-num-gpus 1`, it runs on a GPU node and times that
 node's GPU."""

@@ -117,6 +117,14 @@ def test_every_sweep_file_loads(name):
     assert sweep.space and sweep.tune.grace_period_steps < sweep.base.max_steps
 
 
+def test_a_sweep_file_of_ones_own_builds_on_a_built_in_preset_by_name(tmp_path):
+    sweep = tune.load_sweep(_sweep_file(tmp_path, "base: small_cpu\nmax_steps: 300"), [])
+    assert sweep.base.model_dim == 8 and sweep.base.max_steps == 300
+    beside = tmp_path / "small_cpu.yaml"  # a file of that name beside it wins
+    beside.write_text("model_dim: 4\n")
+    assert tune.load_sweep(_sweep_file(tmp_path, "base: small_cpu.yaml"), []).base.model_dim == 4
+
+
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [
@@ -130,6 +138,7 @@ def test_every_sweep_file_loads(name):
         ("tune: {default_space: false}", [], "nothing to sweep"),
         ("", ["tune.trials=0"], "trials must be at least 1"),
         ("base: sweep.yaml", [], "refers back to itself"),
+        ("base: smal_cpu", [], "neither beside it nor a built-in preset.*small_cpu"),
         ("max_minutes: 5", [], "a time limit would look like an early stop"),
     ],
 )
