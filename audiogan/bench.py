@@ -628,7 +628,9 @@ def bench_step(
     backend = "nccl" if target.type == "cuda" else "gloo"
     precisions = ("bf16", "fp32") if target.type == "cuda" else ("fp32",)
 
-    torch.backends.cudnn.benchmark = target.type == "cuda"  # as the training workers set it
+    cudnn_before = torch.backends.cudnn.benchmark
+    cudnn_benchmark = target.type == "cuda"  # as the training workers set it
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     # A group of one process meets in an in-memory store: no port to open.
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     try:
@@ -637,9 +639,10 @@ def bench_step(
         ]
     finally:
         dist.destroy_process_group()
+        torch.backends.cudnn.benchmark = cudnn_before  # a process-wide flag: left as it was
     return {
         "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu",
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_benchmark": cudnn_benchmark,
         "backend": backend,
         **{
             key: model[key]

@@ -176,8 +176,10 @@ def _matched_sets(
     training split's clips, at most MAX_REFERENCE_CLIPS of them, for the Frechet references."""
     real = clips.held_out_audio
     count = min(len(generated), len(real))
-    if count < 2:
+    if len(real) < 2:
         raise AudioganError(f"need at least 2 held-out real clips; the dataset has {len(real)}")
+    if count < 2:
+        raise AudioganError(f"need at least 2 generated clips to score; got {len(generated)}")
     generated = generated[:count]
     asked_for = None if asked_for is None else asked_for[:count]
     real = real[np.random.default_rng(seed).permutation(len(real))[:count]]

@@ -94,7 +94,14 @@ def test_bench_step_times_a_ddp_step_on_the_cpu_and_prints_the_table(capsys):
 
     argv = ["bench", "step", "--device", "cpu", "--clip-seconds", "0.25", "--steps", "2",
             "--window", "1", "model_dim=4", "batch_size=2", "n_critic=2", "--json"]  # fmt: skip
-    assert main(argv) == 0
+    import torch
+
+    torch.backends.cudnn.benchmark = True  # a flag of this process: the bench leaves it so
+    try:
+        assert main(argv) == 0
+        assert torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = False
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("one worker's training step on cpu (gloo DDP, one process)")
     result = json.loads(out[-1])

@@ -142,6 +142,11 @@ def test_clear_errors_for_a_missing_classifier_and_foreign_samples(dataset, tmp_
         evaluate.evaluate(prepared, samples_url=str(tmp_path / "fast.wav"), log=lambda _: None)
     with pytest.raises(AudioganError, match="exactly one"):
         evaluate.evaluate(prepared, log=lambda _: None)
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "only.wav").write_bytes(samples.wav_bytes(tone(440, 1.0, 16000), 16000))
+    with pytest.raises(AudioganError, match="need at least 2 generated clips to score; got 1"):
+        evaluate.evaluate(prepared, samples_url=str(one), log=lambda _: None)
 
 
 def test_the_classifier_needs_two_classes(ray_session, tmp_path, write_wav):
