@@ -407,6 +407,12 @@ def preset_names() -> list[str]:
     return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
 
 
+def builtin_preset(name: str) -> Path | None:
+    """The built-in preset called `name` (`wavegan` or `wavegan.yaml`), or None."""
+    path = PRESETS_DIR / f"{Path(name).name.removesuffix('.yaml')}.yaml"
+    return path if Path(name).parent == Path(".") and path.is_file() else None
+
+
 def find_preset(name_or_path: str | Path) -> Path:
     """A YAML file as given, or else the built-in preset of that name (`wavegan` or
     `wavegan.yaml`). A path with a folder in it is only ever a path.
@@ -417,8 +423,8 @@ def find_preset(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file() or path.parent != Path("."):
         return path  # read_yaml says why a missing one cannot be read
-    builtin = PRESETS_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
-    if builtin.is_file():
+    builtin = builtin_preset(str(path))
+    if builtin:
         return builtin
     raise ConfigError(
         f"no config file {name_or_path}, and no built-in preset of that name (built-in: "

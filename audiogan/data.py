@@ -594,10 +594,10 @@ def run_prepare(plan: Plan, log: Callable[[str], None] = print, verbose: bool = 
     if listing.files:
         _write_clips(plan, {label: index for index, label in enumerate(labels)}, verbose)
 
-    summary = _summary(plan, dataset.count_written(dst_fs, dst_root), started)
-    cuts = summary.pop("cuts")
-    if cuts:
-        log(_cuts_message(cuts, plan.cfg))
+    written = dataset.count_written(dst_fs, dst_root)
+    summary = _summary(plan, written, started)
+    if written["cuts"]:
+        log(_cuts_message(written["cuts"], plan.cfg))
     if summary["clips"] == 0:
         raise PrepareError(
             f"no usable clip in {storage.display(plan.source_url)}: {summary['rejects']} files "
@@ -668,7 +668,7 @@ def _write_clips(plan: Plan, label_ids: dict[str, int], verbose: bool) -> None:
 
 
 def _summary(plan: Plan, written: dict, started: float) -> dict:
-    """prepare's summary from what DEST holds (dataset.count_written); `cuts` is its rows."""
+    """prepare's summary from what DEST holds (dataset.count_written)."""
     clip_labels, reject_reasons, cuts = (
         written["clip_labels"],
         written["reject_reasons"],
@@ -690,7 +690,6 @@ def _summary(plan: Plan, written: dict, started: float) -> dict:
         "seconds_left_out": round(sum(row["seconds_left_out"] for row in cuts), 3),
         "seconds": round(seconds, 3),
         "clips_per_second": round(clips / seconds, 2) if seconds > 0 else None,
-        "cuts": cuts,
     }
 
 

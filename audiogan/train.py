@@ -118,7 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if monitor:
             monitor.after_step(gan, step, result, plan, meter)
         if plan.evaluate:
-            _report(gan, step, result, plan, folder, dataset, local=config["local"])
+            _report(gan, step, result, rank, plan, folder, dataset, local=config["local"])
         if plan.last:
             break
 
@@ -171,12 +171,18 @@ def _shard_stream(cfg: TrainConfig) -> Callable[[], Iterator[tuple[torch.Tensor,
 
 
 def _report(
-    gan, step: int, result: dict, plan: StepPlan, folder: RunFolder, dataset: dict, local: bool
+    gan,
+    step: int,
+    result: dict,
+    rank: int,
+    plan: StepPlan,
+    folder: RunFolder,
+    dataset: dict,
+    local: bool,
 ) -> None:
     """The ray.train.report every rank makes at every evaluation step (Ray Train requires as
     many from each), with its G's checksum: DDP must keep them identical. Rank 0's metrics
     (with mel_fd) are what Tune sees; at a checkpoint step rank 0 also saves the checkpoint."""
-    rank = ray.train.get_context().get_world_rank()
     checksum = sum(p.double().sum().item() for p in unwrap(gan.generator).parameters())
     metrics = {"step": step, **result, "rank": rank, "g_checksum": checksum}
     if not plan.checkpoint or rank != 0:

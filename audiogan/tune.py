@@ -47,10 +47,10 @@ from typing import Any
 
 from audiogan import runfolder, samples, storage
 from audiogan.config import (
-    PRESETS_DIR,
     ConfigError,
     TrainConfig,
     TuneConfig,
+    builtin_preset,
     find_preset,
     from_dict,
     parse_overrides,
@@ -286,8 +286,8 @@ def _read_sweep_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: base must be a file name, got {parent!r}")
     parent_path = path.parent / parent
     if not parent_path.is_file() and "/" not in parent:
-        parent_path = PRESETS_DIR / f"{parent.removesuffix('.yaml')}.yaml"  # a built-in's name
-        if not parent_path.is_file():
+        parent_path = builtin_preset(parent)
+        if parent_path is None:
             raise ConfigError(
                 f"{path}: base {parent} is neither beside it nor a built-in preset (built-in: "
                 f"{', '.join(preset_names())})"

@@ -31,21 +31,23 @@ class TrainBenchOptions:
 
 
 @dataclass(frozen=True)
-class ModelBenchOptions:
+class PresetBenchOptions:
+    """What bench model and bench step size: a preset at a clip length."""
+
     # A training preset: a built-in's name or a YAML file.
     config: str = "wavegan"
     # Clip length in seconds.
     clip_seconds: float = 4.0
+
+
+@dataclass(frozen=True)
+class ModelBenchOptions(PresetBenchOptions):
     # Sample rate in Hz.
     sample_rate: int = 16000
 
 
 @dataclass(frozen=True)
-class StepBenchOptions:
-    # A training preset: a built-in's name or a YAML file.
-    config: str = "wavegan"
-    # Clip length in seconds.
-    clip_seconds: float = 4.0
+class StepBenchOptions(PresetBenchOptions):
     # Where to run.
     device: str = "cuda"
     # Timed steps per precision.
@@ -95,11 +97,11 @@ def _add_train(benches) -> None:
     parser.set_defaults(run=run_train)
 
 
-def _add_preset_options(parser: argparse.ArgumentParser, options: type) -> None:
+def _add_preset_options(parser: argparse.ArgumentParser) -> None:
     """key=value overrides, --config and --clip-seconds: what bench model and bench step size."""
     add_overrides(parser)
-    option(parser, options, "config", metavar="PRESET")
-    option(parser, options, "clip_seconds")
+    option(parser, PresetBenchOptions, "config", metavar="PRESET")
+    option(parser, PresetBenchOptions, "clip_seconds")
 
 
 def _add_model(benches) -> None:
@@ -111,7 +113,7 @@ def _add_model(benches) -> None:
         "batch) and the gradient bytes DDP all-reduces per step, with the ring all-reduce's "
         "traffic per worker for 2 to 16 workers. No Ray and no timing; takes seconds.",
     )
-    _add_preset_options(parser, ModelBenchOptions)
+    _add_preset_options(parser)
     option(parser, ModelBenchOptions, "sample_rate")
     add_output_options(parser, local_ray=False)
     parser.set_defaults(run=run_model)
@@ -126,7 +128,7 @@ def _add_step(benches) -> None:
         "bf16 autocast and fp32 on a GPU, batches already on the device, no Ray. Prints clips/s, "
         "seconds per step, achieved TFLOP/s (from bench model's FLOP count) and peak memory.",
     )
-    _add_preset_options(parser, StepBenchOptions)
+    _add_preset_options(parser)
     option(parser, StepBenchOptions, "device", choices=("cuda", "cpu"))
     option(parser, StepBenchOptions, "steps")
     option(parser, StepBenchOptions, "window")
