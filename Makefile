@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := data/demo
 
-.PHONY: demo demo-data demo-tune demo-compare test lint bench-prepare bench-train clean
+.PHONY: demo demo-data demo-tune demo-compare test lint bench-prepare bench-train bench-nodes clean
 
 # Created once, and again whenever pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
@@ -64,6 +64,11 @@ bench-prepare: $(BIN)/.installed
 bench-train: $(BIN)/.installed
 	$(BIN)/audiogan bench train --model wavegan --json
 	$(BIN)/audiogan bench train --model dcgan --steps 30 --json
+
+## bench-nodes: a step's cost with its 2 workers on one node and on two (docs/cluster.md);
+## a 3-node Ray cluster on this machine, in a loopback-only namespace as `make test` runs
+bench-nodes: $(BIN)/.installed
+	RAY_AUTH_MODE=disabled unshare --net sh -c 'ip link set lo up && exec $(BIN)/python tests/bench_nodes.py'
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -32,11 +32,15 @@ class CheckpointError(AudioganError):
     """A checkpoint that is missing, unfinished, incompatible or unsafe to load."""
 
 
-def training_state(gan: GAN, step: int, dataset: dict[str, Any]) -> dict[str, Any]:
-    """Everything a resumed run needs, as tensors and plain values (loadable weights_only)."""
+def training_state(
+    gan: GAN, step: int, dataset: dict[str, Any], world_size: int = 1
+) -> dict[str, Any]:
+    """Everything a resumed run needs, as tensors and plain values (loadable weights_only), and
+    the number of workers that trained it (an elastic run says when that changes)."""
     return {
         "format": FORMAT,
         "step": step,
+        "world_size": world_size,
         "config": to_dict(gan.cfg),
         "dataset": dataset,  # sample rate, clip samples, labels: what generate needs
         "generator": unwrap(gan.generator).state_dict(),

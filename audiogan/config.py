@@ -164,6 +164,8 @@ def default_preset(gpu: bool, manifest: dict) -> tuple[Path, dict, str]:
 
 
 LOSSES = ("bce", "wgan-gp", "hinge")
+# Ray's placement group strategies, for a run's workers.
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 # "model": the model family's own D (ddsp has none); the others are WaveGAN's D whatever G is,
 # and audiogan/models/multiscale.py and stft.py.
 DISCRIMINATORS = ("model", "wavegan", "multiscale", "stft")
@@ -249,8 +251,20 @@ class TrainConfig:
     # A worker keeps its shard in memory (reshuffled each epoch) when it fits in this many MiB,
     # instead of restarting Ray Data's streaming split every epoch; 0 always streams.
     shard_cache_mb: int = 1024
-    # Worker failures Ray Train recovers from (restarting from the latest checkpoint).
+    # Worker failures Ray Train recovers from (restarting from the latest checkpoint); a lost
+    # node counts as one.
     max_failures: int = 0
+    # How Ray places a run's workers: PACK onto as few nodes as it can (the all-reduce stays
+    # inside a node), SPREAD over as many; STRICT_ forms refuse to start otherwise.
+    placement_strategy: str = "PACK"
+    # A custom Ray resource each worker takes one unit of (a node started with
+    # `--resources='{"NAME": 1}'` holds one worker); "" none.
+    worker_resource: str = ""
+    # An elastic run (--workers MIN-MAX) looks this often (seconds) for room to grow into.
+    elastic_resize_s: float = 60.0
+    # How long a start (or restart) of the workers waits for their room before that attempt
+    # fails: an elastic run then starts again with what the cluster has.
+    worker_start_timeout_s: float = 60.0
     # How long a write or read of the run folder is retried (with growing waits) while the
     # storage cannot be reached, before the run fails naming it; the finished checkpoints stay.
     storage_retry_s: float = 300.0
@@ -324,6 +338,16 @@ class TrainConfig:
         _require(self.eval_clips >= 2, "eval_clips must be at least 2")
         _require(self.shard_cache_mb >= 0, "shard_cache_mb must be >= 0")
         _require(self.max_failures >= -1, "max_failures must be >= -1 (-1: unlimited)")
+        _require(
+            self.placement_strategy in PLACEMENT_STRATEGIES,
+            f"placement_strategy must be one of {', '.join(PLACEMENT_STRATEGIES)}",
+        )
+        _require(
+            self.worker_resource not in ("CPU", "GPU", "memory"),
+            "worker_resource names a custom resource; CPUs and GPUs are --workers' and --gpu's",
+        )
+        _require(self.elastic_resize_s >= 0, "elastic_resize_s must be >= 0")
+        _require(self.worker_start_timeout_s > 0, "worker_start_timeout_s must be > 0")
         _require(self.storage_retry_s >= 0, "storage_retry_s must be >= 0 (0: no retries)")
 
 

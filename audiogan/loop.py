@@ -81,15 +81,18 @@ def cached_batches(
     cache_mb: int,
     seed: int,
     device: torch.device,
+    epoch_done: Callable[[int], None] = lambda clips: None,
 ) -> Iterator[Batch]:
     """Endless batches on `device`: the first epoch from `stream()`, and the following ones
     from memory, reshuffled, if the epoch fit in `cache_mb` MiB; else `stream()` every epoch.
+    `epoch_done` hears how many clips the first epoch held.
 
     Every epoch of a Ray Data shard restarts its streaming split (about a second here), which
     a shard that fits in memory need not pay."""
     cached: list[Batch] | None = []
-    cached_bytes = 0
+    cached_bytes = clips = 0
     for audio, labels in stream():
+        clips += len(audio)
         if cached is not None:
             cached_bytes += audio.nbytes
             if cached_bytes <= cache_mb << 20:
@@ -97,6 +100,7 @@ def cached_batches(
             else:
                 cached = None
         yield audio.to(device), labels.to(device)
+    epoch_done(clips)
     if not cached:
         while True:
             for audio, labels in stream():
@@ -116,9 +120,10 @@ class Throughput:
     runs from the end of one logged step's gan_step to the end of the next one's (so the
     evaluation, samples and checkpoint of a step count in the next window)."""
 
-    def __init__(self):
+    def __init__(self, world: int = 1):
         self.started = self.window_start = self.step_done = time.perf_counter()
         self.samples, self.data_s = 0, 0.0
+        self.world, self.global_batch = world, 0
 
     def next_batches(self, batches: Iterator[Batch], count: int) -> list[Batch]:
         waited = time.perf_counter()
@@ -126,8 +131,10 @@ class Throughput:
         self.data_s += time.perf_counter() - waited
         return taken
 
-    def stepped(self, samples: int) -> None:
-        self.samples += samples
+    def stepped(self, batches: list[Batch] | tuple) -> None:
+        """A G step is done, after D updates on `batches` on each of the world's ranks."""
+        self.global_batch = len(batches[0]) * self.world
+        self.samples += len(batches) * self.global_batch
         self.step_done = time.perf_counter()
 
     def row(self) -> dict[str, float]:
@@ -138,6 +145,10 @@ class Throughput:
             # The share of the window spent waiting for batches: high means input-bound.
             "data_wait": round(self.data_s / elapsed, 4),
             "wall_s": round(time.perf_counter() - self.started, 2),
+            # The workers that trained the step (an elastic run's may change), and the clips
+            # one D update took on all of them together.
+            "world_size": self.world,
+            "global_batch": self.global_batch,
         }
         self.window_start, self.samples, self.data_s = self.step_done, 0, 0.0
         return figures

@@ -9,6 +9,8 @@ equally often, rank 0's with the checkpoint attached.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +50,9 @@ class RunSpec:
     data_url: str
     storage_url: str
     name: str
-    workers: int
+    # A fixed number, or (min, max) for an elastic run, which starts with what the cluster has
+    # room for (at least min), shrinks when a node is lost and grows into room that appears.
+    workers: int | tuple[int, int]
     gpu: bool
     # CPUs of each CPU worker, and of each Ray Data read task. Half a CPU per worker and a whole
     # one per read fit a 2-worker run on 2 cores (2 full-CPU workers there starve the reads and
@@ -63,6 +67,20 @@ class RunSpec:
         # One folder under the storage: Ray Train records checkpoint paths under it verbatim.
         if not storage.is_plain_name(self.name):
             raise TrainError(f"--name must be a plain folder name, got {self.name!r}")
+        if isinstance(self.workers, tuple) and not 1 <= self.workers[0] <= self.workers[1]:
+            raise TrainError(
+                f"elastic workers MIN-MAX need 1 <= MIN <= MAX, got {self.workers[0]}-"
+                f"{self.workers[1]}"
+            )
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.workers, tuple)
+
+    @property
+    def local(self) -> bool:
+        """Ray Train's local mode: the loop runs in the driver's process."""
+        return self.workers == 0
 
     @property
     def run_url(self) -> str:
@@ -83,7 +101,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     folder = RunFolder(
         config["storage_fs"], config["run_dir"], config["run_url"], cfg.storage_retry_s, say
     )
-    step = _resume(gan, folder, say)
+    step = _resume(gan, folder, world, say)
+    # One line from every rank: where it runs, and (at the end) its G, which DDP keeps equal.
+    where = f"rank {rank}/{world} on node {ray.get_runtime_context().get_node_id()[:12]}"
+    print(f"{where} ({ray.util.get_node_ip_address()}): from step {step}", flush=True)
     noise_seed = cfg.seed * 1000 + rank + step  # different noise and order per rank and restart
     torch.manual_seed(noise_seed)
     # Every step has the same shapes, so cuDNN may time its algorithms once and keep the
@@ -91,10 +112,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.backends.cudnn.benchmark = device.type == "cuda"
     autocast = _autocast(device)
     batches = cached_batches(
-        _shard_stream(cfg), cfg.batch_size, cfg.shard_cache_mb, noise_seed, device
-    )
+        _shard_stream(cfg), cfg.batch_size, cfg.shard_cache_mb, noise_seed, device,
+        epoch_done=lambda clips: print(f"{where}: its shard is {clips} clips", flush=True),
+    )  # fmt: skip
     monitor = Monitor(cfg, dataset, device, folder, step) if rank == 0 else None
-    meter = Throughput()
+    meter = Throughput(world)
     while step < cfg.max_steps:
         reals, labels = zip(*meter.next_batches(batches, cfg.n_critic), strict=True)
         if monitor:
@@ -103,7 +125,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             gan, reals, labels if cfg.conditional else [None] * cfg.n_critic, autocast
         )
         step += 1
-        meter.stepped(cfg.n_critic * cfg.batch_size * world)
+        meter.stepped(reals)
         time_up, diverged = False, False
         if must_agree(cfg, step):
             time_up, diverged = agree(cfg, meter.step_done - meter.started, result, world, device)
@@ -118,8 +140,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if monitor:
             monitor.after_step(gan, step, result, plan, meter)
         if plan.evaluate:
-            _report(gan, step, result, rank, plan, folder, dataset, local=config["local"])
+            _report(gan, step, result, rank, world, plan, folder, dataset, config["local"])
         if plan.last:
+            print(f"{where}: stopped at step {step}, G checksum {g_checksum(gan):.6f}", flush=True)
             break
 
 
@@ -134,15 +157,23 @@ def _build_gan(cfg: TrainConfig, dataset: dict):
     return make_gan(generator, discriminator, cfg)
 
 
-def _resume(gan, folder: RunFolder, say: Callable[[str], None]) -> int:
+def _resume(gan, folder: RunFolder, world: int, say: Callable[[str], None]) -> int:
     """The step of the run folder's newest checkpoint, loaded into `gan` (0: a new run). Every
     checkpoint is written there by rank 0 (Ray Train only tracks them), so a run can also
-    switch between local and distributed."""
+    switch between local and distributed, and change its number of workers."""
     newest, state = folder.newest_checkpoint(log=say)
     if not newest:
         return 0
     step = checkpoint.restore(gan, state)
     say(f"resume: from {newest.rsplit('/', 1)[-1]} (step {step})")
+    before = state.get("world_size")  # (checkpoints before it was recorded have none)
+    if before and before != world:
+        batch = gan.cfg.batch_size
+        say(
+            f"elastic: {before} -> {world} worker(s) from step {step}: batch_size {batch} per "
+            f"worker and the learning rates as before, so the global batch goes "
+            f"{batch * before} -> {batch * world}"
+        )
     return step
 
 
@@ -170,11 +201,17 @@ def _shard_stream(cfg: TrainConfig) -> Callable[[], Iterator[tuple[torch.Tensor,
     return stream
 
 
+def g_checksum(gan) -> float:
+    """The sum of G's weights: DDP must keep it the same on every rank."""
+    return sum(p.double().sum().item() for p in unwrap(gan.generator).parameters())
+
+
 def _report(
     gan,
     step: int,
     result: dict,
     rank: int,
+    world: int,
     plan: StepPlan,
     folder: RunFolder,
     dataset: dict,
@@ -183,12 +220,11 @@ def _report(
     """The ray.train.report every rank makes at every evaluation step (Ray Train requires as
     many from each), with its G's checksum: DDP must keep them identical. Rank 0's metrics
     (with mel_fd) are what Tune sees; at a checkpoint step rank 0 also saves the checkpoint."""
-    checksum = sum(p.double().sum().item() for p in unwrap(gan.generator).parameters())
-    metrics = {"step": step, **result, "rank": rank, "g_checksum": checksum}
+    metrics = {"step": step, **result, "rank": rank, "g_checksum": g_checksum(gan)}
     if not plan.checkpoint or rank != 0:
         ray.train.report(metrics)
         return
-    state = checkpoint.training_state(gan, step, dataset)
+    state = checkpoint.training_state(gan, step, dataset, world)
     if local:
         # Ray Train's local mode stores no checkpoints: rank 0 (the only one) writes its own in
         # the same layout and keeps the newest keep_checkpoints.
@@ -224,6 +260,8 @@ def build_trainer(
         # Clips without a label (label_id -1) cannot condition anything.
         train_data = train_data.filter(expr=col("label_id") >= 0)
     resources = {"CPU": 1, "GPU": 1} if spec.gpu else {"CPU": spec.cpus_per_worker}
+    if cfg.worker_resource:
+        resources[cfg.worker_resource] = 1
     best_first = {"checkpoint_score_attribute": "mel_fd", "checkpoint_score_order": "min"}
     keep = ray.train.CheckpointConfig(
         num_to_keep=cfg.keep_checkpoints or None, **(best_first if spec.keep_best else {})
@@ -236,10 +274,14 @@ def build_trainer(
             "storage_fs": run_fs,
             "run_dir": storage.join(run_root, spec.name),
             "run_url": storage.display(spec.run_url),
-            "local": spec.workers == 0,
+            "local": spec.local,
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=spec.workers, use_gpu=spec.gpu, resources_per_worker=resources
+            num_workers=spec.workers,
+            use_gpu=spec.gpu,
+            resources_per_worker=resources,
+            placement_strategy=cfg.placement_strategy,
+            elastic_resize_monitor_interval_s=cfg.elastic_resize_s,
         ),
         run_config=ray.train.RunConfig(
             name=spec.name,
@@ -279,8 +321,10 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
         raise storage.unreachable(url, error) from None
     if newest:  # refuse an incompatible resume here, not in every worker
         checkpoint.check_compatible(cfg, state)
+    _check_shared(spec)
     try:
-        result = build_trainer(cfg, spec, callbacks).fit()
+        with _worker_start_timeout(cfg.worker_start_timeout_s):
+            result = build_trainer(cfg, spec, callbacks).fit()
     except ray.train.TrainingFailedError as error:
         raise _failure(error, url) from None
     history = folder.read_metrics(cfg.max_steps)
@@ -304,6 +348,36 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
     }
 
 
+def _check_shared(spec: RunSpec) -> None:
+    """Refuses local paths on a cluster of several nodes: each node would see its own disk."""
+    local = [url for url in (spec.data_url, spec.storage_url) if not storage.is_s3(url)]
+    if local and not spec.local and sum(node["Alive"] for node in ray.nodes()) > 1:
+        raise TrainError(
+            f"{storage.display(local[0])} is a local path, but this Ray cluster has several "
+            "nodes that do not share it: use s3:// for --data and --storage"
+        )
+
+
+@contextlib.contextmanager
+def _worker_start_timeout(seconds: float) -> Iterator[None]:
+    """Ray Train reads how long a worker group may take to start from the driver's environment
+    (and hands it to its controller)."""
+    name = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+    before = os.environ.get(name)
+    os.environ[name] = str(seconds)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+# How Ray says that a worker's node is gone.
+LOST_NODE = re.compile(r"its node has died\. Node Id: (\w+)")
+
+
 def _failure(error: ray.train.TrainingFailedError, url: str) -> AudioganError:
     """The error a failed run ends with: a worker's StorageError as it is (it names the run's
     URL and how long it retried), a storage call of Ray Train's own that failed as one naming
@@ -317,11 +391,30 @@ def _failure(error: ray.train.TrainingFailedError, url: str) -> AudioganError:
         ):
             if isinstance(inner, storage.StorageError):
                 return inner
+    lost = _lost_nodes(error)
+    if lost:
+        return TrainError(
+            f"training failed: {lost} was lost; max_failures=N lets the run go on from its "
+            "newest checkpoint on the nodes left (or on a node that joins), --workers MIN-MAX "
+            "with fewer workers"
+        )
     controller = getattr(error, "controller_failure", None)
     # pyarrow's storage errors are plain OSErrors; Ray's own connection errors are not.
     if isinstance(controller, OSError) and not isinstance(controller, ConnectionError):
         return storage.unreachable(url, controller)
     return TrainError(f"training failed: {_last_lines(str(error))}")
+
+
+def _lost_nodes(error: ray.train.TrainingFailedError) -> str:
+    """ "the node X of rank 1" for each rank whose worker died with its node; "" for none."""
+    lost = {}
+    for rank, failure in sorted(getattr(error, "worker_failures", {}).items()):
+        found = LOST_NODE.search(str(failure))
+        if found:
+            lost.setdefault(found.group(1)[:12], []).append(str(rank))
+    return ", ".join(
+        f"the node {node} (of rank {', '.join(ranks)})" for node, ranks in lost.items()
+    )
 
 
 def _last_lines(text: str, count: int = 3) -> str:

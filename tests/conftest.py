@@ -144,13 +144,11 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """A real S3 API: moto_server on 127.0.0.1, for pyarrow, s3fs and Ray workers alike."""
+def start_moto(log) -> tuple[subprocess.Popen, str]:
+    """moto_server on a free port of 127.0.0.1, once it answers: (its process, its endpoint)."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or "moto_server"
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
     process = subprocess.Popen(
         [moto, "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
@@ -161,12 +159,19 @@ def s3_server(tmp_path_factory):
     while True:
         try:
             urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            break
+            return process, endpoint
         except OSError:
             if time.time() > deadline or process.poll() is not None:
                 process.kill()
                 raise RuntimeError("moto_server did not start") from None
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API: moto_server on 127.0.0.1, for pyarrow, s3fs and Ray workers alike."""
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    process, endpoint = start_moto(log)
     yield endpoint
     process.terminate()
     process.wait(timeout=10)

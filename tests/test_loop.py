@@ -78,12 +78,16 @@ def _stream(clips: int, batch_size: int, calls: list):
 
 
 def test_a_shard_that_fits_is_streamed_once_then_reshuffled_in_memory():
-    calls = []
-    batches = loop.cached_batches(_stream(12, 4, calls), 4, 1, 0, torch.device("cpu"))
+    calls, epochs = [], []
+    batches = loop.cached_batches(
+        _stream(12, 4, calls), 4, 1, 0, torch.device("cpu"), epoch_done=epochs.append
+    )
     first_epoch = [next(batches)[0].flatten().tolist() for _ in range(3)]
     assert first_epoch == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]  # as streamed
+    assert epochs == []  # the end of the epoch is not known yet
     later = [next(batches)[0].flatten().tolist() for _ in range(6)]
     assert len(calls) == 1  # never streamed again
+    assert epochs == [12]  # the shard's size, said once
     for epoch in (later[:3], later[3:]):
         assert sorted(sum(epoch, [])) == list(range(12))  # every clip once an epoch
     assert later[:3] != first_epoch  # in a new order
@@ -102,14 +106,15 @@ def test_the_monitor_writes_a_metrics_row_and_a_progress_line(tmp_path, capsys):
     folder = runfolder.RunFolder(fs, str(tmp_path), str(tmp_path), retry_s=0)
     dataset = {"sample_rate_hz": 16000, "labels": [], "clip_samples": 16384}
     monitor = loop.Monitor(CFG, dataset, torch.device("cpu"), folder, step=0)
-    meter = loop.Throughput()
-    meter.stepped(640)
+    meter = loop.Throughput(world=2)
+    meter.stepped([torch.zeros(8, 1, 16)] * 5)  # n_critic 5 batches of 8 on each of 2 ranks
     result = {"d_loss": 1.23456789, "g_loss": -0.5, "gp": 0.25}
     plan = loop.plan_step(CFG, 10, time_up=False)
     monitor.after_step(None, 10, result, plan, meter)  # log only: G is not needed
     (row,) = [json.loads(line) for line in (tmp_path / runfolder.METRICS).read_text().splitlines()]
     assert row["step"] == 10 and row["d_loss"] == 1.234568 and row["samples_per_s"] > 0
     assert {"data_wait", "wall_s"} <= set(row)
+    assert row["world_size"] == 2 and row["global_batch"] == 16
     assert capsys.readouterr().out.startswith("step 10/100  d_loss 1.2346  g_loss -0.5000")
     # A resumed run's monitor starts from the rows up to its checkpoint's step.
     assert loop.Monitor(CFG, dataset, torch.device("cpu"), folder, step=10).history == [row]

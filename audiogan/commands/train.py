@@ -22,8 +22,10 @@ from audiogan.errors import AudioganError
 class TrainOptions:
     """Where a run trains (everything about how is TrainConfig's)."""
 
-    # Ray Train workers; 0 runs the loop in this process.
-    workers: int = 2
+    # Ray Train workers; 0 runs the loop in this process; MIN-MAX (e.g. 1-4) is an elastic run,
+    # which starts with as many as the cluster has room for, at least MIN, goes on with fewer
+    # when a node is lost and grows back when room appears (batch_size stays per worker).
+    workers: int | tuple[int, int] = 2
 
 
 def add_parser(commands) -> None:
@@ -47,7 +49,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--storage", required=True, help="runs folder: local path or s3://...")
     parser.add_argument("--name", required=True, help="run name; the same name resumes the run")
     parser.add_argument("--model", choices=MODELS, help="shorthand for model=...")
-    option(parser, TrainOptions, "workers")
+    option(parser, TrainOptions, "workers", type=workers_count, metavar="N|MIN-MAX")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
     parser.add_argument("--max-steps", type=int, metavar="N", help="shorthand for max_steps=N")
     parser.add_argument(
@@ -58,6 +60,25 @@ def add_parser(commands) -> None:
     )
     add_output_options(parser, local_ray=True)
     parser.set_defaults(run=run)
+
+
+def workers_count(text: str) -> int | tuple[int, int]:
+    """--workers: N, or MIN-MAX for an elastic run."""
+    low, dash, high = text.strip().partition("-")
+    try:
+        if not dash:
+            count = int(low)
+            if count < 0:
+                raise ValueError
+            return count
+        span = int(low), int(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of workers (0: in this process) or MIN-MAX, got {text!r}"
+        ) from None
+    if not 1 <= span[0] <= span[1]:
+        raise argparse.ArgumentTypeError(f"MIN-MAX needs 1 <= MIN <= MAX, got {text!r}")
+    return span
 
 
 def train_config_from_args(args: argparse.Namespace, manifest: dict | None = None):
@@ -91,11 +112,15 @@ def train_config_from_args(args: argparse.Namespace, manifest: dict | None = Non
         raise in_flags(error, flags) from None
 
 
+def _workers_said(workers: int | tuple[int, int]) -> str:
+    if isinstance(workers, tuple):
+        return f"{workers[0]} to {workers[1]} workers (elastic)"
+    return f"{workers or 'in-process'} worker(s)"
+
+
 def run(args: argparse.Namespace) -> None:
     from audiogan import runfolder, train
 
-    if args.workers < 0:
-        raise AudioganError("--workers must be 0 (in-process) or more")
     cfg, chosen = train_config_from_args(args)
     if chosen:  # the default's choice has read --data already
         print(chosen, flush=True)
@@ -105,8 +130,8 @@ def run(args: argparse.Namespace) -> None:
     start_ray(args, dashboard=True)
     print(
         f"train: {cfg.model} ({cfg.loss}, D: {cfg.discriminator}) on {args.data}, "
-        f"{args.workers or 'in-process'} "
-        f"worker(s){' with GPUs' if args.gpu else ''}, to step {cfg.max_steps} -> "
+        f"{_workers_said(args.workers)}{' with GPUs' if args.gpu else ''}, "
+        f"to step {cfg.max_steps} -> "
         f"{spec.storage_url.rstrip('/')}/{spec.name}",
         flush=True,
     )

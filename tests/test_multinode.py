@@ -1,0 +1,354 @@
+"""Several Ray nodes for real (tests/multinode.py): a head and two worker nodes on this machine,
+each its own raylet with 1 CPU, the data and runs in the moto S3 server.
+
+prepare's tasks, a 2-worker run (SPREAD) and a 2-trial sweep spread over the nodes; a node
+SIGKILLed mid-run is recovered from (max_failures=1) or named in one line (without); an elastic
+run (--workers 1-2) shrinks to the node left and grows back when a node joins. Every command
+is `audiogan ...` as its own driver joining the cluster, as on a real one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from conftest import TINY
+from multinode import FAST_HEALTH_CHECKS, SLOT, LocalCluster
+
+from audiogan import dataset
+
+pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.multinode]
+
+BIN = Path(sys.executable).parent
+KEYS = {"AWS_ACCESS_KEY_ID": "nodes-key", "AWS_SECRET_ACCESS_KEY": "nodes-secret",
+        "AWS_REGION": "us-east-1"}  # fmt: skip
+# Every rank's first and last line (audiogan/train.py).
+STARTED = re.compile(r"rank (\d+)/(\d+) on node (\w+) \([\d.]+\): from step (\d+)")
+STOPPED = re.compile(r"rank (\d+)/(\d+) on node (\w+): stopped at step (\d+), G checksum (\S+)")
+SHARD = re.compile(r"rank (\d+)/(\d+) on node \w+: its shard is (\d+) clips")
+RESUMED = re.compile(r"resume: from checkpoint_(\d+) \(step (\d+)\)")
+
+
+class Nodes:
+    """The cluster, its bucket, and commands run against it."""
+
+    def __init__(self, cluster: LocalCluster, endpoint: str, bucket: str):
+        self.cluster, self.bucket = cluster, bucket
+        self.s3 = boto3.client("s3", endpoint_url=endpoint, **_boto_keys())
+        self.env = {**cluster.env, "RAY_ADDRESS": cluster.gcs_address, "RAY_DEDUP_LOGS": "0",
+                    "PYTHONUNBUFFERED": "1"}  # fmt: skip
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def run(self, *args: str, timeout: float = 300) -> Driver:
+        """The command, run to its end."""
+        driver = self.start(*args)
+        driver.finish(timeout)
+        return driver
+
+    def start(self, *args: str) -> Driver:
+        return Driver([str(BIN / "audiogan"), *args], self.env)
+
+    def rows(self, run_key: str) -> list[dict]:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=f"{run_key}/metrics.jsonl")["Body"]
+        except self.s3.exceptions.NoSuchKey:
+            return []
+        return [json.loads(line) for line in body.read().splitlines()]
+
+    def has(self, key: str) -> bool:
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key)
+        return listed.get("KeyCount", 0) > 0
+
+    def ensure_workers(self) -> None:
+        """Both worker nodes up (a test before may have killed one)."""
+        for name in ("a", "b"):
+            if name not in self.cluster.nodes:
+                self.cluster.add_worker(name)
+
+    def name_of(self, node_prefix: str) -> str:
+        names = {name for node, name in self.cluster.node_names().items()
+                 if node.startswith(node_prefix)}  # fmt: skip
+        assert len(names) == 1, (node_prefix, self.cluster.node_names())
+        return names.pop()
+
+
+class Driver:
+    """A command running in the background; its output lines kept with the time each came."""
+
+    def __init__(self, command: list[str], env: dict):
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        # With several nodes on one machine Ray may deliver a worker's line twice; a line is
+        # kept once (each names its process, so a step trained again after a restart differs).
+        seen = set()
+        for line in self.process.stdout:
+            if line not in seen:
+                seen.add(line)
+                self.lines.append((time.time(), line.rstrip("\n")))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def first(self, pattern: re.Pattern, after: float = 0.0) -> float | None:
+        """When a line matching `pattern` first came (after the time `after`)."""
+        return next((t for t, line in self.lines if t > after and pattern.search(line)), None)
+
+    def wait_for(self, condition, what: str, seconds: float = 180) -> None:
+        deadline = time.time() + seconds
+        while not condition():
+            if self.process.poll() is not None:
+                self._reader.join(5)
+                pytest.fail(f"the command ended before {what}:\n{self.output[-4000:]}")
+            if time.time() > deadline:
+                self.stop()
+                pytest.fail(f"no {what} after {seconds} s:\n{self.output[-4000:]}")
+            time.sleep(0.1)
+
+    def finish(self, seconds: float = 300) -> int:
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"the command did not end within {seconds} s:\n{self.output[-4000:]}")
+        self._reader.join(10)
+        return self.process.returncode
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self._reader.join(10)
+
+
+def _boto_keys() -> dict:
+    return {"region_name": KEYS["AWS_REGION"], "aws_access_key_id": KEYS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": KEYS["AWS_SECRET_ACCESS_KEY"]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def nodes(s3_server, synth_root):
+    """A head (1 CPU) and worker nodes a and b (1 CPU and one worker slot each), every node
+    with the S3 endpoint and keys in its environment, and the raw synthetic tree in a bucket."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
+    env.update(**KEYS, **FAST_HEALTH_CHECKS, AWS_ENDPOINT_URL=s3_server,
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")  # fmt: skip
+    bucket = f"nodes-{int(time.time() * 1e6)}"
+    s3 = boto3.client("s3", endpoint_url=s3_server, **_boto_keys())
+    s3.create_bucket(Bucket=bucket)
+    for path in sorted(p for p in synth_root.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), bucket, f"raw/{path.relative_to(synth_root).as_posix()}")
+    cluster = LocalCluster(env)
+    try:
+        cluster.start_head(cpus=1)
+        cluster.add_worker("a")
+        cluster.add_worker("b")
+        yield Nodes(cluster, s3_server, bucket)
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def prepared(nodes) -> tuple[str, Driver, dict[str, int]]:
+    """`audiogan prepare` S3 to S3 on the cluster: the dataset's URL, the command's result, and
+    how many of the job's tasks ran on each node (Ray's state API)."""
+    from ray.util.state import list_tasks
+
+    # Two files a batch: 10 tasks, for three nodes of one CPU each.
+    done = nodes.run("prepare", nodes.url("raw"), nodes.url("prepared"), "--clip-seconds", "1",
+                     "--batch-size", "2")  # fmt: skip
+    assert done.process.returncode == 0, done.output[-3000:]
+    names = nodes.cluster.node_names()
+    per_node: dict[str, int] = {}
+    tasks = list_tasks(address=nodes.cluster.dashboard, limit=10000, raise_on_missing_output=False,
+                       filters=[("type", "=", "NORMAL_TASK")])  # fmt: skip
+    for task in tasks:
+        if task.node_id:
+            per_node[names.get(task.node_id, "?")] = per_node.get(names.get(task.node_id), 0) + 1
+    return nodes.url("prepared"), done, per_node
+
+
+def test_prepare_spreads_its_tasks_over_the_nodes_and_writes_what_one_node_writes(
+    nodes, prepared, one_second_clips
+):
+    """Its read and decode tasks ran on at least two nodes; the clips are those of the same
+    tree prepared on the session's one-node Ray, sample for sample."""
+    url, done, per_node = prepared
+    assert "20 clips from 20 files" in done.output, done.output
+    assert len([name for name in per_node if name != "?"]) >= 2, per_node
+
+    def by_file(data_url: str) -> dict[str, np.ndarray]:
+        table = dataset.read_clips(data_url, ["source", "audio"]).to_pydict()
+        return {
+            source.rsplit("/", 1)[-1]: np.asarray(audio, np.float32)
+            for source, audio in zip(table["source"], table["audio"], strict=True)
+        }
+
+    os.environ.update(KEYS, AWS_ENDPOINT_URL=nodes.s3.meta.endpoint_url)
+    try:
+        spread, alone = by_file(url), by_file(one_second_clips)
+    finally:
+        for key in (*KEYS, "AWS_ENDPOINT_URL"):
+            os.environ.pop(key, None)
+    assert spread.keys() == alone.keys() and len(spread) == 20
+    for name, audio in spread.items():
+        np.testing.assert_array_equal(audio, alone[name])
+
+
+def _train_args(nodes, data: str, name: str, workers: str, **settings) -> list[str]:
+    keys = {**TINY, **settings}
+    return ["train", "--data", data, "--storage", nodes.url("runs"), "--name", name,
+            "--workers", workers, "--model", "wavegan",
+            *(f"{key}={value}" for key, value in keys.items())]  # fmt: skip
+
+
+def test_a_run_of_two_workers_spreads_over_two_nodes_and_ddp_keeps_them_identical(nodes, prepared):
+    """placement_strategy=SPREAD puts rank 0 and rank 1 on different nodes; their gradients
+    meet over loopback (gloo), and both end with the same G."""
+    nodes.ensure_workers()
+    done = nodes.run(*_train_args(nodes, prepared[0], "spread", "2", max_steps=4,
+                                  placement_strategy="SPREAD"))  # fmt: skip
+    out = done.output
+    assert done.process.returncode == 0, out[-4000:]
+    started = {int(rank): node for rank, _, node, _ in STARTED.findall(out)}
+    assert sorted(started) == [0, 1] and started[0] != started[1], out[-4000:]
+    checksums = {int(rank): float(value) for rank, _, _, step, value in STOPPED.findall(out)}
+    assert sorted(checksums) == [0, 1] and checksums[0] == checksums[1], out[-4000:]
+    rows = nodes.rows("runs/spread")
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
+    assert {row["world_size"] for row in rows} == {2}
+    assert {row["global_batch"] for row in rows} == {2 * TINY["batch_size"]}
+    assert nodes.has("runs/spread/checkpoint_000004/state.pt")
+
+
+def test_a_sweep_runs_its_two_trials_on_two_nodes(nodes, prepared):
+    """Each trial's worker takes a node's one worker slot, so the two trials, run at once,
+    train on different nodes."""
+    nodes.ensure_workers()
+    done = nodes.run("tune", "--config", "sweep_small", "--data", prepared[0], "--storage",
+                     nodes.url("sweeps"), "--name", "sweep", "--trials", "2",
+                     "--workers-per-trial", "1", "--max-steps", "4", "model_dim=4",
+                     "batch_size=4", "n_critic=2", "eval_every=2", "eval_clips=8",
+                     "num_samples=2", "tune.grace_period_steps=2",
+                     f"worker_resource={SLOT}")  # fmt: skip
+    out = done.output
+    assert done.process.returncode == 0, out[-4000:]
+    trial_nodes = {nodes.name_of(node) for _, _, node, _ in STARTED.findall(out)}
+    assert trial_nodes == {"a", "b"}, out[-4000:]
+    assert nodes.has("sweeps/sweep/best.json")
+
+
+def _kill_mid_interval(nodes, driver: Driver, run_key: str, rows: int) -> float:
+    """Kills node b once `rows` metrics rows and checkpoint 4 are in storage; returns when."""
+    driver.wait_for(
+        lambda: len(nodes.rows(run_key)) >= rows and nodes.has(f"{run_key}/checkpoint_000004/"),
+        f"{rows} steps",
+    )
+    nodes.cluster.kill("b")
+    return time.time()
+
+
+def test_a_lost_node_is_recovered_from_and_the_run_finishes(nodes, prepared, report_fault):
+    """Every process of node b SIGKILLed at step 6 (checkpoint 4 written); with max_failures=1
+    the run starts again once a node takes b's place, resumes from checkpoint 4 and finishes,
+    each step once in metrics.jsonl."""
+    nodes.ensure_workers()
+    every, total = 4, 16
+    driver = nodes.start(*_train_args(
+        nodes, prepared[0], "lost", "2", max_steps=total, checkpoint_every=every,
+        eval_every=every, sample_every=every, max_failures=1, worker_resource=SLOT))  # fmt: skip
+    killed_at = _kill_mid_interval(nodes, driver, "runs/lost", 6)
+    rows_at_kill = len(nodes.rows("runs/lost"))
+    nodes.cluster.add_worker("b")
+    joined_at = time.time()
+    assert driver.finish() == 0, driver.output[-4000:]
+    resumed = [int(step) for _, step in RESUMED.findall(driver.output)]
+    assert len(resumed) == 1 and resumed[0] >= every, driver.output[-4000:]
+    trained = re.findall(rf"step (\d+)/{total} ", driver.output)
+    repeated = len(trained) - total
+    assert 0 <= repeated <= every, sorted(map(int, trained))
+    assert [row["step"] for row in nodes.rows("runs/lost")] == list(range(1, total + 1))
+    back = driver.first(re.compile(rf"step {resumed[0] + 1}/{total} "), after=killed_at)
+    assert back is not None
+    report_fault(
+        f"node b (raylet, object store, workers) SIGKILLed at step {rows_at_kill} of {total}; "
+        f"a new node b joined {joined_at - killed_at:.0f} s later (max_failures=1)",
+        f"resumed from checkpoint_{resumed[0]:06d}, training again {back - killed_at:.0f} s "
+        f"after the kill; {repeated} steps trained twice; metrics steps 1..{total} once each",
+    )
+
+
+def test_without_max_failures_a_lost_node_ends_the_run_with_one_line_naming_it(nodes, prepared):
+    nodes.ensure_workers()
+    driver = nodes.start(*_train_args(
+        nodes, prepared[0], "unrecovered", "2", max_steps=400, checkpoint_every=4,
+        eval_every=4, sample_every=4, worker_resource=SLOT))  # fmt: skip
+    b_ids = [node for node, name in nodes.cluster.node_names().items() if name == "b"]
+    _kill_mid_interval(nodes, driver, "runs/unrecovered", 5)
+    assert driver.finish() == 2, driver.output[-4000:]
+    last = driver.output.strip().splitlines()[-1]
+    assert last.startswith("audiogan train: error: training failed: the node "), last
+    assert any(node[:12] in last for node in b_ids), (last, b_ids)
+    assert "was lost; max_failures=N" in last
+    assert "Traceback" not in driver.output.split("audiogan train: error:")[-1]
+
+
+def test_an_elastic_run_shrinks_when_a_node_is_lost_and_grows_back_when_one_joins(
+    nodes, prepared, report_fault
+):
+    """--workers 1-2, one worker per node: node b is killed, and the run goes on with 1 worker
+    from its newest checkpoint without waiting for b; a new node b joins, and the run grows
+    back to 2. batch_size stays per worker, so the global batch follows the world size; every
+    step is in metrics.jsonl once, with the world size that trained it."""
+    nodes.ensure_workers()
+    run = "runs/elastic"
+    driver = nodes.start(*_train_args(
+        nodes, prepared[0], "elastic", "1-2", max_steps=100000, checkpoint_every=4,
+        eval_every=4, sample_every=100, max_failures=4, worker_resource=SLOT,
+        elastic_resize_s=2, worker_start_timeout_s=5))  # fmt: skip
+
+    def worlds() -> list[int]:
+        return [row["world_size"] for row in nodes.rows(run)]
+
+    driver.wait_for(lambda: worlds().count(2) >= 6, "6 steps on 2 workers")
+    killed_at = _kill_mid_interval(nodes, driver, run, 6)
+    driver.wait_for(lambda: 1 in worlds()[6:], "a step on 1 worker", seconds=150)
+    shrunk_at = time.time()
+    driver.wait_for(lambda: worlds()[-4:].count(1) == 4, "4 more steps on 1 worker")
+    nodes.cluster.add_worker("b")
+    joined_at = time.time()
+    driver.wait_for(lambda: 2 in worlds()[worlds().index(1) :], "growing back to 2", 150)
+    grown_at = time.time()
+    driver.wait_for(lambda: worlds()[-5:] == [2] * 5, "5 more steps on 2 workers")
+    driver.stop()
+
+    rows = nodes.rows(run)
+    assert [row["step"] for row in rows] == list(range(1, len(rows) + 1))
+    sizes = [row["world_size"] for row in rows]
+    changes = [size for i, size in enumerate(sizes) if i == 0 or size != sizes[i - 1]]
+    assert changes == [2, 1, 2], sizes
+    for row in rows:  # the per-worker batch stays; the global batch follows the workers
+        assert row["global_batch"] == TINY["batch_size"] * row["world_size"], row
+    out = driver.output
+    assert "elastic: 2 -> 1 worker(s)" in out and "elastic: 1 -> 2 worker(s)" in out, out[-4000:]
+    shards = {(int(world), int(clips)) for _, world, clips in SHARD.findall(out)}
+    assert (1, 20) in shards and (2, 8) in shards, shards  # 20 clips; drop_last per worker
+    report_fault(
+        "elastic run (--workers 1-2), node b SIGKILLed, then a new node b",
+        f"on 1 worker {shrunk_at - killed_at:.0f} s after the kill (no wait for b); back on 2 "
+        f"{grown_at - joined_at:.0f} s after b joined; steps 1..{len(rows)} once each",
+    )
