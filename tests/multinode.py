@@ -36,6 +36,12 @@ FAST_HEALTH_CHECKS = {
     "RAY_health_check_timeout_ms": "500",
     "RAY_health_check_failure_threshold": "3",
 }
+# A 1-CPU node would keep only one idle Python worker and start one at a time: every job's
+# Ray Data tasks and Ray Train actors would then wait for worker processes in a queue.
+ROOMY_WORKER_POOL = {
+    "RAY_num_workers_soft_limit": "4",
+    "RAY_worker_maximum_startup_concurrency": "2",
+}
 # Each node's own ports; `ray start` would pick the same defaults for two nodes of one machine.
 NODE_PORTS = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
               "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",

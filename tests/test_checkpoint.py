@@ -18,13 +18,14 @@ def test_a_checkpoint_round_trip_restores_identical_tensors(tmp_path):
     gan = tiny_gan("wavegan")
     real = [torch.rand(4, 1, 4096) * 2 - 1 for _ in range(2)]
     step.gan_step(gan, real, [None, None])
-    state = checkpoint.training_state(gan, 7, {"sample_rate_hz": 16000, "labels": ["a", "b"]})
+    dataset = {"sample_rate_hz": 16000, "labels": ["a", "b"]}
+    state = checkpoint.training_state(gan, 7, dataset, world_size=2)
     checkpoint.save(str(tmp_path / "checkpoint_000007"), state)
 
-    fresh = tiny_gan("wavegan")
+    fresh = tiny_gan("wavegan")  # one worker resuming what two trained: an elastic shrink
     loaded = checkpoint.load(str(tmp_path / "checkpoint_000007"))
     assert checkpoint.restore(fresh, loaded) == 7
-    assert loaded["dataset"]["labels"] == ["a", "b"]
+    assert loaded["dataset"]["labels"] == ["a", "b"] and loaded["world_size"] == 2
     for name in ("generator", "discriminator"):
         ours, theirs = getattr(gan, name).state_dict(), getattr(fresh, name).state_dict()
         assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -21,7 +21,7 @@ import boto3
 import numpy as np
 import pytest
 from conftest import TINY
-from multinode import FAST_HEALTH_CHECKS, SLOT, LocalCluster
+from multinode import FAST_HEALTH_CHECKS, ROOMY_WORKER_POOL, SLOT, LocalCluster
 
 from audiogan import dataset
 
@@ -145,7 +145,7 @@ def nodes(s3_server, synth_root):
     """A head (1 CPU) and worker nodes a and b (1 CPU and one worker slot each), every node
     with the S3 endpoint and keys in its environment, and the raw synthetic tree in a bucket."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
-    env.update(**KEYS, **FAST_HEALTH_CHECKS, AWS_ENDPOINT_URL=s3_server,
+    env.update(**KEYS, **FAST_HEALTH_CHECKS, **ROOMY_WORKER_POOL, AWS_ENDPOINT_URL=s3_server,
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")  # fmt: skip
     bucket = f"nodes-{int(time.time() * 1e6)}"
     s3 = boto3.client("s3", endpoint_url=s3_server, **_boto_keys())
@@ -173,12 +173,23 @@ def prepared(nodes) -> tuple[str, Driver, dict[str, int]]:
                      "--batch-size", "2")  # fmt: skip
     assert done.process.returncode == 0, done.output[-3000:]
     names = nodes.cluster.node_names()
-    per_node: dict[str, int] = {}
-    tasks = list_tasks(address=nodes.cluster.dashboard, limit=10000, raise_on_missing_output=False,
-                       filters=[("type", "=", "NORMAL_TASK")])  # fmt: skip
-    for task in tasks:
-        if task.node_id:
-            per_node[names.get(task.node_id, "?")] = per_node.get(names.get(task.node_id), 0) + 1
+
+    def tasks_per_node() -> dict[str, int]:
+        tasks = list_tasks(address=nodes.cluster.dashboard, limit=10000,
+                           raise_on_missing_output=False,
+                           filters=[("type", "=", "NORMAL_TASK")])  # fmt: skip
+        counts: dict[str, int] = {}
+        for task in tasks:
+            if task.node_id:
+                name = names.get(task.node_id, "?")
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    # Workers send their task events to the head about once a second: wait until all ten
+    # batches' tasks are in (or 20 s).
+    deadline = time.time() + 20
+    while sum((per_node := tasks_per_node()).values()) < 10 and time.time() < deadline:
+        time.sleep(0.5)
     return nodes.url("prepared"), done, per_node
 
 
