@@ -571,12 +571,9 @@ def run_prepare(plan: Plan, log: Callable[[str], None] = print, verbose: bool = 
     """
     started = time.perf_counter()
     listing, dst_fs, dst_root = plan.listing, plan.dst_fs, plan.dst_root
-    local = [url for url in (plan.source_url, plan.dest_url) if not storage.is_s3(url)]
-    if local and ray.is_initialized() and sum(n["Alive"] for n in ray.nodes()) > 1:
-        raise PrepareError(
-            f"{storage.display(local[0])} is a local path, but this Ray cluster has several "
-            "nodes that do not share it: use s3:// for SOURCE and DEST"
-        )
+    unshared = storage.unshared_path([plan.source_url, plan.dest_url], "SOURCE and DEST")
+    if unshared:
+        raise PrepareError(unshared)
     try:
         _claim_destination(dst_fs, dst_root, plan.dest_url, plan.overwrite)
     except OSError as error:

@@ -237,3 +237,18 @@ def retrying(
         if attempts > 1:
             log(f"storage: {what} succeeded after {attempts} attempts")
         return result
+
+
+def unshared_path(urls: list[str], flags: str) -> str | None:
+    """Why these URLs cannot serve a Ray cluster of several nodes (a local path is each node's
+    own disk), or None: on one node, or when every URL is s3://. `flags` names the options to
+    give s3:// URLs, for the message."""
+    import ray
+
+    local = [url for url in urls if not is_s3(url)]
+    if not local or not ray.is_initialized() or sum(n["Alive"] for n in ray.nodes()) <= 1:
+        return None
+    return (
+        f"{display(local[0])} is a local path, but this Ray cluster has several nodes that do "
+        f"not share it: use s3:// for {flags}"
+    )

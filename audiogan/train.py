@@ -74,10 +74,6 @@ class RunSpec:
             )
 
     @property
-    def elastic(self) -> bool:
-        return isinstance(self.workers, tuple)
-
-    @property
     def local(self) -> bool:
         """Ray Train's local mode: the loop runs in the driver's process."""
         return self.workers == 0
@@ -350,12 +346,9 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
 
 def _check_shared(spec: RunSpec) -> None:
     """Refuses local paths on a cluster of several nodes: each node would see its own disk."""
-    local = [url for url in (spec.data_url, spec.storage_url) if not storage.is_s3(url)]
-    if local and not spec.local and sum(node["Alive"] for node in ray.nodes()) > 1:
-        raise TrainError(
-            f"{storage.display(local[0])} is a local path, but this Ray cluster has several "
-            "nodes that do not share it: use s3:// for --data and --storage"
-        )
+    unshared = storage.unshared_path([spec.data_url, spec.storage_url], "--data and --storage")
+    if unshared and not spec.local:
+        raise TrainError(unshared)
 
 
 @contextlib.contextmanager
