@@ -12,6 +12,7 @@ import csv
 import errno
 import hashlib
 import io
+import math
 import os
 import posixpath
 import stat
@@ -62,7 +63,7 @@ STORAGE_FAILURE = "audiogan storage failure"
 STORAGE_RETRIES = 3
 # train.csv is read whole; FSDKaggle2018's is 0.3 MiB.
 MAX_CSV_BYTES = 256 * 2**20
-# Files per Ray Data block: each block becomes one task and one Parquet file of clips.
+# Most files in one Ray Data block: each block becomes one task and one Parquet file of clips.
 FILES_PER_BLOCK = 64
 
 
@@ -621,13 +622,18 @@ def _data_context(**settings):
             setattr(context, name, value)
 
 
+def files_per_block(files: int, cpus: float) -> int:
+    """Files in one block: at most FILES_PER_BLOCK, and few enough that every CPU of the
+    cluster gets a block (20 files on 3 CPUs: blocks of 7, 7 and 6, not one of 20)."""
+    return max(1, min(FILES_PER_BLOCK, math.ceil(files / max(1, int(cpus)))))
+
+
 def _write_clips(plan: Plan, label_ids: dict[str, int], verbose: bool) -> None:
-    """The Ray Data job: blocks of FILES_PER_BLOCK files, each decoded by one task whose
+    """The Ray Data job: blocks of files (files_per_block), each decoded by one task whose
     clips go to DEST/clips (and its rejects and cuts to their folders)."""
     files = pa.Table.from_pylist(plan.listing.files)
-    blocks = [
-        files.slice(offset, FILES_PER_BLOCK) for offset in range(0, files.num_rows, FILES_PER_BLOCK)
-    ]
+    size = files_per_block(files.num_rows, ray.cluster_resources().get("CPU", 1))
+    blocks = [files.slice(offset, size) for offset in range(0, files.num_rows, size)]
     settings = {
         "retried_map_errors": [STORAGE_FAILURE],
         "max_map_retries": STORAGE_RETRIES,

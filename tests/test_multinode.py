@@ -168,7 +168,7 @@ def prepared(nodes) -> tuple[str, Driver, dict[str, int]]:
     how many of the job's tasks ran on each node (Ray's state API)."""
     from ray.util.state import list_tasks
 
-    # Two files a batch: 10 tasks, for three nodes of one CPU each.
+    # 20 files on three nodes of one CPU each: three blocks (7, 7 and 6 files), one task each.
     done = nodes.run("prepare", nodes.url("raw"), nodes.url("prepared"), "--clip-seconds", "1",
                      "--batch-size", "2")  # fmt: skip
     assert done.process.returncode == 0, done.output[-3000:]
@@ -180,15 +180,15 @@ def prepared(nodes) -> tuple[str, Driver, dict[str, int]]:
                            filters=[("type", "=", "NORMAL_TASK")])  # fmt: skip
         counts: dict[str, int] = {}
         for task in tasks:
-            if task.node_id:
+            if task.node_id and "_prepare_block" in task.name:
                 name = names.get(task.node_id, "?")
                 counts[name] = counts.get(name, 0) + 1
         return counts
 
-    # Workers send their task events to the head about once a second: wait until all ten
-    # batches' tasks are in (or 20 s).
+    # Workers send their task events to the head about once a second: wait until the three
+    # blocks' tasks are in (or 20 s).
     deadline = time.time() + 20
-    while sum((per_node := tasks_per_node()).values()) < 10 and time.time() < deadline:
+    while sum((per_node := tasks_per_node()).values()) < 3 and time.time() < deadline:
         time.sleep(0.5)
     return nodes.url("prepared"), done, per_node
 

@@ -43,6 +43,14 @@ def run_prepare(source, dest, cfg=None, **kwargs) -> dict:
     )
 
 
+def test_blocks_give_every_cpu_of_the_cluster_work_and_hold_at_most_64_files():
+    assert data.files_per_block(20, 3) == 7  # 7, 7 and 6 files: one task a CPU
+    assert data.files_per_block(20, 1) == 20
+    assert data.files_per_block(5, 8) == 1
+    assert data.files_per_block(10_000, 4) == data.FILES_PER_BLOCK == 64
+    assert data.files_per_block(0, 2) == 1 and data.files_per_block(20, 0.5) == 20
+
+
 def test_synthetic_fsd_dataset_becomes_the_documented_contract(ray_session, synth_root, tmp_path):
     import ray
 
