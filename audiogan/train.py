@@ -346,8 +346,10 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
 
 def _check_shared(spec: RunSpec) -> None:
     """Refuses local paths on a cluster of several nodes: each node would see its own disk."""
+    if spec.local:  # the driver's process alone: one disk
+        return
     unshared = storage.unshared_path([spec.data_url, spec.storage_url], "--data and --storage")
-    if unshared and not spec.local:
+    if unshared:
         raise TrainError(unshared)
 
 
