@@ -252,5 +252,8 @@ class Monitor:
                 self.folder.write(runfolder.real_wav(i), samples.wav_bytes(clip, self.rate))
         for i, clip in enumerate(audio):
             self.folder.write(runfolder.sample_wav(step, i), samples.wav_bytes(clip, self.rate))
-        png = samples.clips_png(audio[:4], self.rate, real[:2], title=f"step {step}")
+        # The report shows this picture for its first and last sample steps.
+        png = samples.clips_png(
+            audio[: report.CLIPS_SHOWN], self.rate, real[:2], title=f"step {step}"
+        )
         self.folder.write(f"{runfolder.samples_dir(step)}/{runfolder.SAMPLE_PNG}", png)

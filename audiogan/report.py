@@ -18,7 +18,7 @@ import soundfile as sf
 from matplotlib.figure import Figure  # saved to bytes only, as in samples
 
 from audiogan import runfolder, samples, storage
-from audiogan.runfolder import REAL_DIR, REPORT, SAMPLES
+from audiogan.runfolder import REAL_DIR, REPORT, SAMPLE_PNG, SAMPLES
 
 CLIPS_SHOWN = 4  # generated clips per sample step (and real clips) shown and playable
 ZOOM_MS = 20  # the zoomed waveform: enough periods to see a timbre's shape
@@ -75,6 +75,23 @@ def _quality_png(history: list[dict]) -> bytes | None:
     ax.grid(alpha=0.3)
     figure.tight_layout()
     return samples.png_bytes(figure)
+
+
+def _step_png(
+    fs: pafs.FileSystem, folder: str, clips: list[_Clip], real: list[_Clip], rate: int
+) -> bytes:
+    """A sample step's picture: the one rank 0 drew of the same clips beside the same real ones
+    (samples/step_XXXXXX/clips.png), so that the report at every checkpoint does not draw it
+    again, or drawn here where it is missing."""
+    stored = storage.join(folder, SAMPLE_PNG)
+    if storage.exists(fs, stored):
+        return storage.read_bytes(fs, stored)
+    return samples.clips_png(
+        np.stack([c.audio for c in clips]),
+        rate,
+        np.stack([c.audio for c in real]) if real else None,
+        title=folder.rsplit("/", 1)[-1],
+    )
 
 
 def loudest_window(audio: np.ndarray, width: int) -> int:
@@ -163,12 +180,7 @@ def build(
     for step, clips in sample_sets:
         parts.append(f"<h2 id='{step}'>Samples at {step.replace('_', ' ')} (fixed noise)</h2>")
         if clips:
-            png = samples.clips_png(
-                np.stack([c.audio for c in clips]),
-                rate,
-                np.stack([c.audio for c in real[:2]]) if real else None,
-                title=step,
-            )
+            png = _step_png(fs, storage.join(root, SAMPLES, step), clips, real[:2], rate)
             parts.append(_png_tag(png, f"waveforms and spectrograms, {step}"))
             parts.append("<div>" + "".join(_audio_tag(c) for c in clips) + "</div>")
     parts.append("<h2 id='real'>Real clips</h2>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -92,6 +93,22 @@ def test_the_report_is_one_self_contained_file(run_folder):
     assert "step_000002" in page and "step_000006" in page and "wavegan" in page
     assert not re.search(r'src="(?!data:)', page)  # nothing fetched from anywhere
     assert "<script" not in page
+
+
+def test_the_report_shows_the_picture_training_drew_of_a_sample_step_and_draws_a_missing_one(
+    run_folder,
+):
+    # Rank 0 draws samples/step_XXXXXX/clips.png at every sample step; the report at every
+    # checkpoint embeds it as it is instead of drawing the same clips again.
+    drawn = samples.clips_png(np.zeros((3, RATE), np.float32), RATE, title="step 6")
+    (run_folder / "samples/step_000006" / runfolder.SAMPLE_PNG).write_bytes(drawn)
+    page = report.build(pafs.LocalFileSystem(), str(run_folder))
+    embedded = [
+        base64.b64decode(png) for png in re.findall(r"data:image/png;base64,([^\"]+)", page)
+    ]
+    assert embedded.count(drawn) == 1  # step 6, as stored
+    step_2 = embedded[2]  # losses, quality, then step 2: no picture stored, so drawn here
+    assert step_2 != drawn and step_2.startswith(b"\x89PNG")
 
 
 def test_names_and_values_from_the_run_folder_cannot_inject_markup(run_folder):
