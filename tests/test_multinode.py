@@ -244,6 +244,12 @@ def test_a_run_of_two_workers_spreads_over_two_nodes_and_ddp_keeps_them_identica
     assert {row["world_size"] for row in rows} == {2}
     assert {row["global_batch"] for row in rows} == {2 * TINY["batch_size"]}
     assert nodes.has("runs/spread/checkpoint_000004/state.pt")
+    # A cluster's nodes may be drained (a spot node's notice): Ray Train watches for it there.
+    from ray.util.state import list_actors
+
+    watchers = list_actors(address=nodes.cluster.dashboard, limit=10000,
+                           filters=[("class_name", "=", "PreemptionWatcher")])  # fmt: skip
+    assert watchers, "no PreemptionWatcher on the cluster"
 
 
 def test_a_sweep_runs_its_two_trials_on_two_nodes(nodes, prepared):

@@ -78,6 +78,17 @@ def test_ddp_keeps_the_generator_identical_on_both_ranks(two_worker_run):
         assert per_rank[0]["d_loss"] != per_rank[1]["d_loss"]
 
 
+def test_a_local_ray_instance_runs_without_the_preemption_watcher(two_worker_run):
+    """No node of a local instance is drained, so no run there starts Ray Train's watcher for
+    drained nodes (audiogan/connect.py LOCAL_RAY_ENV); the multi-node tests show it on a
+    cluster."""
+    from ray.util.state import list_actors
+
+    classes = {actor.class_name for actor in list_actors(limit=10000)}
+    assert "TrainController" in classes and "RayTrainWorker" in classes, classes
+    assert "PreemptionWatcher" not in classes, classes
+
+
 def test_running_again_resumes_at_the_next_step(two_worker_run):
     run, spec, _, _ = two_worker_run
     summary = train.train(TrainConfig(max_steps=6, **TINY), spec)
