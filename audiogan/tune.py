@@ -598,7 +598,8 @@ def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done:
         status = "stopped early"  # by ASHA
     best_step, best_value = min(evaluations, key=lambda e: e[1]) if evaluations else (None, None)
     last = evaluations[-1][1] if evaluations else None
-    params = {key: result.config.get(key) for key in sweep.space}
+    config = _trial_config(result)
+    params = {key: config.get(key) for key in sweep.space}
     prefix = "s3://" if storage.is_s3(spec.storage_url) else ""
     best_checkpoint = _best_checkpoint(fs, run, dict(evaluations))
     checkpoint_score, checkpoint_step, checkpoint_folder = best_checkpoint or (None, None, None)
@@ -618,6 +619,19 @@ def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done:
         "error": error,
         "curve": evaluations,
     }
+
+
+def _trial_config(result) -> dict:
+    """The settings the trial drew. Tune keeps them in the trial's last result, which after a
+    resume is empty for a trial that failed before it reported anything: then they come from the
+    params.json Tune wrote in the trial's folder."""
+    if result.config:
+        return result.config
+    try:
+        stored = storage.read_bytes(result.filesystem, storage.join(result.path, "params.json"))
+        return json.loads(stored)
+    except (OSError, ValueError):
+        return {}
 
 
 def _best_checkpoint(fs, run: str, scores: dict[int, float]) -> tuple[float, int, str] | None:
