@@ -182,9 +182,11 @@ def _assert_pipeline_outputs(head: Head, tag: str) -> None:
     }
 
 
-def test_the_cli_runs_prepare_train_and_generate_as_jobs(ray_head):
+@pytest.fixture(scope="module")
+def cli_jobs(ray_head) -> list[str]:
     """`ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- python -m jobs.X`
-    for each step, waiting for each job: all three end SUCCEEDED with their outputs in S3."""
+    for prepare, train and generate, each waited for; their outputs, in that order."""
+    outputs = []
     for i, job in enumerate(_pipeline(ray_head, "cli")):
         result = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", ray_head.address,
@@ -192,8 +194,14 @@ def test_the_cli_runs_prepare_train_and_generate_as_jobs(ray_head):
              "--runtime-env", "cluster/runtime_env.yaml", "--", "python", "-m", *job],
             cwd=ROOT, env=ray_head.client_env(), capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, output[-3000:]
+        outputs.append(result.stdout + result.stderr)
+        assert result.returncode == 0, outputs[-1][-3000:]
+    return outputs
+
+
+def test_the_cli_runs_prepare_train_and_generate_as_jobs(ray_head, cli_jobs):
+    """All three end SUCCEEDED with their outputs in S3, and no job's output holds the key."""
+    for output in cli_jobs:
         assert "succeeded" in output.lower(), output[-3000:]
         assert SECRET not in output
     _assert_pipeline_outputs(ray_head, "cli")
@@ -256,32 +264,29 @@ def _wait(client, job_id: str, timeout_s: float = 300):
     return status
 
 
-def test_the_sdk_runs_a_prepare_and_a_sweep_and_a_bad_argument_fails_clearly(ray_head):
-    """JobSubmissionClient: prepare, then a 2-trial sweep on what it wrote (training and
-    generating as jobs are the CLI test's), then a train job with a bad argument."""
+def test_the_sdk_runs_a_sweep_and_a_bad_argument_fails_clearly(ray_head, cli_jobs):
+    """JobSubmissionClient: a 2-trial sweep on what the CLI's prepare job wrote (preparing,
+    training and generating as jobs are the CLI test's), then a train job with a bad argument."""
     from ray.job_submission import JobStatus
 
     client = _client(ray_head)
     runtime_env = yaml.safe_load((ROOT / "cluster" / "runtime_env.yaml").read_text())
     runtime_env["working_dir"] = str(ROOT)
-    s3 = f"s3://{ray_head.bucket}/sdk"
+    s3 = f"s3://{ray_head.bucket}"
     sweep = ["jobs.tune", "--config", "sweep_small", "--data",
-             f"{s3}/prepared", "--storage", f"{s3}/sweeps", "--name", "sweep", "--trials", "2",
-             "--workers-per-trial", "1", "--max-steps", "4", "model_dim=4", "batch_size=4",
+             f"{s3}/cli/prepared", "--storage", f"{s3}/sdk/sweeps", "--name", "sweep", "--trials",
+             "2", "--workers-per-trial", "1", "--max-steps", "4", "model_dim=4", "batch_size=4",
              "n_critic=2", "eval_every=2", "eval_clips=8", "num_samples=2",
              "tune.grace_period_steps=2"]  # fmt: skip
-    prepare = _pipeline(ray_head, "sdk")[0]
-    for i, job in enumerate([prepare, sweep]):
-        job_id = client.submit_job(
-            entrypoint=" ".join(["python", "-m", *job]),
-            runtime_env=runtime_env,
-            submission_id=f"sdk-{i}-{job[0]}",
-        )
-        status = _wait(client, job_id)
-        logs = client.get_job_logs(job_id)
-        assert status == JobStatus.SUCCEEDED, logs[-3000:]
-        assert SECRET not in logs
-    assert "manifest.json" in _bucket_files(ray_head, "sdk/prepared")
+    job_id = client.submit_job(
+        entrypoint=" ".join(["python", "-m", *sweep]),
+        runtime_env=runtime_env,
+        submission_id="sdk-sweep",
+    )
+    status = _wait(client, job_id)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert SECRET not in logs
     sweep_files = _bucket_files(ray_head, "sdk/sweeps/sweep")
     assert {"results.csv", "best.json", "sweep.json"} <= sweep_files
     assert any(name.endswith("/state.pt") for name in sweep_files)  # the trials' checkpoints

@@ -2,7 +2,8 @@
 each its own raylet with 1 CPU, the data and runs in the moto S3 server.
 
 prepare's tasks, a 2-worker run (SPREAD) and a 2-trial sweep spread over the nodes; a node
-SIGKILLed mid-run is recovered from (max_failures=1) or named in one line (without); an elastic
+SIGKILLed under that run is recovered from (max_failures=1), or named in one line by a run
+without max_failures; an elastic
 run (--workers 1-2) shrinks to the node left and grows back when a node joins. Every command
 is `audiogan ...` as its own driver joining the cluster, as on a real one."""
 
@@ -227,31 +228,6 @@ def _train_args(nodes, data: str, name: str, workers: str, **settings) -> list[s
             *(f"{key}={value}" for key, value in keys.items())]  # fmt: skip
 
 
-def test_a_run_of_two_workers_spreads_over_two_nodes_and_ddp_keeps_them_identical(nodes, prepared):
-    """placement_strategy=SPREAD puts rank 0 and rank 1 on different nodes; their gradients
-    meet over loopback (gloo), and both end with the same G."""
-    nodes.ensure_workers()
-    done = nodes.run(*_train_args(nodes, prepared[0], "spread", "2", max_steps=4,
-                                  placement_strategy="SPREAD"))  # fmt: skip
-    out = done.output
-    assert done.process.returncode == 0, out[-4000:]
-    started = {int(rank): node for rank, _, node, _ in STARTED.findall(out)}
-    assert sorted(started) == [0, 1] and started[0] != started[1], out[-4000:]
-    checksums = {int(rank): float(value) for rank, _, _, step, value in STOPPED.findall(out)}
-    assert sorted(checksums) == [0, 1] and checksums[0] == checksums[1], out[-4000:]
-    rows = nodes.rows("runs/spread")
-    assert [row["step"] for row in rows] == [1, 2, 3, 4]
-    assert {row["world_size"] for row in rows} == {2}
-    assert {row["global_batch"] for row in rows} == {2 * TINY["batch_size"]}
-    assert nodes.has("runs/spread/checkpoint_000004/state.pt")
-    # A cluster's nodes may be drained (a spot node's notice): Ray Train watches for it there.
-    from ray.util.state import list_actors
-
-    watchers = list_actors(address=nodes.cluster.dashboard, limit=10000,
-                           filters=[("class_name", "=", "PreemptionWatcher")])  # fmt: skip
-    assert watchers, "no PreemptionWatcher on the cluster"
-
-
 def test_a_sweep_runs_its_two_trials_on_two_nodes(nodes, prepared):
     """Each trial's worker takes a node's one worker slot, so the two trials, run at once,
     train on different nodes."""
@@ -269,41 +245,64 @@ def test_a_sweep_runs_its_two_trials_on_two_nodes(nodes, prepared):
     assert nodes.has("sweeps/sweep/best.json")
 
 
-def _kill_mid_interval(nodes, driver: Driver, run_key: str, rows: int) -> float:
-    """Kills node b once `rows` metrics rows and checkpoint 4 are in storage; returns when."""
+def _kill_mid_interval(nodes, driver: Driver, run_key: str, rows: int, name: str = "b") -> float:
+    """Kills node `name` once `rows` metrics rows and checkpoint 4 are in storage; returns when."""
     driver.wait_for(
         lambda: len(nodes.rows(run_key)) >= rows and nodes.has(f"{run_key}/checkpoint_000004/"),
         f"{rows} steps",
     )
-    nodes.cluster.kill("b")
+    nodes.cluster.kill(name)
     return time.time()
 
 
-def test_a_lost_node_is_recovered_from_and_the_run_finishes(nodes, prepared, report_fault):
-    """Every process of node b SIGKILLed at step 6 (checkpoint 4 written); with max_failures=1
-    the run starts again once a node takes b's place, resumes from checkpoint 4 and finishes,
-    each step once in metrics.jsonl."""
+def test_a_run_spread_over_two_nodes_recovers_from_losing_one_and_ddp_keeps_them_identical(
+    nodes, prepared, report_fault
+):
+    """placement_strategy=SPREAD puts rank 0 and rank 1 on different nodes, and their gradients
+    meet over loopback (gloo). Every process of a worker node holding a rank is SIGKILLed at
+    step 6 (checkpoint 4 written); with max_failures=1 the run starts again once a node takes
+    its place, resumes from checkpoint 4 and finishes, each step once in metrics.jsonl, and
+    both ranks end with the same G."""
     nodes.ensure_workers()
     every, total = 4, 16
     driver = nodes.start(*_train_args(
         nodes, prepared[0], "lost", "2", max_steps=total, checkpoint_every=every,
-        eval_every=every, sample_every=every, max_failures=1, worker_resource=SLOT))  # fmt: skip
-    killed_at = _kill_mid_interval(nodes, driver, "runs/lost", 6)
+        eval_every=every, sample_every=every, max_failures=1,
+        placement_strategy="SPREAD"))  # fmt: skip
+    driver.wait_for(lambda: len(STARTED.findall(driver.output)) >= 2, "both ranks' first lines")
+    started = {int(rank): node for rank, _, node, _ in STARTED.findall(driver.output)}
+    assert sorted(started) == [0, 1] and started[0] != started[1], driver.output[-4000:]
+    # The node to lose: one of the worker nodes the ranks run on (the head holds the driver).
+    lost = next(name for name in map(nodes.name_of, (started[1], started[0])) if name != "head")
+    killed_at = _kill_mid_interval(nodes, driver, "runs/lost", 6, lost)
     rows_at_kill = len(nodes.rows("runs/lost"))
-    nodes.cluster.add_worker("b")
+    nodes.cluster.add_worker(lost)
     joined_at = time.time()
     assert driver.finish() == 0, driver.output[-4000:]
-    resumed = [int(step) for _, step in RESUMED.findall(driver.output)]
-    assert len(resumed) == 1 and resumed[0] >= every, driver.output[-4000:]
-    trained = re.findall(rf"step (\d+)/{total} ", driver.output)
+    out = driver.output
+    resumed = [int(step) for _, step in RESUMED.findall(out)]
+    assert len(resumed) == 1 and resumed[0] >= every, out[-4000:]
+    trained = re.findall(rf"step (\d+)/{total} ", out)
     repeated = len(trained) - total
     assert 0 <= repeated <= every, sorted(map(int, trained))
-    assert [row["step"] for row in nodes.rows("runs/lost")] == list(range(1, total + 1))
+    rows = nodes.rows("runs/lost")
+    assert [row["step"] for row in rows] == list(range(1, total + 1))
+    assert {row["world_size"] for row in rows} == {2}
+    assert {row["global_batch"] for row in rows} == {2 * TINY["batch_size"]}
+    checksums = {int(rank): float(value) for rank, _, _, step, value in STOPPED.findall(out)}
+    assert sorted(checksums) == [0, 1] and checksums[0] == checksums[1], out[-4000:]
+    assert nodes.has(f"runs/lost/checkpoint_{total:06d}/state.pt")
     back = driver.first(re.compile(rf"step {resumed[0] + 1}/{total} "), after=killed_at)
     assert back is not None
+    # A cluster's nodes may be drained (a spot node's notice): Ray Train watches for it there.
+    from ray.util.state import list_actors
+
+    watchers = list_actors(address=nodes.cluster.dashboard, limit=10000,
+                           filters=[("class_name", "=", "PreemptionWatcher")])  # fmt: skip
+    assert watchers, "no PreemptionWatcher on the cluster"
     report_fault(
-        f"node b (raylet, object store, workers) SIGKILLed at step {rows_at_kill} of {total}; "
-        f"a new node b joined {joined_at - killed_at:.0f} s later (max_failures=1)",
+        f"node {lost} (raylet, object store, workers) SIGKILLed at step {rows_at_kill} of "
+        f"{total}; a new node {lost} joined {joined_at - killed_at:.0f} s later (max_failures=1)",
         f"resumed from checkpoint_{resumed[0]:06d}, training again {back - killed_at:.0f} s "
         f"after the kill; {repeated} steps trained twice; metrics steps 1..{total} once each",
     )
