@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
-from audiogan import generate, storage, tune
+from audiogan import generate, runfolder, storage, tune
 from audiogan.cli import main
 from audiogan.config import PRESETS_DIR, ConfigError, TrainConfig, TuneConfig
 
@@ -362,16 +362,15 @@ def test_an_interrupted_sweep_in_s3_resumes_when_the_command_runs_again_and_keep
     assert b"interrupted with 2 trial(s) to go" in out  # the running one and the unstarted one
     last = json.loads(out.decode().strip().splitlines()[-1])
     assert (last["finished"], last["unfinished"]) == (False, 2)
-    trials = f"{root}/trials/"
-    (first,) = {name[len(trials) :].split("/")[0] for name in files() if name.startswith(trials)}
+    trials = f"{root}/trials"
+    (first,) = [info.base_name for info in storage.list_folder(fs, trials, pafs.FileType.Directory)]
 
     sweep = tune.load_sweep(path, overrides)
     summary = tune.run_sweep(sweep, tune.SweepSpec(one_second_clips, storage_url, "cut"), print)
     assert summary["finished"] and summary["trials"] == 2 and summary["errors"] == 0
     by_trial = {row["trial"]: row for row in summary["rows"]}
     assert by_trial[first]["status"] == "completed" and by_trial[first]["steps"] == 16
-    metrics = storage.read_bytes(fs, f"{trials}{first}/metrics.jsonl").decode()
-    steps = [json.loads(line)["step"] for line in metrics.splitlines()]
+    steps = [row["step"] for row in runfolder.read_metrics(fs, f"{trials}/{first}")]
     assert steps == sorted(set(steps)) and steps[-1] == 16  # went on, nothing twice
 
     assert summary["best_checkpoint"].startswith(f"s3://{bucket}/sweeps/cut/trials/")
