@@ -8,6 +8,7 @@ AWS for the bucket's region unless told, so both are passed explicitly.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import posixpath
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from audiogan.errors import AudioganError
@@ -252,3 +254,101 @@ def unshared_path(urls: list[str], flags: str) -> str | None:
         f"{display(local[0])} is a local path, but this Ray cluster has several nodes that do "
         f"not share it: use s3:// for {flags}"
     )
+
+
+def retrying_filesystem(
+    fs: pafs.FileSystem, root: str, url: str, budget_s: float
+) -> pafs.FileSystem:
+    """`fs` with every call retried as `retrying` does, for storage calls made by code that is
+    not ours: Ray Train's controller writes its checkpoint snapshot, and each worker a marker
+    file, with no retries of their own, so one refused connection would end the run."""
+    return pafs.PyFileSystem(_RetryingHandler(fs, root, url, budget_s))
+
+
+class _RetryingHandler(pafs.FileSystemHandler):
+    """The calls of `retrying_filesystem`; messages name paths relative to `root`."""
+
+    def __init__(self, fs: pafs.FileSystem, root: str, url: str, budget_s: float):
+        self.fs, self.root, self.url, self.budget_s = fs, root, url, budget_s
+
+    def _retry(self, what: str, path: str, call: Callable[[], T]) -> T:
+        shown = posixpath.relpath(path, self.root) if path.startswith(self.root) else path
+        return retrying(call, f"{what} {shown}", self.url, self.budget_s)
+
+    def get_type_name(self) -> str:
+        return f"retrying-{self.fs.type_name}"
+
+    def normalize_path(self, path: str) -> str:
+        return self.fs.normalize_path(path)
+
+    def equals(self, other) -> bool:  # (pyarrow compares two handlers with ==)
+        return self == other
+
+    def __eq__(self, other) -> bool:
+        """Equal over the same store, so that a copy in another process counts as the same
+        filesystem (Ray Train tracks only checkpoints on its own storage filesystem)."""
+        return isinstance(other, _RetryingHandler) and self.fs.equals(other.fs)
+
+    __hash__ = None
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return self._retry("reading", ",".join(paths), lambda: self.fs.get_file_info(paths))
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        return self._retry("listing", selector.base_dir, lambda: self.fs.get_file_info(selector))
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self._retry("creating", path, lambda: self.fs.create_dir(path, recursive=recursive))
+
+    def delete_dir(self, path: str) -> None:
+        self._retry("deleting", path, lambda: self.fs.delete_dir(path))
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self._retry("deleting", path, lambda: self.fs.delete_dir_contents(path, missing_dir_ok))
+
+    def delete_root_dir_contents(self) -> None:
+        raise StorageError(f"refusing to delete everything in {display(self.url)}")
+
+    def delete_file(self, path: str) -> None:
+        self._retry("deleting", path, lambda: self.fs.delete_file(path))
+
+    def move(self, src: str, dest: str) -> None:
+        self._retry("moving", src, lambda: self.fs.move(src, dest))
+
+    def copy_file(self, src: str, dest: str) -> None:
+        self._retry("copying", src, lambda: self.fs.copy_file(src, dest))
+
+    def open_input_stream(self, path: str) -> pa.NativeFile:
+        """The whole file, read with retries (these are small files: snapshots, markers)."""
+        return pa.BufferReader(self._retry("reading", path, lambda: read_bytes(self.fs, path)))
+
+    def open_input_file(self, path: str) -> pa.NativeFile:
+        return self.open_input_stream(path)
+
+    def open_output_stream(self, path: str, metadata=None) -> pa.NativeFile:
+        """Bytes kept in memory and written in one call, with retries, when the stream closes."""
+        return pa.PythonFile(_Upload(lambda data: self._write(path, data)), mode="w")
+
+    def open_append_stream(self, path: str, metadata=None) -> pa.NativeFile:
+        raise StorageError(f"appending is not supported in {display(self.url)}")
+
+    def _write(self, path: str, data: bytes) -> None:
+        self._retry("writing", path, lambda: write_bytes(self.fs, path, data))
+
+
+class _Upload(io.RawIOBase):
+    """A file open for writing that hands all its bytes to `write` when it is closed."""
+
+    def __init__(self, write: Callable[[bytes], None]):
+        self._buffer, self._write = io.BytesIO(), write
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return self._buffer.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._write(self._buffer.getvalue())

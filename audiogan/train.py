@@ -228,10 +228,12 @@ def _report(
         ray.train.report(metrics)
         return
     # Written by rank 0 with the run folder's retries, then handed to Ray Train, which tracks
-    # it (and deletes old ones) without copying it again.
+    # it (and deletes old ones) without copying it again: on Ray Train's own filesystem (the
+    # same store, retrying), as it tracks only checkpoints there.
+    ray_fs = ray.train.get_context().get_storage().storage_filesystem
     ray.train.report(
         metrics,
-        checkpoint=ray.train.Checkpoint(folder.save_checkpoint(step, state), filesystem=folder.fs),
+        checkpoint=ray.train.Checkpoint(folder.save_checkpoint(step, state), filesystem=ray_fs),
         checkpoint_dir_name=runfolder.checkpoint_name(step),
         checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
     )
@@ -282,7 +284,11 @@ def build_trainer(
         run_config=ray.train.RunConfig(
             name=spec.name,
             storage_path=run_root,
-            storage_filesystem=run_fs,
+            # Ray Train's own calls (its checkpoint snapshot, its marker files) retried as
+            # ours are: one refused connection would otherwise end the run.
+            storage_filesystem=storage.retrying_filesystem(
+                run_fs, run_root, spec.storage_url, cfg.storage_retry_s
+            ),
             checkpoint_config=keep,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks or [],
@@ -396,6 +402,8 @@ def _failure(error: ray.train.TrainingFailedError, url: str) -> AudioganError:
             "with fewer workers"
         )
     controller = getattr(error, "controller_failure", None)
+    if isinstance(controller, storage.StorageError):  # Ray Train's storage call, retried
+        return controller
     # pyarrow's storage errors are plain OSErrors; Ray's own connection errors are not.
     if isinstance(controller, OSError) and not isinstance(controller, ConnectionError):
         return storage.unreachable(url, controller)

@@ -3,6 +3,7 @@ whole-file writes, and the retries of a store that goes away."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pyarrow.fs as pafs
@@ -118,3 +119,47 @@ def test_a_missing_bucket_is_not_retried(s3_env):
         storage.retrying(lambda: storage.write_bytes(fs, f"{path}/x", b"x"), "writing x",
                          f"s3://{s3_env}-missing/runs", 60)  # fmt: skip
     assert time.monotonic() - started < 10  # one attempt, not a minute of them
+
+
+@pytest.mark.s3
+def test_the_retrying_filesystem_handed_to_ray_train_reads_writes_and_pickles(s3_env):
+    """What Ray Train does with its storage (a marker, its snapshot written and read back,
+    listings, a checkpoint deleted) through the wrapper, before and after a pickle trip."""
+    import pickle
+
+    fs, root = storage.resolve(f"s3://{s3_env}/runs")
+    wrapped = pickle.loads(pickle.dumps(storage.retrying_filesystem(fs, root, "s3://x", 5)))
+    snapshot = f"{root}/run/checkpoint_manager_snapshot.json"
+    wrapped.create_dir(f"{root}/run")
+    with wrapped.open_output_stream(snapshot) as stream:
+        stream.write(b'{"checkpoint_results": []}')
+    with wrapped.open_input_stream(snapshot) as stream:
+        assert stream.read() == b'{"checkpoint_results": []}'
+    assert storage.read_bytes(fs, snapshot) == b'{"checkpoint_results": []}'  # really in S3
+    storage.write_bytes(fs, f"{root}/run/checkpoint_000002/state.pt", b"state")
+    listed = wrapped.get_file_info(pafs.FileSelector(f"{root}/run", recursive=True))
+    assert {info.path.rsplit("/", 1)[-1] for info in listed} >= {"state.pt", "checkpoint_000002"}
+    wrapped.delete_dir(f"{root}/run/checkpoint_000002")
+    assert not storage.exists(fs, f"{root}/run/checkpoint_000002/state.pt")
+    with pytest.raises(storage.StorageError, match="failed: .*(not found|NotFound|No such)"):
+        wrapped.open_input_stream(f"{root}/run/missing.json")  # permanent: at once
+
+
+def test_the_retrying_filesystem_gives_up_on_a_store_that_stays_away_naming_the_url():
+    """Ray Train's snapshot write against a port nobody listens on: retried for the limit,
+    then one StorageError naming the run's URL and the file, never the key."""
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "id",
+           "AWS_SECRET_ACCESS_KEY": "secret-value"}  # fmt: skip
+    fs, root = storage.resolve("s3://bucket/runs", env)
+    wrapped = storage.retrying_filesystem(fs, root, "s3://bucket/runs", 1)
+    started = time.monotonic()
+    with pytest.raises(storage.StorageError) as raised:
+        with wrapped.open_output_stream(f"{root}/cut/checkpoint_manager_snapshot.json") as f:
+            f.write(b"{}")
+    message = str(raised.value)
+    assert re.match(
+        r"storage at s3://bucket/runs unreachable: writing cut/checkpoint_manager_snapshot.json "
+        r"kept failing for \d+ s \(.*the limit is 1 s\)",
+        message,
+    ), message
+    assert "secret-value" not in message and time.monotonic() - started < 30
