@@ -95,8 +95,12 @@ class LocalCluster:
                    f"--min-worker-port={low}", f"--max-worker-port={low + 399}",
                    *(f"{flag}={port}" for flag, port in ports.items())]  # fmt: skip
         log = open(Path(temp_dir) / "ray-start.log", "wb")
+        # RAY_ADDRESS for the node's own processes: Ray Train's PlacementGroupCleaner asks the
+        # state API with no address, which finds two clusters on this machine (this one and
+        # the session's) and gives up.
+        env = {**self.env, "RAY_ADDRESS": self.gcs_address}
         process = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=log, start_new_session=True,
+            command, env=env, stdout=log, stderr=log, start_new_session=True,
             preexec_fn=die_with_parent,
         )  # fmt: skip
         self.nodes[name] = Node(name, process, temp_dir, log)
