@@ -193,7 +193,8 @@ class TrainConfig:
     spectral_norm: bool = False
     # Size of the noise vector z (WaveGAN used 100, the baseline 500).
     latent_dim: int = 100
-    # Dropout after D's convolutions (and the baseline G's); WaveGAN used none.
+    # Dropout on D's hidden feature maps, in every D family (and the baseline G's); WaveGAN used
+    # none.
     dropout: float = 0.0
     # Width d: channels grow as d, 2d, 4d, ... (64 in the WaveGAN paper; small for CPU runs).
     model_dim: int = 64

@@ -363,3 +363,40 @@ def test_the_hybrid_generators_transient_noise_makes_a_burst_shorter_than_a_fram
     burst = generator.synthesise(*controls, residual=torch.zeros(1, 16000))[0, 0]
     energy = burst.square()
     assert energy[8000 - 80 : 8000 + 80].sum() > 0.9 * energy.sum()  # within 10 ms, not 8 ms x 3
+
+
+def _d_logits(discriminator, audio: torch.Tensor, train: bool) -> torch.Tensor:
+    """Every family's D output as one flat tensor, in train or eval mode; BatchNorm (the 2019
+    baseline's) kept on its running statistics, so that only dropout tells the modes apart."""
+    discriminator.train(train)
+    for layer in discriminator.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+    with torch.no_grad():
+        out = discriminator(audio)[0]
+    return torch.cat([p.flatten() for p in out]) if isinstance(out, list) else out.flatten()
+
+
+@pytest.mark.parametrize(
+    "model,family",
+    [
+        ("dcgan", "model"),
+        ("wavegan", "model"),
+        ("wavegan", "multiscale"),
+        ("wavegan", "stft"),
+    ],  # fmt: skip
+)
+def test_dropout_acts_in_every_discriminator_family(model, family):
+    """With dropout > 0 a D's output in train mode differs from eval mode's, and between two
+    train-mode calls; with dropout 0 the three agree."""
+    audio = torch.rand(2, 1, 16000) * 2 - 1
+    for dropout, acts in ((0.3, True), (0.0, False)):
+        # (WaveGAN's phase shuffle acts in train mode only: off here)
+        cfg = TrainConfig(model=model, model_dim=4, latent_dim=8, discriminator=family,
+                          disc_channels=4, dropout=dropout, phase_shuffle=0)  # fmt: skip
+        torch.manual_seed(0)
+        _, discriminator = build(cfg, 16000)
+        first, second = (_d_logits(discriminator, audio, True) for _ in range(2))
+        evaluated = _d_logits(discriminator, audio, False)
+        assert (not torch.equal(first, evaluated)) == acts, (dropout, family)
+        assert (not torch.equal(first, second)) == acts, (dropout, family)

@@ -3,7 +3,9 @@
 G is `cfg.model`'s; D is that model's own, unless `cfg.discriminator` names another family:
 `wavegan` (WaveGAN's, whatever G is), `multiscale` (HiFi-GAN's multi-period and multi-scale
 discriminators) or `stft` (a multi-resolution STFT discriminator). `cfg.spectral_norm` puts
-spectral normalisation on every convolution and linear layer of D.
+spectral normalisation on every convolution and linear layer of D. `cfg.dropout` acts in every
+D family: on each hidden feature map before the next layer (in `multiscale` and `stft` after the
+map is kept for feature matching, so the matching loss compares undropped features).
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ def build(
         discriminator = dcgan.Discriminator(dcgan_cfg)
     elif family == "multiscale":
         discriminator = multiscale.Discriminator(
-            multiscale.MultiScaleConfig(clip_samples, cfg.disc_channels)
+            multiscale.MultiScaleConfig(clip_samples, cfg.disc_channels, dropout=cfg.dropout)
         )
     elif family == "stft":
         discriminator = stft.Discriminator(
-            stft.STFTConfig(clip_samples, cfg.disc_channels, num_classes=classes)
+            stft.STFTConfig(
+                clip_samples, cfg.disc_channels, num_classes=classes, dropout=cfg.dropout
+            )
         )
     else:
         discriminator = wavegan.Discriminator(wavegan_cfg)

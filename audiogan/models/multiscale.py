@@ -32,6 +32,7 @@ class MultiScaleConfig:
     channels: int = 16  # the first layer's width
     periods: tuple[int, ...] = PERIODS
     scales: int = SCALES
+    dropout: float = 0.0  # on every hidden feature map, after it is kept for feature matching
 
 
 class PeriodDiscriminator(nn.Module):
@@ -42,9 +43,10 @@ class PeriodDiscriminator(nn.Module):
     a CPU. Its logits and feature maps are reported in the 2-D layout, (B, C, T/p', p).
     """
 
-    def __init__(self, period: int, channels: int):
+    def __init__(self, period: int, channels: int, dropout: float = 0.0):
         super().__init__()
         self.period = period
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         widths = [1, channels, 2 * channels, 4 * channels]
         self.convs = nn.ModuleList(
             nn.Conv1d(c_in, c_out, 5, 3, padding=2)
@@ -68,6 +70,7 @@ class PeriodDiscriminator(nn.Module):
         for conv in self.convs:
             x = F.leaky_relu(conv(x), SLOPE)  # (B p, C, T/(p 3^k))
             features.append(self._unfold(x, batch))
+            x = self.dropout(x)
         return self._unfold(self.out(x), batch).flatten(1), features  # (B, patches)
 
 
@@ -75,8 +78,9 @@ class ScaleDiscriminator(nn.Module):
     """(B, 1, T) -> strided 1-D convolutions, MelGAN's layout with shorter kernels (15, not 41)
     and no groups: grouped convolutions run several times slower than plain ones on a CPU."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, dropout: float = 0.0):
         super().__init__()
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.convs = nn.ModuleList(
             [
                 nn.Conv1d(1, channels, 15, 1, padding=7),
@@ -92,6 +96,7 @@ class ScaleDiscriminator(nn.Module):
         for conv in self.convs:
             x = F.leaky_relu(conv(x), SLOPE)  # (B, C, T/4^k)
             features.append(x)
+            x = self.dropout(x)
         return self.out(x).flatten(1), features  # (B, patches)
 
 
@@ -102,8 +107,12 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: MultiScaleConfig):
         super().__init__()
         self.cfg = cfg
-        self.periods = nn.ModuleList(PeriodDiscriminator(p, cfg.channels) for p in cfg.periods)
-        self.scales = nn.ModuleList(ScaleDiscriminator(cfg.channels) for _ in range(cfg.scales))
+        self.periods = nn.ModuleList(
+            PeriodDiscriminator(p, cfg.channels, cfg.dropout) for p in cfg.periods
+        )
+        self.scales = nn.ModuleList(
+            ScaleDiscriminator(cfg.channels, cfg.dropout) for _ in range(cfg.scales)
+        )
         self.pool = nn.AvgPool1d(4, 2, padding=1, count_include_pad=False)  # (B, 1, T/2)
 
     def forward(self, audio: torch.Tensor, labels: torch.Tensor | None = None):

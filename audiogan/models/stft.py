@@ -32,12 +32,13 @@ class STFTConfig:
     channels: int = 16  # each sub-discriminator is 8 x this wide
     resolutions: tuple[int, ...] = RESOLUTIONS
     num_classes: int = 0  # > 0: a projection of the label onto every patch's features
+    dropout: float = 0.0  # on every hidden feature map, after it is kept for feature matching
 
 
 class ResolutionDiscriminator(nn.Module):
     """(B, 1, T) -> log |STFT| (B, bins, frames) -> 1-D convolutions along frames."""
 
-    def __init__(self, n_fft: int, channels: int, num_classes: int = 0):
+    def __init__(self, n_fft: int, channels: int, num_classes: int = 0, dropout: float = 0.0):
         super().__init__()
         self.n_fft, self.hop = n_fft, n_fft // 4
         width = 8 * channels
@@ -51,6 +52,7 @@ class ResolutionDiscriminator(nn.Module):
         )
         self.out = nn.Conv1d(width, 1, 3, padding=1)
         self.projection = nn.Embedding(num_classes, width) if num_classes else None
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
 
     def spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) -> (B, n_fft / 2 + 1, T / hop + 1) natural-log magnitude."""
@@ -72,6 +74,7 @@ class ResolutionDiscriminator(nn.Module):
         for conv in self.convs:
             x = F.leaky_relu(conv(x), SLOPE)  # (B, 8c, frames / 2^k)
             features.append(x)
+            x = self.dropout(x)
         logits = self.out(x)[:, 0]  # (B, patches)
         if self.projection is not None:  # Miyato & Koyama 2018, at every patch
             logits = logits + torch.einsum("bc,bcl->bl", self.projection(labels), x)
@@ -85,7 +88,7 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.resolutions = nn.ModuleList(
-            ResolutionDiscriminator(n_fft, cfg.channels, cfg.num_classes)
+            ResolutionDiscriminator(n_fft, cfg.channels, cfg.num_classes, cfg.dropout)
             for n_fft in cfg.resolutions
         )
 
