@@ -647,7 +647,9 @@ def test_storage_cut_mid_run_is_ridden_out_or_fails_clearly_and_the_rerun_resume
     assert message.startswith(f"audiogan train: error: storage at {url}/cut unreachable: "), err
     assert f"; the limit is {retry_s} s)" in message
     assert "testing-secret-value" not in out + err
-    assert retry_s <= failed_after < retry_s + 30, f"it took {failed_after:.0f} s to give up"
+    # The limit counts from the first failed attempt's start, which may come a little before the
+    # cut (a write under way when the proxy stopped), so the run may end under retry_s after it.
+    assert failed_after < retry_s + 30, f"it took {failed_after:.0f} s to give up"
     assert int(re.search(r"kept failing for (\d+) s", message)[1]) >= retry_s  # the whole limit
     newest = runfolder.latest(direct, run)
     assert newest is not None and 16 <= int(newest[-6:]) < total  # cut mid-run
