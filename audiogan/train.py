@@ -385,8 +385,10 @@ def _failure(error: ray.train.TrainingFailedError, url: str) -> AudioganError:
     """The error a failed run ends with: a worker's StorageError as it is (it names the run's
     URL and how long it retried), a storage call of Ray Train's own that failed as one naming
     the URL, and anything else as the end of the worker's traceback."""
-    for failure in getattr(error, "worker_failures", {}).values():
-        # Ray Train wraps a worker's exception with its traceback text (_base_exc).
+    controller = getattr(error, "controller_failure", None)
+    # A worker's StorageError, or one of Ray Train's storage calls (retrying_filesystem): as it
+    # is. Ray Train wraps a worker's exception with its traceback text (_base_exc).
+    for failure in [*getattr(error, "worker_failures", {}).values(), controller]:
         for inner in (
             failure,
             getattr(failure, "_base_exc", None),
@@ -401,9 +403,6 @@ def _failure(error: ray.train.TrainingFailedError, url: str) -> AudioganError:
             "newest checkpoint on the nodes left (or on a node that joins), --workers MIN-MAX "
             "with fewer workers"
         )
-    controller = getattr(error, "controller_failure", None)
-    if isinstance(controller, storage.StorageError):  # Ray Train's storage call, retried
-        return controller
     # pyarrow's storage errors are plain OSErrors; Ray's own connection errors are not.
     if isinstance(controller, OSError) and not isinstance(controller, ConnectionError):
         return storage.unreachable(url, controller)

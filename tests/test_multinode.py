@@ -230,18 +230,6 @@ def _train_args(nodes, data: str, name: str, workers: str, **settings) -> list[s
 # The elastic run comes first: after a fixed-size run's job ends, Ray Data's autoscaling
 # coordinator may go on counting that job's requests for a minute or two, and an elastic run
 # started then sees room for no worker until they expire.
-
-
-def _kill_mid_interval(nodes, driver: Driver, run_key: str, rows: int, name: str = "b") -> float:
-    """Kills node `name` once `rows` metrics rows and checkpoint 4 are in storage; returns when."""
-    driver.wait_for(
-        lambda: len(nodes.rows(run_key)) >= rows and nodes.has(f"{run_key}/checkpoint_000004/"),
-        f"{rows} steps",
-    )
-    nodes.cluster.kill(name)
-    return time.time()
-
-
 def test_an_elastic_run_recovers_from_a_lost_node_shrinks_grows_back_and_names_the_next_loss(
     nodes, prepared, report_fault
 ):
@@ -263,7 +251,11 @@ def test_an_elastic_run_recovers_from_a_lost_node_shrinks_grows_back_and_names_t
         return [row["world_size"] for row in nodes.rows(run)]
 
     driver.wait_for(lambda: worlds().count(2) >= 6, "6 steps on 2 workers")
-    killed_at = _kill_mid_interval(nodes, driver, run, 6)
+    driver.wait_for(  # killed mid-interval: 6 steps and checkpoint 4 in storage
+        lambda: len(worlds()) >= 6 and nodes.has(f"{run}/checkpoint_000004/"), "6 steps"
+    )
+    nodes.cluster.kill("b")
+    killed_at = time.time()
     rows_at_kill = len(worlds())
     driver.wait_for(lambda: 1 in worlds()[6:], "a step on 1 worker", seconds=150)
     shrunk_at = time.time()
