@@ -352,6 +352,40 @@ class TrainConfig:
         _require(self.storage_retry_s >= 0, "storage_retry_s must be >= 0 (0: no retries)")
 
 
+def discriminator_family(cfg: TrainConfig) -> str:
+    """The D family a config trains: its model's own, or the one `discriminator` names."""
+    return cfg.model if cfg.discriminator == "model" else cfg.discriminator
+
+
+# The keys whose values decide whether another key acts (idle_keys).
+SWITCH_KEYS = ("model", "discriminator", "loss", "r1_weight", "augment")
+
+
+def idle_keys(cfg: TrainConfig) -> dict[str, str]:
+    """The training keys that change nothing in `cfg`'s recipe, each with the reason: a sweep
+    that searches one, or fixes one, would report a setting that did nothing. Every other key
+    acts in every recipe (dropout among them: every D family drops its hidden feature maps)."""
+    family = discriminator_family(cfg)
+    idle = {}
+    if cfg.loss != "wgan-gp":
+        idle["gp_weight"] = f"only loss=wgan-gp has a gradient penalty (loss is {cfg.loss})"
+    if not cfg.r1_weight:
+        idle["r1_every"] = "r1_weight is 0: there is no R1 penalty to space out"
+    if not cfg.augment:
+        idle["augment_p"] = "augment is empty: there is no augmentation to apply"
+    if family != "wavegan":
+        idle["phase_shuffle"] = f"phase shuffle is in WaveGAN's D only (D is {family})"
+    if family not in ("multiscale", "stft"):
+        idle["disc_channels"] = (
+            f"disc_channels is the multiscale and stft Ds' width (D is {family})"
+        )
+    if cfg.model == "dcgan" and family == "dcgan":
+        idle["model_dim"] = "the 2019 baseline's G and D have fixed widths"
+    if cfg.model != "ddsp":
+        idle["sources"] = f"sources is model=ddsp's (model is {cfg.model})"
+    return idle
+
+
 SEARCH_ALGS = ("random", "optuna")
 
 
@@ -568,6 +602,8 @@ __all__ = [
     "parse_overrides",
     "read_yaml",
     "check_types",
+    "discriminator_family",
+    "idle_keys",
     "from_dict",
     "to_dict",
 ]

@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import math
 import os
@@ -47,12 +48,15 @@ from typing import Any
 
 from audiogan import runfolder, samples, storage
 from audiogan.config import (
+    SWITCH_KEYS,
     ConfigError,
     TrainConfig,
     TuneConfig,
     builtin_preset,
+    discriminator_family,
     find_preset,
     from_dict,
+    idle_keys,
     parse_overrides,
     preset_names,
     read_yaml,
@@ -223,6 +227,9 @@ def load_sweep(path: str | None, overrides: list[str], tune_values: dict | None 
     """The sweep of a sweep file (or of the defaults), with `key=value` overrides (`tune.KEY=...`
     for the sweep's own keys) and `tune_values` from command-line flags applied last."""
     values = _read_sweep_file(find_preset(path)) if path else {}
+    # The keys this sweep fixes itself: a sweep file's own over its base preset's.
+    own = read_yaml(find_preset(path)) if path else {}
+    own_fixed = set(own) - {"base", "search", "points", "tune"} if "base" in own else set()
     search = values.pop("search", None) or {}
     points = values.pop("points", None) or []
     tune_section = values.pop("tune", None) or {}
@@ -246,6 +253,12 @@ def load_sweep(path: str | None, overrides: list[str], tune_values: dict | None 
     search = {key: spec for key, spec in search.items() if key not in fixed_here}
     space, base = parse_space(search, base, use_defaults=tune_cfg.default_space)
     space = {key: d for key, d in space.items() if key not in fixed_here}
+    fixed = (
+        own_fixed
+        | set(fixed_here)
+        | {k for k in search if parse_distribution(k, search[k]) is None}
+    )
+    _refuse_idle(space, fixed, base, Path(path).name if path else "the built-in defaults")
     # Every evaluation, where ASHA may stop a trial, is also a checkpoint and sample step: a
     # stopped trial leaves a whole run folder, and best.json can name its best evaluation.
     base = dataclasses.replace(base, checkpoint_every=base.eval_every, sample_every=base.eval_every)
@@ -274,6 +287,32 @@ def load_sweep(path: str | None, overrides: list[str], tune_values: dict | None 
             f"({base.max_steps}), or ASHA could never stop a trial"
         )
     return Sweep(base, space, checked_points, tune_cfg)
+
+
+def _refuse_idle(
+    space: dict[str, Distribution], fixed: set[str], base: TrainConfig, recipe: str
+) -> None:
+    """Refuses a searched or fixed key that acts in no trial: idle in the base config with
+    every combination of the searched switch keys' values (config.idle_keys)."""
+    switches = [key for key in SWITCH_KEYS if key in space]
+    variants = []
+    for values in itertools.product(*(space[key].examples() for key in switches)):
+        try:
+            drawn = dict(zip(switches, values, strict=True))
+            variants.append(from_dict(TrainConfig, {**to_dict(base), **drawn}))
+        except ConfigError:
+            continue  # a combination no trial runs
+    variants = variants or [base]
+    family = discriminator_family(base)
+    about = f"{recipe} (model={base.model}, discriminator={family}, loss={base.loss})"
+    for key in [*sorted(space), *sorted(fixed - set(space))]:
+        reasons = [idle_keys(variant).get(key) for variant in variants]
+        if all(reasons):
+            what = "searches" if key in space else "fixes"
+            raise ConfigError(
+                f"the sweep {what} {key}, which does nothing in {about}: {reasons[0]}; "
+                f"take {key} out of the sweep"
+            )
 
 
 def _read_sweep_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:

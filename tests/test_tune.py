@@ -190,6 +190,52 @@ def test_the_tune_command_refuses_a_bad_sweep_before_ray_starts(tmp_path, capsys
     assert "must be below max_steps" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [  # the default recipe (ddsp_stft_cond: hinge, STFT D, R1) and the 2019 baseline's
+        ("base: ddsp_stft_cond\nsearch: {gp_weight: {uniform: [1, 20]}}", [],
+         "searches gp_weight, which does nothing in sweep.yaml .model=ddsp, discriminator=stft, "
+         "loss=hinge.: only loss=wgan-gp has a gradient penalty"),
+        ("base: ddsp_stft_cond", ["phase_shuffle=1"], "fixes phase_shuffle.*WaveGAN's D only"),
+        ("base: ddsp_stft_cond\naugment_p: 0.3", [], "fixes augment_p.*augment is empty"),
+        ("base: ddsp_stft_cond\nsearch: {sources: 1}", ["model=hybrid"], "fixes sources"),
+        ("base: dcgan\nsearch: {model_dim: {choice: [8, 16]}}", [], "model_dim.*fixed widths"),
+        ("base: small_cpu\nsearch: {disc_channels: {choice: [8, 16]}}", [], "D is wavegan"),
+    ],
+)  # fmt: skip
+def test_a_sweep_of_a_key_that_does_nothing_in_the_recipe_is_refused(
+    tmp_path, text, overrides, message
+):
+    with pytest.raises(ConfigError, match=message):
+        tune.load_sweep(_sweep_file(tmp_path, text), overrides)
+
+
+def test_a_key_that_acts_once_a_searched_switch_allows_it_is_searched(tmp_path):
+    text = """
+    base: ddsp_stft_cond
+    search:
+      r1_weight: {choice: [0.0, 1.0]}
+      r1_every: {choice: [1, 4]}
+      augment: {choice: [[], [shift, gain]]}
+      augment_p: {uniform: [0.2, 0.8]}
+    """
+    sweep = tune.load_sweep(_sweep_file(tmp_path, text), [])
+    assert {"r1_every", "augment_p"} <= set(sweep.space)
+    # a recipe's own preset is the recipe: its keys are never refused, idle or not
+    assert tune.load_sweep("wavegan_gp", []).base.loss == "wgan-gp"
+
+
+def test_the_tune_command_refuses_a_key_the_recipe_does_not_use_before_ray_starts(tmp_path, capsys):
+    code = main(
+        ["tune", "--data", str(tmp_path), "--storage", str(tmp_path), "--name", "x",
+         "--config", "ddsp_stft_cond", "gp_weight=5"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "fixes gp_weight, which does nothing in ddsp_stft_cond" in err
+    assert "ray" not in err.lower()
+
+
 def test_optuna_draws_from_the_space_and_starts_with_the_points(tmp_path):
     pytest.importorskip("optuna")
     path = _sweep_file(tmp_path, "points: [{latent_dim: 128, lr_g: 2.0e-4}]")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from audiogan.config import TrainConfig
+from audiogan.config import TrainConfig, discriminator_family
 from audiogan.models import dcgan, ddsp, hybrid, multiscale, stft, wavegan
 
 
@@ -37,7 +37,7 @@ def build(
         )
     else:
         generator = wavegan.Generator(wavegan_cfg)
-    family = cfg.model if cfg.discriminator == "model" else cfg.discriminator
+    family = discriminator_family(cfg)
     if family == "dcgan":
         discriminator = dcgan.Discriminator(dcgan_cfg)
     elif family == "multiscale":
