@@ -158,12 +158,18 @@ def check_compatible(cfg: TrainConfig, state: dict[str, Any]) -> None:
 
 
 def restore(gan: GAN, state: dict[str, Any]) -> int:
-    """Loads the networks, optimisers, EMA and RNG from a state; returns the step it was at."""
+    """Loads the networks, optimisers (with gan.cfg's learning rates and betas), EMA and RNG
+    from a state; returns the step it was at."""
     check_compatible(gan.cfg, state)
     unwrap(gan.generator).load_state_dict(state["generator"])
     unwrap(gan.discriminator).load_state_dict(state["discriminator"])
     gan.opt_g.load_state_dict(state["opt_g"])
     gan.opt_d.load_state_dict(state["opt_d"])
+    # The run's config, not the checkpoint's, sets the learning rates and betas (a resume may
+    # change them; a population-based sweep's exploit perturbs them): the moments stay.
+    for optimizer, lr in ((gan.opt_g, gan.cfg.lr_g), (gan.opt_d, gan.cfg.lr_d)):
+        for group in optimizer.param_groups:
+            group["lr"], group["betas"] = lr, tuple(gan.cfg.betas)
     if gan.ema is not None and state["ema"] is not None:
         gan.ema.load_state_dict(state["ema"])
     torch.set_rng_state(state["torch_rng"])

@@ -387,6 +387,8 @@ def idle_keys(cfg: TrainConfig) -> dict[str, str]:
 
 
 SEARCH_ALGS = ("random", "optuna")
+# What a sweep ranks trials by (lower is better): mel_fd, or the evaluation classifier's FD.
+TUNE_METRICS = ("mel_fd", "classifier_fd")
 
 
 @dataclass(frozen=True)
@@ -398,6 +400,10 @@ class TuneConfig:
     trials: int = 8
     # random: Tune's random search; optuna: Optuna's TPE sampler (pip install 'audiogan[optuna]').
     search_alg: str = "random"
+    # What ASHA, the best checkpoint and best.json rank trials by: mel_fd or classifier_fd
+    # (the dataset's evaluation classifier's FD, `audiogan evaluator fit`); "": classifier_fd
+    # where the dataset has a classifier, else mel_fd.
+    metric: str = ""
     # ASHA stops no trial before this many G steps; later, at steps grace * factor^k (judged on
     # the first evaluation at or after each).
     grace_period_steps: int = 200
@@ -421,6 +427,10 @@ class TuneConfig:
         _require(self.trials >= 1, "trials must be at least 1")
         _require(
             self.search_alg in SEARCH_ALGS, f"search_alg must be one of {', '.join(SEARCH_ALGS)}"
+        )
+        _require(
+            self.metric in ("", *TUNE_METRICS),
+            f"metric must be one of {', '.join(TUNE_METRICS)} (or empty: chosen by the data)",
         )
         _require(self.grace_period_steps >= 1, "grace_period_steps must be at least 1")
         _require(self.reduction_factor >= 2, "reduction_factor must be at least 2")

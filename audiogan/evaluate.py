@@ -26,9 +26,6 @@ from audiogan import evaluator, metrics, storage
 from audiogan.dataset import read_manifest
 from audiogan.errors import AudioganError
 
-# The training split's clips fitted for the Frechet references, at most this many (memory).
-MAX_REFERENCE_CLIPS = 1000
-
 
 def read_samples(url: str, sample_rate_hz: int, clip_samples: int, n: int) -> np.ndarray:
     """Up to N WAV (or FLAC/OGG) files of a folder, sorted by name, as (N, clip_samples) mono.
@@ -173,7 +170,7 @@ def _matched_sets(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     """(generated, asked_for, real, reference): as many generated as real held-out clips (a
     seeded random pick of them), since every metric compares the two sets at one size; and the
-    training split's clips, at most MAX_REFERENCE_CLIPS of them, for the Frechet references."""
+    training split's clips (evaluator.reference_audio), for the Frechet references."""
     real = clips.held_out_audio
     count = min(len(generated), len(real))
     if len(real) < 2:
@@ -183,11 +180,7 @@ def _matched_sets(
     generated = generated[:count]
     asked_for = None if asked_for is None else asked_for[:count]
     real = real[np.random.default_rng(seed).permutation(len(real))[:count]]
-    reference = clips.train_audio
-    if len(reference) > MAX_REFERENCE_CLIPS:
-        pick = np.random.default_rng(seed).permutation(len(reference))[:MAX_REFERENCE_CLIPS]
-        reference = reference[np.sort(pick)]
-    return generated, asked_for, real, reference
+    return generated, asked_for, real, evaluator.reference_audio(clips, seed)
 
 
 def _figures(

@@ -31,6 +31,9 @@ DEFAULT_DIR = EVALUATOR_DIR  # beside clips/ and manifest.json in DEST
 STATE_FILE = "state.pt"
 HELD_OUT_ONE_IN = 5
 FEATURES = 128  # the penultimate layer: what the classifier Frechet distance compares
+# The real clips every classifier FD is measured against: training-split clips (never the
+# held-out ones, which `evaluate` compares with), at most this many, picked with seed 0.
+MAX_REFERENCE_CLIPS = 1000
 
 
 class EvaluatorError(AudioganError):
@@ -55,6 +58,16 @@ class LabelledClips:
     @property
     def held_out_audio(self) -> np.ndarray:
         return self.audio[self.held_out]
+
+
+def reference_audio(clips: LabelledClips, seed: int = 0) -> np.ndarray:
+    """The training split's clips, at most MAX_REFERENCE_CLIPS of them (a seeded pick, in
+    dataset order): the real side of every Frechet distance."""
+    reference = clips.train_audio
+    if len(reference) > MAX_REFERENCE_CLIPS:
+        pick = np.random.default_rng(seed).permutation(len(reference))[:MAX_REFERENCE_CLIPS]
+        reference = reference[np.sort(pick)]
+    return reference
 
 
 def is_held_out(source: str) -> bool:
@@ -176,8 +189,14 @@ def fit(
         "epochs": epochs,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    # The reference Gaussian of the classifier FD that training measures at every evaluation
+    # (Judge): fitted once here, so a run needs only this file, not the dataset's clips.
+    _, features = outputs(model, reference_audio(clips))
+    mean, cov = metrics.gaussian(features)
+    summary["reference_clips"] = len(features)
     target = out_url or storage.join(data_url, DEFAULT_DIR)
-    _save(model, summary, target)
+    reference = {"mean": torch.from_numpy(mean), "cov": torch.from_numpy(cov)}
+    _save(model, {**summary, "reference": reference}, target)
     return {**summary, "path": storage.display(target)}
 
 
@@ -279,7 +298,13 @@ def _accuracy(model: Classifier, mels: torch.Tensor, targets: torch.Tensor) -> f
 
 
 def load(url: str) -> tuple[Classifier, dict]:
-    """A saved classifier (a folder holding state.pt, or the file), loaded weights_only."""
+    """A saved classifier (a folder holding state.pt, or the file), loaded weights_only, and
+    its summary."""
+    model, state = _load_state(url)
+    return model, {k: v for k, v in state.items() if k not in ("state", "reference")}
+
+
+def _load_state(url: str) -> tuple[Classifier, dict]:
     fs, path = storage.resolve(url)
     try:
         kind = fs.get_file_info(path).type
@@ -314,7 +339,44 @@ def load(url: str) -> tuple[Classifier, dict]:
             f"{storage.display(url)} does not fit the classifier's layers: {str(error)[:200]}"
         ) from None
     model.eval()
-    return model, {k: v for k, v in state.items() if k != "state"}
+    return model, state
+
+
+@dataclass
+class Judge:
+    """The classifier FD of a training run's evaluations: the features of a fixed noise batch's
+    clips against the reference Gaussian fitted with the classifier (`fit`). With as few clips
+    as an evaluation's (eval_clips) the distance is biased upward against `evaluate`'s, by the
+    same amount for every run of that size, so runs and trials rank alike on it."""
+
+    classifier: Classifier
+    mean: np.ndarray
+    cov: np.ndarray
+    about: dict
+
+    def distance(self, audio: np.ndarray | torch.Tensor) -> float:
+        _, features = outputs(self.classifier, audio)
+        return metrics.frechet_distance(self.mean, self.cov, *metrics.gaussian(features))
+
+
+def load_judge(url: str) -> Judge:
+    """The classifier at `url` as a Judge; refuses one fitted before it kept its reference."""
+    model, state = _load_state(url)
+    reference = state.get("reference")
+    if not isinstance(reference, dict):
+        raise EvaluatorError(
+            f"the classifier at {storage.display(url)} has no reference statistics (it was "
+            "fitted by an older audiogan); fit it again: audiogan evaluator fit --data DEST"
+        )
+    about = {k: v for k, v in state.items() if k not in ("state", "reference")}
+    return Judge(model, reference["mean"].numpy(), reference["cov"].numpy(), about)
+
+
+def judge_url(data_url: str) -> str | None:
+    """Where a dataset's evaluation classifier is (DEST/evaluator), or None if it has none."""
+    url = storage.join(data_url, DEFAULT_DIR)
+    fs, path = storage.resolve(storage.join(url, STATE_FILE))
+    return url if storage.exists(fs, path) else None
 
 
 def fingerprint(model: Classifier) -> str:
@@ -339,3 +401,20 @@ def outputs(model: Classifier, audio: np.ndarray | torch.Tensor, batch: int = 12
         probabilities.append(F.softmax(model.head(hidden), dim=1).double())
         features.append(hidden.double())
     return torch.cat(probabilities).numpy(), torch.cat(features).numpy()
+
+
+def usable_judge(data_url: str, manifest: dict) -> str | None:
+    """The dataset's evaluation classifier (DEST/evaluator), or None if it has none. Raises
+    EvaluatorError for one that cannot score this dataset's clips: fitted on another rate,
+    length or label set, or by an older audiogan (no reference kept)."""
+    url = judge_url(data_url)
+    if url is None:
+        return None
+    about = load_judge(url).about
+    dataset = (manifest["sample_rate_hz"], manifest["clip_samples"], manifest["labels"])
+    if (about["sample_rate_hz"], about["clip_samples"], about["labels"]) != dataset:
+        raise EvaluatorError(
+            f"the classifier at {storage.display(url)} was fitted on another dataset (rate, "
+            "length or labels differ); fit it again: audiogan evaluator fit --data DEST"
+        )
+    return url

@@ -20,7 +20,9 @@ import torch
 
 from audiogan import metrics, report, runfolder, samples
 from audiogan.config import TrainConfig, to_dict
+from audiogan.evaluator import Judge
 from audiogan.generate import render
+from audiogan.report import QUALITY_KEYS
 from audiogan.step import sample_latent, sampling_generator
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # audio (B, 1, T), label_id (B,)
@@ -171,9 +173,16 @@ class Monitor:
     loss plot and the report, written through the run folder's retries."""
 
     def __init__(
-        self, cfg: TrainConfig, dataset: dict, device, folder: runfolder.RunFolder, step: int
+        self,
+        cfg: TrainConfig,
+        dataset: dict,
+        device,
+        folder: runfolder.RunFolder,
+        step: int,
+        judge: Judge | None = None,
     ):
         self.cfg, self.folder, self.rate = cfg, folder, dataset["sample_rate_hz"]
+        self.judge = judge  # the dataset's evaluation classifier, for classifier_fd
         self.history = folder.read_metrics(step)
         self.real: list[torch.Tensor] = []
         self.kept = 0
@@ -198,7 +207,7 @@ class Monitor:
         """mel_fd into `result` (which Ray Train then hears), the metrics row and progress
         line, samples and plot, and the report: what `plan` asks for at this step."""
         if plan.evaluate:
-            result["mel_fd"] = self.mel_fd(gan)
+            result.update(self.quality(gan))
         if plan.log:
             row = {"step": step, **{k: round(v, 6) for k, v in result.items()}, **meter.row()}
             self.history.append(row)
@@ -220,7 +229,7 @@ class Monitor:
         self.folder.write_metrics(self.history)
 
     def progress(self, row: dict) -> str:
-        quality = f"  mel_fd {row['mel_fd']:.3f}" if "mel_fd" in row else ""
+        quality = "".join(f"  {key} {row[key]:.3f}" for key in QUALITY_KEYS if key in row)
         # A run on a time budget (compare sets max_steps out of reach) counts minutes.
         step = (
             f"{row['step']} ({row['wall_s'] / 60:.1f}/{self.cfg.max_minutes:g} min)"
@@ -235,12 +244,17 @@ class Monitor:
     def real_examples(self, n: int) -> np.ndarray:
         return torch.cat(self.real)[:n].numpy()
 
-    def mel_fd(self, gan) -> float:
+    def quality(self, gan) -> dict[str, float]:
+        """mel_fd of the fixed evaluation batch's clips, and their classifier_fd if there is a
+        judge."""
         reference = self.reference or metrics.MelReference(torch.cat(self.real), self.rate)
         if self.kept >= self.cfg.eval_clips:  # fixed from here on; until then, what there is
             self.reference = reference
         fakes = render(sampling_generator(gan), self.eval_z, self.eval_labels)
-        return reference.distance(fakes)
+        figures = {"mel_fd": reference.distance(fakes)}
+        if self.judge:
+            figures["classifier_fd"] = self.judge.distance(fakes)
+        return figures
 
     def write_samples(self, gan, step: int) -> None:
         """samples/step_XXXXXX/: the fixed noise batch as WAVs and a PNG beside real clips; real

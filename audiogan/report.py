@@ -22,7 +22,7 @@ from audiogan.runfolder import REAL_DIR, REPORT, SAMPLE_PNG, SAMPLES
 
 CLIPS_SHOWN = 4  # generated clips per sample step (and real clips) shown and playable
 ZOOM_MS = 20  # the zoomed waveform: enough periods to see a timbre's shape
-QUALITY_KEYS = ("mel_fd",)
+QUALITY_KEYS = ("mel_fd", "classifier_fd")  # classifier_fd: where the dataset has a classifier
 
 
 class _Clip:
@@ -162,16 +162,22 @@ def build(
     parts.append("<h2 id='quality'>Quality over steps</h2>")
     quality = _quality_png(history)
     if quality:
+        keys = [key for key in QUALITY_KEYS if any(key in row for row in history)]
         rows = "".join(
-            f"<tr><td>{_text(row['step'])}</td><td>{_text(row['mel_fd'])}</td></tr>"
+            f"<tr><td>{_text(row['step'])}</td>"
+            + "".join(f"<td>{_text(row.get(key, ''))}</td>" for key in keys)
+            + "</tr>"
             for row in history
             if "mel_fd" in row
         )
+        header = "".join(f"<th>{key}</th>" for key in keys)
         parts += [
             _png_tag(quality, "quality over steps"),
             "<p>mel_fd: Frechet distance between the log-mel frame statistics of a fixed noise "
-            "batch's clips and of real clips (lower is better).</p>",
-            f"<table><tr><th>step</th><th>mel_fd</th></tr>{rows}</table>",
+            "batch's clips and of real clips. classifier_fd (where the dataset has an "
+            "evaluation classifier): the same between the classifier's features of those clips "
+            "and of the dataset's training clips. Lower is better for both.</p>",
+            f"<table><tr><th>step</th>{header}</tr>{rows}</table>",
         ]
     else:
         parts.append("<p>Not evaluated yet.</p>")

@@ -107,9 +107,12 @@ def losses_png(history: list[dict]) -> bytes:
 
 
 def sweep_png(
-    curves: dict[str, list[tuple[int, float]]], stopped: set[str], best: str | None
+    curves: dict[str, list[tuple[int, float]]],
+    stopped: set[str],
+    best: str | None,
+    metric: str = "mel_fd",
 ) -> bytes:
-    """mel_fd against the step for every trial of a sweep: trials ASHA stopped dashed, the
+    """The sweep's metric against the step for every trial: trials stopped early dashed, the
     best one thick."""
     figure = Figure(figsize=(7, 4))
     ax = figure.subplots()
@@ -128,7 +131,7 @@ def sweep_png(
             + (" (best)" if trial == best else " (stopped)" if trial in stopped else ""),
         )
     ax.set_xlabel("step")
-    ax.set_ylabel("mel_fd (lower is better)")
+    ax.set_ylabel(f"{metric} (lower is better)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     if curves:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import ray.train.torch
 import torch
 from ray.data.expressions import col
 
-from audiogan import checkpoint, models, runfolder, storage
+from audiogan import checkpoint, evaluator, models, runfolder, storage
 from audiogan.config import TrainConfig, from_dict, to_dict
 from audiogan.dataset import CLIPS, read_manifest
 from audiogan.errors import AudioganError
@@ -59,9 +60,10 @@ class RunSpec:
     # the run hangs); a sweep running two trials at once gives each a quarter of both.
     cpus_per_worker: float = 0.5
     cpus_per_read: float = 1.0
-    # Keep the keep_checkpoints checkpoints of lowest mel_fd (and the latest) instead of the
-    # newest: a sweep's best.json points at its best trial's best checkpoint.
-    keep_best: bool = False
+    # Keep the keep_checkpoints checkpoints of lowest value of this metric (mel_fd or
+    # classifier_fd; and the latest) instead of the newest: a sweep's best.json points at its
+    # best trial's best checkpoint. "": the newest.
+    keep_best: str = ""
 
     def __post_init__(self) -> None:
         # One folder under the storage: Ray Train records checkpoint paths under it verbatim.
@@ -111,7 +113,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _shard_stream(cfg), cfg.batch_size, cfg.shard_cache_mb, noise_seed, device,
         epoch_done=lambda clips: print(f"{where}: its shard is {clips} clips", flush=True),
     )  # fmt: skip
-    monitor = Monitor(cfg, dataset, device, folder, step) if rank == 0 else None
+    monitor = None
+    if rank == 0:
+        judge = config["judge_url"] and evaluator.load_judge(config["judge_url"])
+        monitor = Monitor(cfg, dataset, device, folder, step, judge or None)
     meter = Throughput(world)
     while step < cfg.max_steps:
         reals, labels = zip(*meter.next_batches(batches, cfg.n_critic), strict=True)
@@ -260,7 +265,7 @@ def build_trainer(
     resources = {"CPU": 1, "GPU": 1} if spec.gpu else {"CPU": spec.cpus_per_worker}
     if cfg.worker_resource:
         resources[cfg.worker_resource] = 1
-    best_first = {"checkpoint_score_attribute": "mel_fd", "checkpoint_score_order": "min"}
+    best_first = {"checkpoint_score_attribute": spec.keep_best, "checkpoint_score_order": "min"}
     keep = ray.train.CheckpointConfig(
         num_to_keep=cfg.keep_checkpoints or None, **(best_first if spec.keep_best else {})
     )
@@ -273,6 +278,8 @@ def build_trainer(
             "run_dir": storage.join(run_root, spec.name),
             "run_url": storage.display(spec.run_url),
             "local": spec.local,
+            # The dataset's evaluation classifier: rank 0 adds classifier_fd to mel_fd.
+            "judge_url": _judge(spec.data_url, manifest),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.workers,
@@ -295,6 +302,16 @@ def build_trainer(
         ),
         datasets={"train": train_data},
     )
+
+
+def _judge(data_url: str, manifest: dict) -> str | None:
+    """The dataset's evaluation classifier, if it has one that can score its clips; a run goes
+    on without classifier_fd (and says why) when the one it has cannot."""
+    try:
+        return evaluator.usable_judge(data_url, manifest)
+    except evaluator.EvaluatorError as error:
+        print(f"train: no classifier_fd: {error}", file=sys.stderr, flush=True)
+        return None
 
 
 def _read_clips(path: str, fs: pafs.FileSystem, cpus: float) -> ray.data.Dataset:

@@ -49,6 +49,7 @@ from typing import Any
 from audiogan import runfolder, samples, storage
 from audiogan.config import (
     SWITCH_KEYS,
+    TUNE_METRICS,
     ConfigError,
     TrainConfig,
     TuneConfig,
@@ -64,7 +65,6 @@ from audiogan.config import (
 )
 from audiogan.errors import AudioganError
 
-METRIC = "mel_fd"  # what ASHA and the best checkpoint rank by; lower is better
 # A trial's driver only waits for its trainer: a tenth of a CPU (Ray Train's workers and data
 # reads hold the real resources).
 DRIVER_CPUS = 0.1
@@ -84,7 +84,6 @@ STORAGE_ENV = (
 SWEEP_FILE = "sweep.json"
 RESULTS_CSV = "results.csv"
 BEST_JSON = "best.json"
-PLOT = "plots/mel_fd.png"
 TRIALS_DIR = "trials"
 TUNE_DIR = "tune"
 
@@ -382,6 +381,31 @@ class SweepSpec:
                 object.__setattr__(self, field, storage.resolve(url)[1])
 
 
+def choose_metric(sweep: Sweep, data_url: str, log: Callable[[str], None] = print) -> Sweep:
+    """The sweep with its metric decided (tune.metric): classifier_fd where the dataset has an
+    evaluation classifier that can score its clips, else mel_fd. Refuses classifier_fd asked
+    for on a dataset without a usable classifier."""
+    from audiogan import evaluator
+    from audiogan.dataset import read_manifest
+
+    try:
+        judge = evaluator.usable_judge(data_url, read_manifest(data_url))
+        why = "" if judge else f"{storage.display(data_url)} has no evaluation classifier"
+    except evaluator.EvaluatorError as error:
+        judge, why = None, str(error)
+    if sweep.tune.metric == "classifier_fd" and not judge:
+        raise TuneError(
+            f"tune.metric=classifier_fd: {why} (make one with: audiogan evaluator fit "
+            f"--data {storage.display(data_url)})"
+        )
+    if sweep.tune.metric:
+        return sweep
+    if not judge:
+        log(f"tune: ranking trials by mel_fd: {why}")
+    metric = "classifier_fd" if judge else "mel_fd"
+    return dataclasses.replace(sweep, tune=dataclasses.replace(sweep.tune, metric=metric))
+
+
 def run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None] = print) -> dict:
     """Runs (or resumes) a sweep and writes results.csv, best.json and the plot; returns the
     summary (its `rows`: one per trial, best first)."""
@@ -399,6 +423,7 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     from audiogan.dataset import read_manifest
 
     read_manifest(spec.data_url)  # a missing dataset fails here, not in every trial
+    sweep = choose_metric(sweep, spec.data_url, log)
     # Tune pickles this filesystem into the sweep's state: its keys come from the environment.
     fs, root = storage.resolve(spec.storage_url, embed_keys=False)
     sweep_root = storage.join(root, spec.name)
@@ -413,6 +438,9 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
             # A sweep stored before a training key existed ran with that key's default.
             if isinstance(stored.get("train"), dict):
                 stored["train"] = {**to_dict(TrainConfig()), **stored["train"]}
+            # One stored before tune.metric existed ranked its trials by mel_fd.
+            if isinstance(stored.get("tune"), dict):
+                stored["tune"] = {**to_dict(TuneConfig()), "metric": "mel_fd", **stored["tune"]}
             changed = _differences(stored, json.loads(described))  # tuples read back as lists
             if changed:
                 raise TuneError(
@@ -428,14 +456,14 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
         log(
             f"tune: {sweep.tune.trials} trial(s), {concurrent} at once, each "
             f"{sweep.tune.workers_per_trial} worker(s){' with a GPU' if spec.gpu else ''}; "
-            f"searching {', '.join(sorted(sweep.space))}; ASHA on {METRIC} from step "
+            f"searching {', '.join(sorted(sweep.space))}; ASHA on {sweep.tune.metric} from step "
             f"{sweep.tune.grace_period_steps} to {sweep.base.max_steps}"
         )
         tuner = tune.Tuner(
             trainable,
             param_space=to_tune(sweep.space),
             tune_config=tune.TuneConfig(
-                metric=METRIC,
+                metric=sweep.tune.metric,
                 mode="min",
                 num_samples=sweep.tune.trials,
                 search_alg=_searcher(sweep, concurrent),
@@ -488,7 +516,7 @@ def _trainable(sweep: Sweep, spec: SweepSpec):
         "gpu": spec.gpu,
         "cpus_per_worker": sweep.tune.cpus_per_worker,
         "cpus_per_read": sweep.tune.cpus_per_worker,
-        "keep_best": True,
+        "keep_best": sweep.tune.metric,
     }
     env = {key: os.environ[key] for key in STORAGE_ENV if key in os.environ}
     return tune.with_parameters(audiogan_trial, base=to_dict(sweep.base), run=run, env=env)
@@ -560,10 +588,10 @@ def _searcher(sweep: Sweep, concurrent: int):
 
 
 def _scheduler(sweep: Sweep):
-    from ray.tune.schedulers import ASHAScheduler
+    from audiogan.schedulers import ResumableASHA
 
     # Time is the G step every report carries, so rungs mean the same with any eval_every.
-    return ASHAScheduler(
+    return ResumableASHA(
         time_attr="step",
         max_t=sweep.base.max_steps,
         grace_period=sweep.tune.grace_period_steps,
@@ -576,25 +604,30 @@ def _scheduler(sweep: Sweep):
 
 
 def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, sweep_root: str):
+    metric = sweep.tune.metric
     rows = [_trial_row(result, sweep, spec, fs, sweep_root, done) for result in grid]
     finished = len(rows) == sweep.tune.trials and all(row["trial"] in done for row in rows)
-    rows.sort(key=lambda row: (row["best_mel_fd"] is None, row["best_mel_fd"] or 0.0))
+    rows.sort(key=lambda row: (row["best"] is None, row["best"] or 0.0))
     # The best trial is the one whose best stored checkpoint scores lowest (a logged
     # evaluation whose checkpoint was never stored cannot be handed to generate).
     stored = [row for row in rows if row["checkpoint"]]
-    best = min(stored, key=lambda row: row["checkpoint_mel_fd"]) if stored else None
+    best = min(stored, key=lambda row: row["checkpoint_score"]) if stored else None
     keys = sorted(sweep.space)
-    storage.write_bytes(fs, storage.join(sweep_root, RESULTS_CSV), _csv(rows, keys).encode())
+    measured = [m for m in TUNE_METRICS if any(row["at_best"].get(m) is not None for row in rows)]
+    csv_text = _csv(rows, keys, metric, measured)
+    storage.write_bytes(fs, storage.join(sweep_root, RESULTS_CSV), csv_text.encode())
     curves = {row["trial"]: row["curve"] for row in rows}
     stopped = {row["trial"] for row in rows if row["status"] == "stopped early"}
-    png = samples.sweep_png(curves, stopped, best and best["trial"])
-    storage.write_bytes(fs, storage.join(sweep_root, PLOT), png)
+    png = samples.sweep_png(curves, stopped, best and best["trial"], metric)
+    storage.write_bytes(fs, storage.join(sweep_root, plot_path(metric)), png)
     best_path = storage.join(sweep_root, BEST_JSON)
     if best:
         params = {key: best[key] for key in keys}
         about = {
             "trial": best["trial"],
-            METRIC: best["checkpoint_mel_fd"],
+            "metric": metric,
+            metric: best["checkpoint_score"],
+            **{m: v for m, v in best["checkpoint_metrics"].items() if m != metric},
             "step": best["checkpoint_step"],
             "checkpoint": best["checkpoint"],
             "run": best["run"],
@@ -604,6 +637,8 @@ def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, swee
         storage.write_bytes(fs, best_path, json.dumps(about, indent=1).encode())
     return {
         "sweep": _shown(spec),
+        "metric": metric,
+        "measured": measured,
         "finished": finished,
         "trials": len(rows),
         "completed": sum(row["status"] == "completed" for row in rows),
@@ -611,21 +646,50 @@ def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, swee
         "errors": sum(row["status"] == "error" for row in rows),
         "unfinished": sweep.tune.trials - sum(row["status"] != "unfinished" for row in rows),
         "best_trial": best and best["trial"],
-        "best_mel_fd": best and best["checkpoint_mel_fd"],
+        "best_score": best and best["checkpoint_score"],
         "best_checkpoint": best and best["checkpoint"],
+        "agreement": agreement([row["evaluations"] for row in rows]),
         "results": _shown(spec, RESULTS_CSV),
         "best": _shown(spec, BEST_JSON) if best else None,
-        "plot": _shown(spec, PLOT),
+        "plot": _shown(spec, plot_path(metric)),
         "searched": keys,
         "rows": rows,
     }
 
 
+def plot_path(metric: str) -> str:
+    """STORAGE/NAME's plot of every trial's metric over the steps."""
+    return f"plots/{metric}.png"
+
+
+def agreement(trials: list[dict[int, dict[str, float]]]) -> dict[str, int | float | None]:
+    """How often mel_fd and classifier_fd order two trials alike: over every pair of trials
+    at every step both evaluated with both metrics (a tie in either counts as no order)."""
+    pairs = same = 0
+    steps = sorted({step for trial in trials for step in trial})
+    for step in steps:
+        scored = [t[step] for t in trials if step in t and all(m in t[step] for m in TUNE_METRICS)]
+        for a, b in itertools.combinations(scored, 2):
+            mel = a["mel_fd"] - b["mel_fd"]
+            classifier = a["classifier_fd"] - b["classifier_fd"]
+            if mel and classifier:
+                pairs += 1
+                same += (mel > 0) == (classifier > 0)
+    return {"pairs": pairs, "agree": same, "share": round(same / pairs, 3) if pairs else None}
+
+
 def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done: set[str]):
+    metric = sweep.tune.metric
     trial = result.path.rstrip("/").rsplit("/", 1)[-1]
     run = storage.join(sweep_root, TRIALS_DIR, trial)
     history = runfolder.read_metrics(fs, run)
-    evaluations = [(row["step"], row[METRIC]) for row in history if _finite(row.get(METRIC))]
+    # step -> the metrics measured there (mel_fd, and classifier_fd where there is a classifier)
+    evaluations = {
+        row["step"]: {m: row[m] for m in TUNE_METRICS if _finite(row.get(m))}
+        for row in history
+        if _finite(row.get(metric))
+    }
+    curve = [(step, figures[metric]) for step, figures in evaluations.items()]
     steps = history[-1]["step"] if history else 0
     if trial not in done:
         status = "unfinished"  # interrupted: running the command again resumes it
@@ -634,29 +698,31 @@ def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done:
     elif steps >= sweep.base.max_steps:
         status = "completed"
     else:
-        status = "stopped early"  # by ASHA
-    best_step, best_value = min(evaluations, key=lambda e: e[1]) if evaluations else (None, None)
-    last = evaluations[-1][1] if evaluations else None
+        status = "stopped early"  # by the scheduler
+    best_step, best_value = min(curve, key=lambda e: e[1]) if curve else (None, None)
     config = _trial_config(result)
     params = {key: config.get(key) for key in sweep.space}
     prefix = "s3://" if storage.is_s3(spec.storage_url) else ""
-    best_checkpoint = _best_checkpoint(fs, run, dict(evaluations))
+    best_checkpoint = _best_checkpoint(fs, run, dict(curve))
     checkpoint_score, checkpoint_step, checkpoint_folder = best_checkpoint or (None, None, None)
     error = None if result.error is None else _one_line(str(result.error))
     return {
         "trial": trial,
         "status": status,
         "steps": steps,
-        "best_mel_fd": best_value,
+        "best": best_value,
         "best_step": best_step,
-        "last_mel_fd": last,
+        "at_best": evaluations.get(best_step, {}),  # both metrics at the best step
+        "last": curve[-1][1] if curve else None,
         **params,
         "checkpoint": checkpoint_folder and prefix + checkpoint_folder,
-        "checkpoint_mel_fd": checkpoint_score,
+        "checkpoint_score": checkpoint_score,
+        "checkpoint_metrics": evaluations.get(checkpoint_step, {}),
         "checkpoint_step": checkpoint_step,
         "run": prefix + run,
         "error": error,
-        "curve": evaluations,
+        "curve": curve,
+        "evaluations": evaluations,
     }
 
 
@@ -674,7 +740,7 @@ def _trial_config(result) -> dict:
 
 
 def _best_checkpoint(fs, run: str, scores: dict[int, float]) -> tuple[float, int, str] | None:
-    """(mel_fd, step, folder) of the run's stored checkpoint of lowest mel_fd (its step's
+    """(score, step, folder) of the run's stored checkpoint of lowest score (its step's
     evaluation)."""
     scored = []
     for folder in runfolder.all_checkpoints(fs, run):
@@ -693,35 +759,51 @@ def _one_line(text: str) -> str:
     return " | ".join(lines[-2:])[:400]
 
 
-def _csv(rows: list[dict], keys: list[str]) -> str:
-    columns = ["trial", "status", "steps", "best_mel_fd", "best_step", "last_mel_fd", *keys]
-    columns += ["checkpoint", "checkpoint_mel_fd", "checkpoint_step", "run", "error"]
+def _csv(rows: list[dict], keys: list[str], metric: str, measured: list[str]) -> str:
+    """results.csv: the sweep's metric named in its columns (best_mel_fd, ...), and every
+    measured metric at each trial's best step."""
+    columns = {
+        "trial": "trial", "status": "status", "steps": "steps", "best": f"best_{metric}",
+        "best_step": "best_step", "last": f"last_{metric}",
+        **{m: f"{m}_at_best" for m in measured},
+        **{key: key for key in keys},
+        "checkpoint": "checkpoint", "checkpoint_score": f"checkpoint_{metric}",
+        "checkpoint_step": "checkpoint_step", "run": "run", "error": "error",
+    }  # fmt: skip
     out = io.StringIO()
-    writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(out, list(columns.values()), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    for row in rows:
+        values = {**row, **row["at_best"]}
+        writer.writerow({name: values.get(field) for field, name in columns.items()})
     return out.getvalue()
 
 
 def format_table(summary: dict) -> list[str]:
-    """The printed table: one row per trial, best first."""
-    keys = summary["searched"]
+    """The printed table: one row per trial, best first, with every measured metric at the
+    trial's best step."""
+    keys, metric = summary["searched"], summary["metric"]
+    measured = summary["measured"]
     lines = [
-        f"| trial | status | steps | best {METRIC} (step) | last {METRIC} | "
+        f"| trial | status | steps | best {metric} (step) | "
+        + "".join(f"{m} there | " for m in measured if m != metric)
+        + f"last {metric} | "
         + " | ".join(keys)
         + " |",
-        "|---|---|---:|---:|---:|" + "---:|" * len(keys),
+        "|---|---|---:|---:|" + "---:|" * (len(measured) - (metric in measured) + 1 + len(keys)),
     ]
     for row in summary["rows"]:
-        best = (
-            f"{row['best_mel_fd']:.1f} ({row['best_step']})"
-            if row["best_mel_fd"] is not None
-            else "-"
+        best = f"{row['best']:.1f} ({row['best_step']})" if row["best"] is not None else "-"
+        others = "".join(
+            f"{_value(row['at_best'].get(m)) if m in row['at_best'] else '-'} | "
+            for m in measured
+            if m != metric
         )
-        last = f"{row['last_mel_fd']:.1f}" if row["last_mel_fd"] is not None else "-"
+        last = f"{row['last']:.1f}" if row["last"] is not None else "-"
         values = " | ".join(_value(row[key]) for key in keys)
         lines.append(
-            f"| {row['trial']} | {row['status']} | {row['steps']} | {best} | {last} | {values} |"
+            f"| {row['trial']} | {row['status']} | {row['steps']} | {best} | {others}{last} | "
+            f"{values} |"
         )
     return lines
 

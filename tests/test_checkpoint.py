@@ -42,6 +42,21 @@ def test_a_checkpoint_round_trip_restores_identical_tensors(tmp_path):
     assert step.gan_step(fresh, batch, [None, None]) == original
 
 
+def test_a_resume_takes_the_learning_rates_of_its_config_and_keeps_adams_moments(tmp_path):
+    """A resumed run (or a population-based sweep's trial that took another's checkpoint and
+    perturbed its learning rates) trains with its own config's rates, not the checkpoint's."""
+    gan = tiny_gan("wavegan")
+    step.gan_step(gan, [torch.rand(4, 1, 4096) * 2 - 1 for _ in range(2)], [None, None])
+    state = checkpoint.training_state(gan, 1, {"sample_rate_hz": 16000, "labels": []})
+    fresh = tiny_gan("wavegan", lr_g=3e-4, lr_d=5e-5, betas=(0.0, 0.99))
+    checkpoint.restore(fresh, state)
+    assert [g["lr"] for g in fresh.opt_g.param_groups] == [3e-4]
+    assert [g["lr"] for g in fresh.opt_d.param_groups] == [5e-5]
+    assert fresh.opt_d.param_groups[0]["betas"] == (0.0, 0.99)
+    moments = fresh.opt_g.state_dict()["state"][0]["exp_avg"]
+    assert torch.equal(moments, gan.opt_g.state_dict()["state"][0]["exp_avg"])
+
+
 class RunsCode:
     def __reduce__(self):
         return (print, ("this checkpoint ran code",))

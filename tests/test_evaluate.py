@@ -18,11 +18,13 @@ from audiogan import (
     data,
     evaluate,
     evaluator,
+    metrics,
     models,
     samples,
     synth,
 )
 from audiogan.config import PrepareConfig, TrainConfig
+from audiogan.dataset import read_manifest
 from audiogan.errors import AudioganError
 from audiogan.step import make_gan
 
@@ -74,6 +76,30 @@ def test_the_classifier_learns_the_synthetic_classes(dataset):
     model, about = evaluator.load(summary["path"])
     assert about["held_out_accuracy"] == summary["held_out_accuracy"]
     assert not model.training
+
+
+def test_the_judge_of_training_scores_real_clips_near_and_noise_far(dataset, tmp_path):
+    """classifier_fd during training: the features of a few clips against the reference
+    Gaussian the classifier keeps, which is that of the clips `evaluate` compares with."""
+    prepared, summary = dataset
+    url = evaluator.usable_judge(prepared, read_manifest(prepared))
+    judge = evaluator.load_judge(url)
+    clips = evaluator.read_labelled_clips(prepared)
+    reference = evaluator.reference_audio(clips)
+    assert summary["reference_clips"] == len(reference) == int((~clips.held_out).sum())
+    _, features = evaluator.outputs(judge.classifier, reference)
+    mean, _ = metrics.gaussian(features)
+    assert np.allclose(judge.mean, mean)
+    real = judge.distance(clips.held_out_audio[:16])  # as few as an evaluation's eval_clips
+    noise = judge.distance(np.random.default_rng(0).uniform(-0.5, 0.5, (16, clips.clip_samples)))
+    assert 0 < real < noise / 3
+
+    state = torch.load(f"{url}/state.pt", weights_only=True)
+    del state["reference"]  # as an older audiogan saved it
+    torch.save(state, tmp_path / "state.pt")
+    with pytest.raises(evaluator.EvaluatorError, match="older audiogan.*evaluator fit"):
+        evaluator.load_judge(str(tmp_path))
+    assert evaluator.judge_url(str(tmp_path / "no dataset")) is None
 
 
 def test_real_clips_score_higher_than_white_noise(dataset, tmp_path):

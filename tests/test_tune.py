@@ -308,11 +308,79 @@ def test_asha_stops_a_diverging_trial_and_an_exploding_one_fails(three_trials):
     good, bad, exploded = by_lr[1e-4], by_lr[1.0], by_lr[1e8]
     assert good["status"] == "completed" and good["steps"] == 12
     assert bad["status"] == "stopped early" and bad["steps"] < 12
-    assert bad["best_mel_fd"] > good["best_mel_fd"]
+    assert bad["best"] > good["best"]
     assert exploded["status"] == "error" and "training diverged at step" in exploded["error"]
     assert summary["best_trial"] == good["trial"]
     assert (summary["trials"], summary["stopped_early"], summary["errors"]) == (3, 1, 1)
     assert summary["finished"]
+
+
+def test_agreement_counts_the_trial_pairs_both_metrics_order_alike():
+    trials = [
+        {4: {"mel_fd": 1.0, "classifier_fd": 10.0}, 8: {"mel_fd": 1.0, "classifier_fd": 5.0}},
+        {4: {"mel_fd": 2.0, "classifier_fd": 20.0}, 8: {"mel_fd": 0.5, "classifier_fd": 9.0}},
+        {4: {"mel_fd": 3.0, "classifier_fd": 15.0}, 8: {"mel_fd": 0.7}},  # no classifier_fd
+    ]
+    # step 4: (1,2) alike, (1,3) alike, (2,3) not; step 8: (1,2) not; trial 3 has one metric
+    assert tune.agreement(trials) == {"pairs": 4, "agree": 2, "share": 0.5}
+    assert tune.agreement([{}])["share"] is None
+
+
+@pytest.mark.ray
+def test_classifier_fd_asked_of_a_dataset_without_a_classifier_is_refused_before_ray_starts(
+    one_second_clips, tmp_path, capsys
+):
+    code = main(
+        ["tune", "--data", one_second_clips, "--storage", str(tmp_path), "--name", "x",
+         "tune.metric=classifier_fd", "--address", "ray://127.0.0.1:1"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "tune.metric=classifier_fd:" in err and "has no evaluation classifier" in err
+    assert f"audiogan evaluator fit --data {one_second_clips}" in err
+
+
+@pytest.fixture(scope="module")
+def judged_clips(one_second_clips, tmp_path_factory) -> str:
+    """The 1 s clips with an evaluation classifier (a quick one: ranking needs no accuracy)."""
+    import shutil
+
+    from audiogan import evaluator
+
+    dest = tmp_path_factory.mktemp("judged") / "prepared"
+    shutil.copytree(one_second_clips, dest)
+    evaluator.fit(str(dest), epochs=2, log=lambda _: None)
+    return str(dest)
+
+
+@pytest.mark.ray
+def test_a_sweep_of_data_with_a_classifier_ranks_by_classifier_fd_and_shows_both(
+    judged_clips, tmp_path
+):
+    path = _sweep_file(tmp_path, TINY_SWEEP)
+    sweep = tune.load_sweep(path, ["tune.trials=2", "tune.workers_per_trial=1"])
+    assert sweep.tune.metric == ""  # chosen by the data
+    spec = tune.SweepSpec(judged_clips, str(tmp_path / "sweeps"), "judged")
+    summary = tune.run_sweep(sweep, spec, log=lambda _: None)
+    assert summary["metric"] == "classifier_fd" and summary["finished"]
+    root = f"{spec.storage_url}/judged"
+    for row in summary["rows"]:  # rank 0 measured both at every evaluation (4, 8, 12)
+        history = runfolder.read_metrics(pafs.LocalFileSystem(), row["run"])
+        scored = {r["step"]: r for r in history if "classifier_fd" in r}
+        assert sorted(scored) == [4, 8, 12] and all(r["classifier_fd"] > 0 for r in scored.values())
+        assert all("mel_fd" in r for r in scored.values())
+        assert row["best"] == min(r["classifier_fd"] for r in scored.values())
+    rows = _csv_rows(open(f"{root}/results.csv").read())
+    assert {"best_classifier_fd", "mel_fd_at_best", "classifier_fd_at_best"} <= set(rows[0])
+    best = json.load(open(f"{root}/best.json"))
+    assert best["metric"] == "classifier_fd" and best["mel_fd"] > 0
+    ranked = min(summary["rows"], key=lambda row: row["checkpoint_score"])
+    assert best["classifier_fd"] == ranked["checkpoint_score"] and best["trial"] == ranked["trial"]
+    assert json.load(open(f"{root}/sweep.json"))["tune"]["metric"] == "classifier_fd"
+    assert os.path.getsize(f"{root}/plots/classifier_fd.png") > 1000
+    assert summary["agreement"]["pairs"] >= 1  # two trials at three common steps, ties aside
+    table = tune.format_table(summary)
+    assert "best classifier_fd (step) | mel_fd there | last classifier_fd" in table[0]
 
 
 @pytest.mark.ray
@@ -373,8 +441,9 @@ def test_an_interrupted_sweep_in_s3_resumes_when_the_command_runs_again_and_keep
     one_second_clips, s3_env, tmp_path
 ):
     """Ctrl-C (SIGINT) to `audiogan tune` on the test's Ray cluster, then the same sweep again:
-    the interrupted trial goes on from its checkpoint, the other one runs. Everything the sweep
-    wrote is in the S3 server, and no file holds the secret key."""
+    the interrupted trial goes on from its checkpoint, the other one runs, and ASHA judges it
+    against the first trial's results from before the interrupt (replayed into its rungs).
+    Everything the sweep wrote is in the S3 server, and no file holds the secret key."""
     import signal
     import subprocess
     import sys
@@ -383,7 +452,8 @@ def test_an_interrupted_sweep_in_s3_resumes_when_the_command_runs_again_and_keep
     import ray
 
     bucket = s3_env
-    path = _sweep_file(tmp_path, TINY_SWEEP)
+    # The good settings first, then the diverging ones (as in THREE_POINTS), one at a time.
+    path = _sweep_file(tmp_path, TINY_SWEEP + "\n".join(THREE_POINTS.splitlines()[:4]))
     overrides = ["tune.trials=2", "tune.max_concurrent_trials=1", "max_steps=16"]
     storage_url = f"s3://{bucket}/sweeps"
     fs, _ = storage.resolve(storage_url)
@@ -416,6 +486,12 @@ def test_an_interrupted_sweep_in_s3_resumes_when_the_command_runs_again_and_keep
     assert summary["finished"] and summary["trials"] == 2 and summary["errors"] == 0
     by_trial = {row["trial"]: row for row in summary["rows"]}
     assert by_trial[first]["status"] == "completed" and by_trial[first]["steps"] == 16
+    # The resumed ASHA had the first trial's step-4 and step-8 results from before Ctrl-C (its
+    # reports after the resume start at 12): without them the diverging trial would be alone
+    # at each rung and run to the end.
+    (second,) = set(by_trial) - {first}
+    assert by_trial[second]["status"] == "stopped early" and by_trial[second]["steps"] < 16
+    assert by_trial[second]["lr_g"] == 1.0
     steps = [row["step"] for row in runfolder.read_metrics(fs, f"{trials}/{first}")]
     assert steps == sorted(set(steps)) and steps[-1] == 16  # went on, nothing twice
 

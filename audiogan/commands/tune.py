@@ -23,11 +23,14 @@ def add_parser(commands) -> None:
         help="sweep training settings with Ray Tune; ASHA stops trials that fall behind",
         description="Runs --trials training runs (each on --workers-per-trial Ray Train "
         "workers) with settings drawn from a search space: by default latent_dim in {64, 100, "
-        "128, 256, 500}, dropout in [0, 0.5], lr_g and lr_d log-uniform in [1e-5, 1e-3]. ASHA "
-        "stops a trial whose mel_fd falls behind the others' at the same step. Every trial's "
+        "128, 256, 500}, dropout in [0, 0.5], lr_g and lr_d log-uniform in [1e-5, 1e-3]. Trials "
+        "are judged on tune.metric: classifier_fd (the FD of the dataset's evaluation "
+        "classifier, `audiogan evaluator fit`) where the dataset has one, else mel_fd; ASHA "
+        "stops a trial that falls behind the others at the same step. A key the recipe does "
+        "not use is refused. Every trial's "
         "run (checkpoints, samples, metrics, report.html) is in STORAGE/NAME/trials/TRIAL/; at "
         "the end STORAGE/NAME/results.csv, best.json (the best checkpoint, for generate and "
-        "evaluate) and plots/mel_fd.png. Running the same command again resumes an interrupted "
+        "evaluate) and plots/METRIC.png. Running the same command again resumes an interrupted "
         "sweep. --config takes a sweep file: training keys, `search`, `points` and `tune` "
         "sections (see the built-in sweep_small); key=value fixes a training key, "
         "tune.KEY=value sets a sweep key (audiogan/config.py TuneConfig).",
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> None:
     )
     spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu)
     check_dataset(args.data)
+    sweep = tune.choose_metric(sweep, spec.data_url, log=stderr)  # before Ray starts
     start_ray(args, dashboard=True)
     summary = tune.run_sweep(sweep, spec, log=stderr)
     import ray
@@ -98,16 +102,29 @@ def _lines(summary: dict) -> list[str]:
         "",
         *tune.format_table(summary),
         "",
+        *_agreement(summary),
         f"  results: {summary['results']}",
         f"  plot:    {summary['plot']}",
         f"  trials:  {summary['sweep']}/{tune.TRIALS_DIR}/TRIAL/ (report.html, samples, ...)",
     ]
     if summary["best"]:
         lines += [
-            f"  best:    {summary['best']} ({tune.METRIC} {summary['best_mel_fd']:.1f}, "
+            f"  best:    {summary['best']} ({summary['metric']} {summary['best_score']:.1f}, "
             f"trial {summary['best_trial']})",
             f"  audiogan generate {summary['best_checkpoint']} OUT_DIR",
         ]
     else:
         lines.append("  best:    none (no trial stored a checkpoint)")
     return lines
+
+
+def _agreement(summary: dict) -> list[str]:
+    share = summary["agreement"]["share"]
+    if share is None:
+        return []
+    pairs = summary["agreement"]["pairs"]
+    return [
+        f"  mel_fd and classifier_fd order {share:.0%} of {pairs} trial pairs alike (at equal "
+        "steps)",
+        "",
+    ]
