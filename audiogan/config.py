@@ -389,6 +389,8 @@ def idle_keys(cfg: TrainConfig) -> dict[str, str]:
 SEARCH_ALGS = ("random", "optuna")
 # What a sweep ranks trials by (lower is better): mel_fd, or the evaluation classifier's FD.
 TUNE_METRICS = ("mel_fd", "classifier_fd")
+# asha: stop the trials that fall behind; pbt: population-based training.
+TUNE_SCHEDULERS = ("asha", "pbt")
 
 
 @dataclass(frozen=True)
@@ -404,6 +406,13 @@ class TuneConfig:
     # (the dataset's evaluation classifier's FD, `audiogan evaluator fit`); "": classifier_fd
     # where the dataset has a classifier, else mel_fd.
     metric: str = ""
+    # asha: ASHA stops trials that fall behind. pbt: population-based training (Jaderberg et
+    # al. 2017): every trial runs at once, and at every perturbation_interval_steps one in the
+    # worst quarter takes a trial of the best quarter's checkpoint and settings and perturbs the
+    # continuous searched keys (uniform and loguniform: the learning rates, dropout, ...).
+    scheduler: str = "asha"
+    # pbt: G steps between a trial's chances to exploit another; 0: grace_period_steps.
+    perturbation_interval_steps: int = 0
     # ASHA stops no trial before this many G steps; later, at steps grace * factor^k (judged on
     # the first evaluation at or after each).
     grace_period_steps: int = 200
@@ -431,6 +440,14 @@ class TuneConfig:
         _require(
             self.metric in ("", *TUNE_METRICS),
             f"metric must be one of {', '.join(TUNE_METRICS)} (or empty: chosen by the data)",
+        )
+        _require(
+            self.scheduler in TUNE_SCHEDULERS,
+            f"scheduler must be one of {', '.join(TUNE_SCHEDULERS)}",
+        )
+        _require(
+            self.perturbation_interval_steps >= 0,
+            "perturbation_interval_steps must be >= 0 (0: grace_period_steps)",
         )
         _require(self.grace_period_steps >= 1, "grace_period_steps must be at least 1")
         _require(self.reduction_factor >= 2, "reduction_factor must be at least 2")

@@ -232,6 +232,25 @@ class RunFolder:
         except (ValueError, KeyError, TypeError):
             return None
 
+    def start_from(self, donor: str, step: int, lineage: dict) -> None:
+        """A new run that goes on from another run's checkpoint (a population-based sweep's
+        exploit): the donor run folder's checkpoint at `step` and its metrics rows up to it,
+        then a row {"step": step, "exploited": lineage} that says where this run came from.
+        Training resumes from that checkpoint as from its own."""
+        name = checkpoint_name(step)
+        source = storage.join(donor, name)
+        files = self.retry(f"reading {source}", lambda: storage.list_folder(self.fs, source))
+        if not files:
+            raise checkpoint.CheckpointError(f"no checkpoint at {source} to go on from")
+        # (complete.json holds state.pt's size and SHA-256: a copy cut short is never resumed)
+        for info in files:
+            read = lambda i=info: storage.read_bytes(self.fs, i.path)  # noqa: E731
+            self.write(f"{name}/{info.base_name}", self.retry(f"reading {info.path}", read))
+        rows = self.retry(f"reading {donor}", lambda: read_metrics(self.fs, donor))
+        self.write_metrics(
+            [row for row in rows if row["step"] <= step] + [{"step": step, "exploited": lineage}]
+        )
+
     def write_metrics(self, history: list[dict]) -> None:
         self.write(METRICS, metrics_bytes(history))
 

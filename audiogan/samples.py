@@ -107,31 +107,45 @@ def losses_png(history: list[dict]) -> bytes:
 
 
 def sweep_png(
-    curves: dict[str, list[tuple[int, float]]],
+    curves: dict[str, list[list[tuple[int, float]]]],
     stopped: set[str],
     best: str | None,
     metric: str = "mel_fd",
 ) -> bytes:
     """The sweep's metric against the step for every trial: trials stopped early dashed, the
-    best one thick."""
+    best one thick. A trial's curve is one run, or (PBT) several: each later one begins with a
+    star at the score of the checkpoint it went on from, another trial's."""
     figure = Figure(figsize=(7, 4))
     ax = figure.subplots()
-    for trial, points in sorted(curves.items()):
-        if not points:
-            continue
-        steps, values = zip(*points, strict=True)
-        ax.plot(
-            steps,
-            values,
-            linestyle="--" if trial in stopped else "-",
-            linewidth=2.5 if trial == best else 1,
-            marker="o",
-            markersize=3,
-            label=trial
-            + (" (best)" if trial == best else " (stopped)" if trial in stopped else ""),
-        )
+    taken_any = False
+    for trial, segments in sorted(curves.items()):
+        color = None
+        for index, points in enumerate(segment for segment in segments if segment):
+            steps, values = zip(*points, strict=True)
+            first = color is None
+            (line,) = ax.plot(
+                steps,
+                values,
+                linestyle="--" if trial in stopped else "-",
+                linewidth=2.5 if trial == best else 1,
+                marker="o",
+                markersize=3,
+                color=color,
+                label=(
+                    trial
+                    + (" (best)" if trial == best else " (stopped)" if trial in stopped else "")
+                )
+                if first
+                else None,
+            )
+            color = line.get_color()
+            if index and len(segments) > 1:
+                ax.plot(steps[0], values[0], "*", markersize=11, color=color)
+                taken_any = True
     ax.set_xlabel("step")
     ax.set_ylabel(f"{metric} (lower is better)")
+    if taken_any:
+        ax.set_title("*: the trial went on from another trial's checkpoint (PBT)", fontsize=8)
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     if curves:

@@ -41,10 +41,13 @@ import itertools
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pyarrow.fs as pafs
 
 from audiogan import runfolder, samples, storage
 from audiogan.config import (
@@ -85,6 +88,13 @@ SWEEP_FILE = "sweep.json"
 RESULTS_CSV = "results.csv"
 BEST_JSON = "best.json"
 TRIALS_DIR = "trials"
+# `--confirm`: the best settings and the preset's trained anew, in STORAGE/NAME/confirm/, and
+# scored on this many generated clips (as many real held-out ones, where the dataset has them).
+CONFIRM_DIR = "confirm"
+CONFIRM_JSON = "confirm.json"
+CONFIRM_CLIPS = 256
+# A population-based trial's Tune checkpoint: {"trial", "run", "step"} of its run folder.
+POINTER_FILE = "pointer.json"
 TUNE_DIR = "tune"
 
 
@@ -285,7 +295,50 @@ def load_sweep(path: str | None, overrides: list[str], tune_values: dict | None 
             f"tune.grace_period_steps ({tune_cfg.grace_period_steps}) must be below max_steps "
             f"({base.max_steps}), or ASHA could never stop a trial"
         )
+    if tune_cfg.scheduler == "pbt":
+        base = _population_checks(space, base, tune_cfg)
     return Sweep(base, space, checked_points, tune_cfg)
+
+
+def _population_checks(
+    space: dict[str, Distribution], base: TrainConfig, tune_cfg: TuneConfig
+) -> TrainConfig:
+    """Refuses a PBT sweep that could not exploit or perturb anything; returns the base config
+    keeping every checkpoint (one that another trial is about to take must still be there)."""
+    if tune_cfg.search_alg != "random":
+        raise ConfigError(
+            "tune.scheduler=pbt draws its population at random (Ray's PBT refuses other "
+            "search algorithms): drop tune.search_alg"
+        )
+    if tune_cfg.trials < 2:
+        raise ConfigError("tune.scheduler=pbt needs a population: tune.trials of 2 or more")
+    if not perturbed_ranges(space):
+        raise ConfigError(
+            "tune.scheduler=pbt perturbs the continuous searched keys (uniform or loguniform); "
+            f"this sweep searches none ({', '.join(sorted(space))})"
+        )
+    interval = perturbation_interval(tune_cfg)
+    if interval >= base.max_steps:
+        raise ConfigError(
+            f"the PBT perturbation interval ({interval} steps) must be below max_steps "
+            f"({base.max_steps}), or no trial could ever exploit another"
+        )
+    return dataclasses.replace(base, keep_checkpoints=0)
+
+
+def perturbation_interval(tune_cfg: TuneConfig) -> int:
+    """G steps between a PBT trial's chances to exploit another."""
+    return tune_cfg.perturbation_interval_steps or tune_cfg.grace_period_steps
+
+
+def perturbed_ranges(space: dict[str, Distribution]) -> dict[str, tuple[str, float, float]]:
+    """The keys PBT perturbs, with their ranges: the continuous ones. A choice or an integer
+    may change the model's shape, which a checkpoint taken from another trial must keep."""
+    return {
+        key: (d.kind, d.low, d.high)
+        for key, d in sorted(space.items())
+        if d.kind in ("uniform", "loguniform")
+    }
 
 
 def _refuse_idle(
@@ -453,11 +506,27 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     else:
         storage.write_bytes(fs, sweep_path, described.encode())
         concurrent = _concurrency(sweep.tune, spec.gpu, ray.cluster_resources())
+        if sweep.tune.scheduler == "pbt" and concurrent < sweep.tune.trials:
+            # A trial waiting for room would hold back every trial's exploits (Ray's PBT
+            # pauses a trial at its interval while another is pending).
+            raise TuneError(
+                f"tune.scheduler=pbt runs its whole population at once: {sweep.tune.trials} "
+                f"trials, room for {concurrent}; lower tune.trials or give the sweep more room"
+            )
+        if sweep.tune.scheduler == "pbt":
+            judged = (
+                f"PBT on {sweep.tune.metric} every {perturbation_interval(sweep.tune)} steps, "
+                f"perturbing {', '.join(perturbed_ranges(sweep.space))}, to {sweep.base.max_steps}"
+            )
+        else:
+            judged = (
+                f"ASHA on {sweep.tune.metric} from step {sweep.tune.grace_period_steps} to "
+                f"{sweep.base.max_steps}"
+            )
         log(
             f"tune: {sweep.tune.trials} trial(s), {concurrent} at once, each "
             f"{sweep.tune.workers_per_trial} worker(s){' with a GPU' if spec.gpu else ''}; "
-            f"searching {', '.join(sorted(sweep.space))}; ASHA on {sweep.tune.metric} from step "
-            f"{sweep.tune.grace_period_steps} to {sweep.base.max_steps}"
+            f"searching {', '.join(sorted(sweep.space))}; {judged}"
         )
         tuner = tune.Tuner(
             trainable,
@@ -481,6 +550,101 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     saved = tune.ExperimentAnalysis(experiment, storage_filesystem=fs)
     done = {trial.trial_id for trial in saved.trials if trial.status in ("TERMINATED", "ERROR")}
     return _write_results(grid, done, sweep, spec, fs, sweep_root)
+
+
+def confirm(sweep: Sweep, spec: SweepSpec, summary: dict, log: Callable[[str], None] = print):
+    """The sweep's verdict tested anew: its best trial's settings and the base config's own
+    (the preset's) each trained for max_steps on the sweep's workers with a seed no trial used,
+    then scored by `audiogan evaluate` (CONFIRM_CLIPS clips against held-out real ones, with
+    the dataset's evaluation classifier). Runs in STORAGE/NAME/confirm/{preset,best}/; a run
+    that is there already is resumed (or, finished, only scored). Writes confirm.json."""
+    from audiogan import evaluate, evaluator, train
+
+    if not summary["best_trial"]:
+        raise TuneError("nothing to confirm: no trial stored a checkpoint")
+    best = next(row for row in summary["rows"] if row["trial"] == summary["best_trial"])
+    keys = sorted(sweep.space)
+    seed = sweep.base.seed + 1  # every trial trained with the base seed
+    contenders = {
+        "preset": {key: getattr(sweep.base, key) for key in keys},
+        "best": {key: best[key] for key in keys},
+    }
+    clips = evaluator.read_labelled_clips(spec.data_url)  # once, for both evaluations
+    fs, root = storage.resolve(spec.storage_url)
+    rows = {}
+    for name, params in contenders.items():
+        cfg = dataclasses.replace(sweep.base, **params, seed=seed)
+        log(f"tune: confirming {name} ({_settings(params)}): {cfg.max_steps} steps, seed {seed}")
+        run = train.RunSpec(
+            data_url=spec.data_url,
+            storage_url=f"{spec.storage_url.rstrip('/')}/{spec.name}/{CONFIRM_DIR}",
+            name=name,
+            workers=sweep.tune.workers_per_trial,
+            gpu=spec.gpu,
+        )
+        done = train.train(cfg, run)
+        if done["error"]:
+            raise TuneError(f"the confirmation run of {name} failed: {done['error']}")
+        scored = evaluate.evaluate(
+            spec.data_url, checkpoint_url=done["checkpoint"], n=CONFIRM_CLIPS, log=log, clips=clips
+        )
+        figures = scored["metrics"]
+        rows[name] = {
+            "searched": params,
+            "steps": done["steps"],
+            "checkpoint": done["checkpoint"],
+            "classifier_fd": figures["classifier_fd"]["generated"],
+            "classifier_fd_real": figures["classifier_fd"]["real"],
+            "mel_fd": figures["mel_fd"]["generated"],
+            "label_accuracy": figures.get("label_accuracy", {}).get("generated"),
+        }
+    same = contenders["preset"] == contenders["best"]
+    beats = rows["best"]["classifier_fd"] < rows["preset"]["classifier_fd"]
+    result = {
+        "trial": best["trial"],
+        "seed": seed,
+        "clips": CONFIRM_CLIPS,
+        "runs": rows,
+        "best_is_the_preset": same,
+        "best_beats_preset": (not same) and beats,
+        "ratio": round(rows["best"]["classifier_fd"] / rows["preset"]["classifier_fd"], 4),
+    }
+    path = storage.join(root, spec.name, CONFIRM_JSON)
+    storage.write_bytes(fs, path, json.dumps(result, indent=1).encode())
+    return result | {"path": _shown(spec, CONFIRM_JSON)}
+
+
+def _settings(params: dict) -> str:
+    return ", ".join(f"{key}={_value(value)}" for key, value in sorted(params.items()))
+
+
+def format_confirmation(result: dict) -> list[str]:
+    """The confirmation's table and its verdict in one line."""
+    lines = [
+        f"| run (seed {result['seed']}, {result['clips']} clips) | settings | steps | "
+        "classifier FD (real) | mel_fd | label accuracy |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, row in result["runs"].items():
+        accuracy = "-" if row["label_accuracy"] is None else f"{row['label_accuracy']:.3f}"
+        lines.append(
+            f"| {name} | {_settings(row['searched'])} | {row['steps']} | "
+            f"{row['classifier_fd']:.2f} ({row['classifier_fd_real']:.2f}) | "
+            f"{row['mel_fd']:.2f} | {accuracy} |"
+        )
+    if result["best_is_the_preset"]:
+        verdict = "the sweep's best settings are the preset's own"
+    elif result["best_beats_preset"]:
+        verdict = (
+            f"the sweep's best (trial {result['trial']}) beats the preset: classifier FD x"
+            f"{result['ratio']:.2f} of the preset's"
+        )
+    else:
+        verdict = (
+            f"the sweep's best (trial {result['trial']}) does not beat the preset on a fresh seed "
+            f"(classifier FD x{result['ratio']:.2f} of the preset's)"
+        )
+    return [*lines, "", f"  confirm: {verdict}"]
 
 
 def _shown(spec: SweepSpec, *parts: str) -> str:
@@ -519,7 +683,8 @@ def _trainable(sweep: Sweep, spec: SweepSpec):
         "keep_best": sweep.tune.metric,
     }
     env = {key: os.environ[key] for key in STORAGE_ENV if key in os.environ}
-    return tune.with_parameters(audiogan_trial, base=to_dict(sweep.base), run=run, env=env)
+    trial = population_trial if sweep.tune.scheduler == "pbt" else audiogan_trial
+    return tune.with_parameters(trial, base=to_dict(sweep.base), run=run, env=env)
 
 
 def audiogan_trial(params: dict, base: dict, run: dict, env: dict) -> None:
@@ -536,6 +701,71 @@ def audiogan_trial(params: dict, base: dict, run: dict, env: dict) -> None:
     summary = train.train(cfg, spec, callbacks=[TuneReportCallback()])
     if summary["error"]:
         raise train.TrainError(f"training failed: {summary['error']}")
+
+
+def population_trial(params: dict, base: dict, run: dict, env: dict) -> None:
+    """One trial of a population-based sweep. Training runs as in `audiogan_trial`, in a thread,
+    while this function reports each evaluation to Tune with a checkpoint that PBT can hand to
+    another trial: a pointer to this trial's run folder and step (POINTER_FILE), not the weights.
+
+    Tune starts the function again with the checkpoint it was handed: this trial's own (a resumed
+    sweep: its run goes on), or, after an exploit, another trial's with that trial's settings
+    perturbed (`params`): then a new run folder, TRIAL-from-DONOR-STEP, starts from the donor's
+    checkpoint at that step (RunFolder.start_from), and its metrics.jsonl says so."""
+    import tempfile
+    import threading
+
+    from ray import tune
+    from ray.util.queue import Queue
+
+    from audiogan import train
+    from audiogan.schedulers import Forward
+
+    os.environ.update(env)  # this process is the trial's own
+    cfg = from_dict(TrainConfig, {**base, **params})
+    me = tune.get_context().get_trial_id()
+    name, pointer = me, _read_pointer(tune.get_checkpoint())
+    if pointer and pointer["trial"] == me:
+        name = pointer["run"]
+    elif pointer:
+        name = f"{me}-from-{pointer['trial']}-{pointer['step']}"
+        fs, root = storage.resolve(run["storage_url"])
+        url = storage.display(f"{run['storage_url'].rstrip('/')}/{name}")
+        folder = runfolder.RunFolder(fs, storage.join(root, name), url, cfg.storage_retry_s)
+        if not folder.exists(runfolder.METRICS):  # (started from it before a resume)
+            lineage = {**pointer, "searched": params, "at": round(time.time(), 3)}
+            folder.start_from(storage.join(root, pointer["run"]), pointer["step"], lineage)
+            print(f"tune: {me} goes on from {pointer['run']} at step {pointer['step']}", flush=True)
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            spec = train.RunSpec(name=name, **run)
+            outcome["summary"] = train.train(cfg, spec, callbacks=[Forward(queue)])
+        except BaseException as error:  # noqa: BLE001 - raised below, in the trial's thread
+            outcome["error"] = error
+        finally:
+            queue.put(None)
+
+    threading.Thread(target=fit, name="audiogan-train", daemon=True).start()
+    while (metrics := queue.get()) is not None:
+        # Every report of a sweep is at a checkpoint step (checkpoint_every = eval_every).
+        with tempfile.TemporaryDirectory() as folder:
+            pointer = {"trial": me, "run": name, "step": metrics["step"]}
+            Path(folder, POINTER_FILE).write_text(json.dumps(pointer))
+            tune.report({**metrics, "run": name}, checkpoint=tune.Checkpoint.from_directory(folder))
+    if "error" in outcome:
+        raise outcome["error"]
+    if outcome["summary"]["error"]:
+        raise train.TrainError(f"training failed: {outcome['summary']['error']}")
+
+
+def _read_pointer(checkpoint) -> dict | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return json.loads(Path(folder, POINTER_FILE).read_text())
 
 
 def _concurrency(tune_cfg: TuneConfig, gpu: bool, resources: dict[str, float]) -> int:
@@ -588,7 +818,12 @@ def _searcher(sweep: Sweep, concurrent: int):
 
 
 def _scheduler(sweep: Sweep):
-    from audiogan.schedulers import ResumableASHA
+    from audiogan.schedulers import ResumableASHA, population_based
+
+    if sweep.tune.scheduler == "pbt":
+        return population_based(
+            perturbation_interval(sweep.tune), perturbed_ranges(sweep.space), sweep.base.max_steps
+        )
 
     # Time is the G step every report carries, so rungs mean the same with any eval_every.
     return ResumableASHA(
@@ -614,7 +849,8 @@ def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, swee
     best = min(stored, key=lambda row: row["checkpoint_score"]) if stored else None
     keys = sorted(sweep.space)
     measured = [m for m in TUNE_METRICS if any(row["at_best"].get(m) is not None for row in rows)]
-    csv_text = _csv(rows, keys, metric, measured)
+    pbt = sweep.tune.scheduler == "pbt"
+    csv_text = _csv(rows, keys, metric, measured, pbt)
     storage.write_bytes(fs, storage.join(sweep_root, RESULTS_CSV), csv_text.encode())
     curves = {row["trial"]: row["curve"] for row in rows}
     stopped = {row["trial"] for row in rows if row["status"] == "stopped early"}
@@ -631,6 +867,7 @@ def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, swee
             "step": best["checkpoint_step"],
             "checkpoint": best["checkpoint"],
             "run": best["run"],
+            **({"lineage": best["lineage"]} if pbt else {}),
             "searched": params,
             "config": to_dict(dataclasses.replace(sweep.base, **params)),
         }
@@ -638,6 +875,7 @@ def _write_results(grid, done: set[str], sweep: Sweep, spec: SweepSpec, fs, swee
     return {
         "sweep": _shown(spec),
         "metric": metric,
+        "scheduler": sweep.tune.scheduler,
         "measured": measured,
         "finished": finished,
         "trials": len(rows),
@@ -681,15 +919,30 @@ def agreement(trials: list[dict[int, dict[str, float]]]) -> dict[str, int | floa
 def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done: set[str]):
     metric = sweep.tune.metric
     trial = result.path.rstrip("/").rsplit("/", 1)[-1]
-    run = storage.join(sweep_root, TRIALS_DIR, trial)
-    history = runfolder.read_metrics(fs, run)
-    # step -> the metrics measured there (mel_fd, and classifier_fd where there is a classifier)
-    evaluations = {
-        row["step"]: {m: row[m] for m in TUNE_METRICS if _finite(row.get(m))}
-        for row in history
-        if _finite(row.get(metric))
-    }
-    curve = [(step, figures[metric]) for step, figures in evaluations.items()]
+    # (step, the metrics measured there, the run folder) of every evaluation the trial made
+    # itself, in order: in its own run, then in each run it started from another trial's
+    # checkpoint (PBT), the donor's rows copied there left out.
+    points, checkpoints, lineage, segments = [], [], [], []
+    history: list[dict] = []
+    for run, start in _generations(fs, sweep_root, trial):
+        history = runfolder.read_metrics(fs, run)
+        begun, segment = (start["step"] if start else 0), []
+        if start:
+            lineage.append(f"{start['step']} from {start['trial']}")
+            # (the plot's segment begins at the donor's score there)
+            segment = [
+                (r["step"], r[metric]) for r in history if r["step"] == begun and metric in r
+            ]
+        own = [row for row in history if row["step"] > begun and _finite(row.get(metric))]
+        scored = [
+            (row["step"], {m: row[m] for m in TUNE_METRICS if _finite(row.get(m))}) for row in own
+        ]
+        points += [(step, figures, run) for step, figures in scored]
+        segments.append(segment[-1:] + [(step, figures[metric]) for step, figures in scored])
+        stored = _best_checkpoint(fs, run, {step: figures[metric] for step, figures in scored})
+        if stored:  # (score, step, folder, every metric there)
+            checkpoints.append((*stored, dict(scored)[stored[1]]))
+        latest = run
     steps = history[-1]["step"] if history else 0
     if trial not in done:
         status = "unfinished"  # interrupted: running the command again resumes it
@@ -699,31 +952,49 @@ def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done:
         status = "completed"
     else:
         status = "stopped early"  # by the scheduler
-    best_step, best_value = min(curve, key=lambda e: e[1]) if curve else (None, None)
+    best_point = min(points, key=lambda point: point[1][metric]) if points else None
     config = _trial_config(result)
     params = {key: config.get(key) for key in sweep.space}
     prefix = "s3://" if storage.is_s3(spec.storage_url) else ""
-    best_checkpoint = _best_checkpoint(fs, run, dict(curve))
-    checkpoint_score, checkpoint_step, checkpoint_folder = best_checkpoint or (None, None, None)
+    best_stored = min(checkpoints, key=lambda c: c[:2]) if checkpoints else (None,) * 3 + ({},)
+    checkpoint_score, checkpoint_step, checkpoint_folder, at_checkpoint = best_stored
     error = None if result.error is None else _one_line(str(result.error))
     return {
         "trial": trial,
         "status": status,
         "steps": steps,
-        "best": best_value,
-        "best_step": best_step,
-        "at_best": evaluations.get(best_step, {}),  # both metrics at the best step
-        "last": curve[-1][1] if curve else None,
+        "best": best_point and best_point[1][metric],
+        "best_step": best_point and best_point[0],
+        "at_best": best_point[1] if best_point else {},  # every metric at the best step
+        "last": points[-1][1][metric] if points else None,
         **params,
         "checkpoint": checkpoint_folder and prefix + checkpoint_folder,
         "checkpoint_score": checkpoint_score,
-        "checkpoint_metrics": evaluations.get(checkpoint_step, {}),
+        "checkpoint_metrics": at_checkpoint,
         "checkpoint_step": checkpoint_step,
-        "run": prefix + run,
+        "run": prefix + latest,
+        "lineage": "; ".join(lineage),
         "error": error,
-        "curve": curve,
-        "evaluations": evaluations,
+        "curve": segments,  # one list of (step, score) per run the trial trained
+        "evaluations": {step: figures for step, figures, _ in points},
     }
+
+
+def _generations(fs, sweep_root: str, trial: str) -> list[tuple[str, dict | None]]:
+    """A trial's run folders in the order it trained them, each with where it started (None for
+    the trial's own first run; the lineage row of runfolder.start_from for one that went on
+    from another trial's checkpoint)."""
+    trials = storage.join(sweep_root, TRIALS_DIR)
+    own = storage.join(trials, trial)
+    later = []
+    for info in storage.list_folder(fs, trials, pafs.FileType.Directory):
+        if info.base_name.startswith(f"{trial}-from-"):
+            rows = runfolder.read_metrics(fs, info.path)
+            # its own lineage row is the last (the donor's rows may hold the donor's own)
+            start = next((row["exploited"] for row in reversed(rows) if "exploited" in row), None)
+            if start:
+                later.append((start["at"], info.path, start))
+    return [(own, None), *((path, start) for _, path, start in sorted(later))]
 
 
 def _trial_config(result) -> dict:
@@ -759,16 +1030,18 @@ def _one_line(text: str) -> str:
     return " | ".join(lines[-2:])[:400]
 
 
-def _csv(rows: list[dict], keys: list[str], metric: str, measured: list[str]) -> str:
-    """results.csv: the sweep's metric named in its columns (best_mel_fd, ...), and every
-    measured metric at each trial's best step."""
+def _csv(rows: list[dict], keys: list[str], metric: str, measured: list[str], pbt: bool) -> str:
+    """results.csv: the sweep's metric named in its columns (best_mel_fd, ...), every measured
+    metric at each trial's best step, and (PBT) each trial's lineage: the steps at which it went
+    on from another trial's checkpoint, and whose."""
     columns = {
         "trial": "trial", "status": "status", "steps": "steps", "best": f"best_{metric}",
         "best_step": "best_step", "last": f"last_{metric}",
         **{m: f"{m}_at_best" for m in measured},
         **{key: key for key in keys},
         "checkpoint": "checkpoint", "checkpoint_score": f"checkpoint_{metric}",
-        "checkpoint_step": "checkpoint_step", "run": "run", "error": "error",
+        "checkpoint_step": "checkpoint_step", "run": "run",
+        **({"lineage": "lineage"} if pbt else {}), "error": "error",
     }  # fmt: skip
     out = io.StringIO()
     writer = csv.DictWriter(out, list(columns.values()), lineterminator="\n")
@@ -783,14 +1056,17 @@ def format_table(summary: dict) -> list[str]:
     """The printed table: one row per trial, best first, with every measured metric at the
     trial's best step."""
     keys, metric = summary["searched"], summary["metric"]
-    measured = summary["measured"]
+    measured, pbt = summary["measured"], summary["scheduler"] == "pbt"
     lines = [
         f"| trial | status | steps | best {metric} (step) | "
         + "".join(f"{m} there | " for m in measured if m != metric)
         + f"last {metric} | "
         + " | ".join(keys)
+        + (" | went on from (step from trial)" if pbt else "")
         + " |",
-        "|---|---|---:|---:|" + "---:|" * (len(measured) - (metric in measured) + 1 + len(keys)),
+        "|---|---|---:|---:|"
+        + "---:|" * (len(measured) - (metric in measured) + 1 + len(keys))
+        + ("---|" if pbt else ""),
     ]
     for row in summary["rows"]:
         best = f"{row['best']:.1f} ({row['best_step']})" if row["best"] is not None else "-"
@@ -801,9 +1077,10 @@ def format_table(summary: dict) -> list[str]:
         )
         last = f"{row['last']:.1f}" if row["last"] is not None else "-"
         values = " | ".join(_value(row[key]) for key in keys)
+        lineage = f" | {row['lineage'] or '-'}" if pbt else ""
         lines.append(
             f"| {row['trial']} | {row['status']} | {row['steps']} | {best} | {others}{last} | "
-            f"{values} |"
+            f"{values}{lineage} |"
         )
     return lines
 

@@ -382,6 +382,22 @@ def test_a_sweep_of_data_with_a_classifier_ranks_by_classifier_fd_and_shows_both
     table = tune.format_table(summary)
     assert "best classifier_fd (step) | mel_fd there | last classifier_fd" in table[0]
 
+    # --confirm: the best settings and the preset's, trained anew on a fresh seed and scored
+    confirmed = tune.confirm(sweep, spec, summary, log=lambda _: None)
+    assert json.load(open(f"{root}/confirm.json"))["runs"] == confirmed["runs"]
+    best_row = next(row for row in summary["rows"] if row["trial"] == summary["best_trial"])
+    for name, params in (("preset", {"lr_g": 1e-4, "latent_dim": 16}), ("best", best_row)):
+        row = confirmed["runs"][name]
+        assert row["steps"] == 12 and row["classifier_fd"] > 0 and row["mel_fd"] > 0
+        assert row["searched"]["lr_g"] == params["lr_g"]
+        _, config, state = generate.load_generator(row["checkpoint"])
+        assert (config.seed, state["step"]) == (sweep.base.seed + 1, 12)  # a seed no trial had
+    assert confirmed["ratio"] == pytest.approx(
+        confirmed["runs"]["best"]["classifier_fd"] / confirmed["runs"]["preset"]["classifier_fd"],
+        abs=1e-3,
+    )
+    assert "confirm: the sweep's best" in tune.format_confirmation(confirmed)[-1]
+
 
 @pytest.mark.ray
 def test_a_three_trial_sweep_writes_results_and_a_best_checkpoint_that_loads(three_trials):
@@ -433,6 +449,78 @@ def test_running_a_finished_sweep_again_trains_nothing_and_a_changed_one_is_refu
     changed = tune.load_sweep(path, [*THREE[1:], "tune.trials=4"])
     with pytest.raises(tune.TuneError, match="other settings \\(tune.trials\\)"):
         tune.run_sweep(changed, spec, log=lambda _: None)
+
+
+# Three trials at once, PBT at every 4 steps: the one that trains best stays best, and the
+# worst of the population takes the best one's checkpoint (once that one has reported one at
+# its own perturbation step, from the second round on).
+PBT = ["tune.trials=3", "tune.workers_per_trial=1", "tune.scheduler=pbt",
+       "tune.perturbation_interval_steps=4", "max_steps=20"]  # fmt: skip
+PBT_POINTS = """
+points:
+  - {latent_dim: 16, dropout: 0.0, lr_g: 2.0e-4, lr_d: 2.0e-4}
+  - {latent_dim: 16, dropout: 0.0, lr_g: 1.0e-5, lr_d: 1.0e-5}
+  - {latent_dim: 16, dropout: 0.0, lr_g: 3.0e-2, lr_d: 3.0e-2}
+"""
+
+
+def test_a_population_based_sweep_is_refused_where_it_could_not_exploit_or_perturb(tmp_path):
+    path = _sweep_file(tmp_path, TINY_SWEEP)
+    with pytest.raises(ConfigError, match="tune.search_alg"):
+        tune.load_sweep(path, [*PBT, "tune.search_alg=optuna"])
+    with pytest.raises(ConfigError, match="a population: tune.trials of 2 or more"):
+        tune.load_sweep(path, [*PBT, "tune.trials=1"])
+    with pytest.raises(ConfigError, match="searches none .latent_dim"):
+        tune.load_sweep(path, [*PBT, "dropout=0.0", "lr_g=1.0e-4", "lr_d=1.0e-4"])
+    with pytest.raises(ConfigError, match="interval .20 steps. must be below max_steps"):
+        tune.load_sweep(path, [*PBT, "tune.perturbation_interval_steps=20"])
+    sweep = tune.load_sweep(path, PBT)
+    assert sweep.base.keep_checkpoints == 0  # a checkpoint another trial may take stays
+    assert tune.perturbed_ranges(sweep.space) == {
+        "dropout": ("uniform", 0.0, 0.3),
+        "lr_d": ("loguniform", 5e-5, 5e-4),
+        "lr_g": ("loguniform", 5e-5, 5e-4),
+    }  # latent_dim (a choice) changes G's shape: a taken checkpoint keeps the donor's
+
+
+@pytest.mark.ray
+def test_a_population_based_sweep_exploits_through_the_run_folders(one_second_clips, tmp_path):
+    path = _sweep_file(tmp_path, TINY_SWEEP + PBT_POINTS)
+    sweep = tune.load_sweep(path, PBT)
+    spec = tune.SweepSpec(one_second_clips, str(tmp_path / "sweeps"), "pbt")
+    summary = tune.run_sweep(sweep, spec, log=lambda _: None)
+    assert summary["finished"] and summary["scheduler"] == "pbt"
+    assert [row["status"] for row in summary["rows"]] == ["completed"] * 3
+    assert all(row["steps"] == 20 for row in summary["rows"])
+    fs = pafs.LocalFileSystem()
+    trials = f"{spec.storage_url}/pbt/trials"
+    taken = [
+        info for info in fs.get_file_info(pafs.FileSelector(trials)) if "-from-" in info.base_name
+    ]
+    assert taken, "no trial went on from another's checkpoint"
+    for info in taken:  # TRIAL-from-DONOR-STEP
+        rows = runfolder.read_metrics(fs, info.path)
+        # its own lineage row is the last: rows copied from a donor may hold the donor's own
+        mark = max(i for i, row in enumerate(rows) if "exploited" in row)
+        lineage, step = rows[mark]["exploited"], rows[mark]["step"]
+        assert info.base_name.endswith(f"-from-{lineage['trial']}-{step}")
+        assert step < 20  # never at the end: a done trial takes nothing
+        donor = f"{trials}/{lineage['run']}"
+        donors_rows = [row for row in runfolder.read_metrics(fs, donor) if row["step"] <= step]
+        assert rows[:mark] == donors_rows  # the donor's curve up to the step it gave
+        assert rows[mark + 1]["step"] == step + 2  # then trained on from that step (log_every 2)
+        name = runfolder.checkpoint_name(step)
+        assert (
+            open(f"{info.path}/{name}/state.pt", "rb").read()
+            == open(f"{donor}/{name}/state.pt", "rb").read()
+        )
+        for key, (_, low, high) in tune.perturbed_ranges(sweep.space).items():
+            assert low <= lineage["searched"][key] <= high  # perturbed within the searched range
+    rows = _csv_rows(open(f"{spec.storage_url}/pbt/results.csv").read())
+    lineages = [row["lineage"] for row in rows if row["lineage"]]
+    assert len(lineages) >= 1 and all(" from " in text for text in lineages)
+    table = "\n".join(tune.format_table(summary))
+    assert "went on from (step from trial)" in table
 
 
 @pytest.mark.ray

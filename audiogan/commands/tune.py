@@ -47,6 +47,13 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("--max-steps", type=int, metavar="N", help="G steps of a full trial")
     parser.add_argument(
+        "--confirm",
+        action="store_true",
+        help="after the sweep, train the best trial's settings and the preset's own (the sweep "
+        "file's base) anew for max_steps with a seed no trial used, and score both with the "
+        "dataset's evaluation classifier (audiogan evaluate): STORAGE/NAME/confirm.json",
+    )
+    parser.add_argument(
         "--config",
         metavar="PRESET",
         help="a sweep file or a training preset: a built-in's name or a YAML file",
@@ -68,13 +75,19 @@ def run(args: argparse.Namespace) -> None:
     spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu)
     check_dataset(args.data)
     sweep = tune.choose_metric(sweep, spec.data_url, log=stderr)  # before Ray starts
+    if args.confirm:
+        _check_confirmable(spec.data_url)
     start_ray(args, dashboard=True)
     summary = tune.run_sweep(sweep, spec, log=stderr)
+    brief = {key: value for key, value in summary.items() if key != "rows"}
+    lines = _lines(summary)
+    if args.confirm and summary["finished"] and summary["best_trial"]:
+        brief["confirm"] = tune.confirm(sweep, spec, summary, log=stderr)
+        lines += ["", *tune.format_confirmation(brief["confirm"])]
     import ray
 
     ray.shutdown()  # so that no late worker log line lands after the summary (or --json's line)
-    brief = {key: value for key, value in summary.items() if key != "rows"}
-    emit(brief, args.json, _lines(summary))
+    emit(brief, args.json, lines)
     if not summary["finished"]:
         raise AudioganError(
             f"interrupted with {summary['unfinished']} trial(s) to go: run the same command "
@@ -91,7 +104,8 @@ def _lines(summary: dict) -> list[str]:
     lines = [
         "",
         f"tune: {summary['trials']} trial(s) in {summary['sweep']}: {summary['completed']} "
-        f"completed, {summary['stopped_early']} stopped early by ASHA, {summary['errors']} "
+        f"completed, {summary['stopped_early']} stopped early by "
+        f"{summary['scheduler'].upper()}, {summary['errors']} "
         "failed"
         + (
             ""
@@ -128,3 +142,16 @@ def _agreement(summary: dict) -> list[str]:
         "steps)",
         "",
     ]
+
+
+def _check_confirmable(data_url: str) -> None:
+    """--confirm scores with the dataset's evaluation classifier: refused before Ray starts
+    where there is none that can."""
+    from audiogan import evaluator
+    from audiogan.dataset import read_manifest
+
+    if evaluator.usable_judge(data_url, read_manifest(data_url)) is None:
+        raise AudioganError(
+            f"--confirm scores with the dataset's evaluation classifier, and {data_url} has "
+            f"none: audiogan evaluator fit --data {data_url}"
+        )
