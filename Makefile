@@ -23,12 +23,15 @@ demo: demo-data
 		--workers 2 max_steps=500
 	$(BIN)/audiogan generate $(DEMO_DIR)/runs/demo $(DEMO_DIR)/generated --n 8
 
-## demo-tune: a Ray Tune sweep of 8 small WaveGANs on the demo's data, ASHA stopping the
-## laggards (about 10 minutes on 2 cores); prints the table and where best.json is
+## demo-tune: a Ray Tune sweep of the default recipe (the one demo trains) on the demo's data,
+## judged on an evaluation classifier fitted on that data, ASHA stopping the laggards; then the
+## best settings and the preset's trained anew on a fresh seed and scored (--confirm). Prints
+## both tables and where best.json and confirm.json are
 demo-tune: demo-data
 	rm -rf $(DEMO_DIR)/sweeps/demo
+	$(BIN)/audiogan evaluator fit --data $(DEMO_DIR)/prepared
 	$(BIN)/audiogan tune --data $(DEMO_DIR)/prepared --storage $(DEMO_DIR)/sweeps --name demo \
-		--config sweep_small
+		--config sweep_demo --confirm
 
 ## demo-compare: the demo's recipe against textbook WaveGAN-GP on the demo's data, 5 minutes
 ## each on 2 CPU workers, scored by an evaluation classifier fitted on that data (about 11 min)
