@@ -2,9 +2,13 @@
 
 Each trial is a function that builds the same TorchTrainer as `audiogan train`
 (`train.train`), with Tune's `TuneReportCallback`, so every `ray.train.report` of rank 0 (with
-`mel_fd`) is one Tune result and ASHA can stop a trial that falls behind. The trial's training
-run has the whole run layout under STORAGE/NAME/trials/TRIAL_ID/; Tune's own experiment state is
-in STORAGE/NAME/tune/, from which a rerun of the same command resumes.
+`mel_fd`, and `classifier_fd` where the dataset has an evaluation classifier) is one Tune
+result, judged on tune.metric, and ASHA (schedulers.ResumableASHA) can stop a trial that falls
+behind. Under PBT (tune.scheduler=pbt) a trial is `population_trial`, which reports each result
+with a pointer checkpoint that PBT can hand to another trial. The trial's training run has the
+whole run layout under STORAGE/NAME/trials/TRIAL_ID/ (and TRIAL_ID-from-DONOR-STEP/ after a PBT
+exploit); Tune's own experiment state is in STORAGE/NAME/tune/, from which a rerun of the same
+command resumes. `confirm` trains the best settings and the preset's anew and scores both.
 
 A sweep file is a training preset (its keys are every trial's base) with optional sections:
 
@@ -506,28 +510,7 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     else:
         storage.write_bytes(fs, sweep_path, described.encode())
         concurrent = _concurrency(sweep.tune, spec.gpu, ray.cluster_resources())
-        if sweep.tune.scheduler == "pbt" and concurrent < sweep.tune.trials:
-            # A trial waiting for room would hold back every trial's exploits (Ray's PBT
-            # pauses a trial at its interval while another is pending).
-            raise TuneError(
-                f"tune.scheduler=pbt runs its whole population at once: {sweep.tune.trials} "
-                f"trials, room for {concurrent}; lower tune.trials or give the sweep more room"
-            )
-        if sweep.tune.scheduler == "pbt":
-            judged = (
-                f"PBT on {sweep.tune.metric} every {perturbation_interval(sweep.tune)} steps, "
-                f"perturbing {', '.join(perturbed_ranges(sweep.space))}, to {sweep.base.max_steps}"
-            )
-        else:
-            judged = (
-                f"ASHA on {sweep.tune.metric} from step {sweep.tune.grace_period_steps} to "
-                f"{sweep.base.max_steps}"
-            )
-        log(
-            f"tune: {sweep.tune.trials} trial(s), {concurrent} at once, each "
-            f"{sweep.tune.workers_per_trial} worker(s){' with a GPU' if spec.gpu else ''}; "
-            f"searching {', '.join(sorted(sweep.space))}; {judged}"
-        )
+        _announce(sweep, spec, concurrent, log)
         tuner = tune.Tuner(
             trainable,
             param_space=to_tune(sweep.space),
@@ -597,13 +580,14 @@ def confirm(sweep: Sweep, spec: SweepSpec, summary: dict, log: Callable[[str], N
             "classifier_fd_real": figures["classifier_fd"]["real"],
             "mel_fd": figures["mel_fd"]["generated"],
             "label_accuracy": figures.get("label_accuracy", {}).get("generated"),
+            "clips": scored["generated_clips"],  # as many as the held-out real clips, at most
         }
     same = contenders["preset"] == contenders["best"]
     beats = rows["best"]["classifier_fd"] < rows["preset"]["classifier_fd"]
     result = {
         "trial": best["trial"],
         "seed": seed,
-        "clips": CONFIRM_CLIPS,
+        "clips": min(row["clips"] for row in rows.values()),
         "runs": rows,
         "best_is_the_preset": same,
         "best_beats_preset": (not same) and beats,
@@ -621,7 +605,7 @@ def _settings(params: dict) -> str:
 def format_confirmation(result: dict) -> list[str]:
     """The confirmation's table and its verdict in one line."""
     lines = [
-        f"| run (seed {result['seed']}, {result['clips']} clips) | settings | steps | "
+        f"| run (seed {result['seed']}, {result['clips']} clips scored) | settings | steps | "
         "classifier FD (real) | mel_fd | label accuracy |",
         "|---|---|---:|---:|---:|---:|",
     ]
@@ -645,6 +629,33 @@ def format_confirmation(result: dict) -> list[str]:
             f"(classifier FD x{result['ratio']:.2f} of the preset's)"
         )
     return [*lines, "", f"  confirm: {verdict}"]
+
+
+def _announce(sweep: Sweep, spec: SweepSpec, concurrent: int, log: Callable[[str], None]):
+    """The sweep's first line: trials, room, what is searched and how trials are judged;
+    refuses a PBT population larger than the room."""
+    if sweep.tune.scheduler == "pbt" and concurrent < sweep.tune.trials:
+        # A trial waiting for room would hold back every trial's exploits (Ray's PBT
+        # pauses a trial at its interval while another is pending).
+        raise TuneError(
+            f"tune.scheduler=pbt runs its whole population at once: {sweep.tune.trials} "
+            f"trials, room for {concurrent}; lower tune.trials or give the sweep more room"
+        )
+    if sweep.tune.scheduler == "pbt":
+        judged = (
+            f"PBT on {sweep.tune.metric} every {perturbation_interval(sweep.tune)} steps, "
+            f"perturbing {', '.join(perturbed_ranges(sweep.space))}, to {sweep.base.max_steps}"
+        )
+    else:
+        judged = (
+            f"ASHA on {sweep.tune.metric} from step {sweep.tune.grace_period_steps} to "
+            f"{sweep.base.max_steps}"
+        )
+    log(
+        f"tune: {sweep.tune.trials} trial(s), {concurrent} at once, each "
+        f"{sweep.tune.workers_per_trial} worker(s){' with a GPU' if spec.gpu else ''}; "
+        f"searching {', '.join(sorted(sweep.space))}; {judged}"
+    )
 
 
 def _shown(spec: SweepSpec, *parts: str) -> str:

@@ -11,7 +11,7 @@ import sys
 # the commands, so that `audiogan --help` starts no Ray. A module that starts importing Ray
 # drags Ray's start-up and its global state into every notebook, evaluation and unit test that
 # imports it, so a new module is Ray-free unless listed here.
-RAY_SIDE = {"audiogan.compare", "audiogan.data", "audiogan.train"}
+RAY_SIDE = {"audiogan.compare", "audiogan.data", "audiogan.schedulers", "audiogan.train"}
 
 # Imports every module of audiogan and jobs, and prints what differs from before. What it
 # compares is process-wide state a library has no business changing when it is imported:
