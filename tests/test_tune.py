@@ -364,10 +364,11 @@ def test_a_sweep_of_data_with_a_classifier_ranks_by_classifier_fd_and_shows_both
     summary = tune.run_sweep(sweep, spec, log=lambda _: None)
     assert summary["metric"] == "classifier_fd" and summary["finished"]
     root = f"{spec.storage_url}/judged"
-    for row in summary["rows"]:  # rank 0 measured both at every evaluation (4, 8, 12)
+    for row in summary["rows"]:  # rank 0 measured both at every evaluation (4, 8, 12) it made
         history = runfolder.read_metrics(pafs.LocalFileSystem(), row["run"])
         scored = {r["step"]: r for r in history if "classifier_fd" in r}
-        assert sorted(scored) == [4, 8, 12] and all(r["classifier_fd"] > 0 for r in scored.values())
+        made = [step for step in (4, 8, 12) if step <= row["steps"]]  # ASHA may stop one at 4
+        assert sorted(scored) == made and all(r["classifier_fd"] > 0 for r in scored.values())
         assert all("mel_fd" in r for r in scored.values())
         assert row["best"] == min(r["classifier_fd"] for r in scored.values())
     rows = _csv_rows(open(f"{root}/results.csv").read())
