@@ -62,15 +62,9 @@ def read_samples(url: str, sample_rate_hz: int, clip_samples: int, n: int) -> np
 
 def check_classifier(about: dict, clips: evaluator.LabelledClips, classifier_url: str) -> None:
     """Refuses a classifier fitted on a dataset of another rate, length or label set."""
-    if (clips.sample_rate_hz, clips.clip_samples, clips.labels) != (
-        about["sample_rate_hz"],
-        about["clip_samples"],
-        about["labels"],
-    ):
-        raise AudioganError(
-            f"the classifier at {storage.display(classifier_url)} was fitted on another dataset "
-            "(rate, length or labels differ); fit one for this dataset"
-        )
+    evaluator.check_fits(
+        about, clips.sample_rate_hz, clips.clip_samples, clips.labels, classifier_url
+    )
 
 
 def evaluate(

@@ -300,11 +300,12 @@ def _accuracy(model: Classifier, mels: torch.Tensor, targets: torch.Tensor) -> f
 def load(url: str) -> tuple[Classifier, dict]:
     """A saved classifier (a folder holding state.pt, or the file), loaded weights_only, and
     its summary."""
-    model, state = _load_state(url)
-    return model, {k: v for k, v in state.items() if k not in ("state", "reference")}
+    model, about, _ = _load_state(url)
+    return model, about
 
 
-def _load_state(url: str) -> tuple[Classifier, dict]:
+def _load_state(url: str) -> tuple[Classifier, dict, dict | None]:
+    """(the classifier, its summary, the reference Gaussian fit kept with it or None)."""
     fs, path = storage.resolve(url)
     try:
         kind = fs.get_file_info(path).type
@@ -339,7 +340,22 @@ def _load_state(url: str) -> tuple[Classifier, dict]:
             f"{storage.display(url)} does not fit the classifier's layers: {str(error)[:200]}"
         ) from None
     model.eval()
-    return model, state
+    about = {k: v for k, v in state.items() if k not in ("state", "reference")}
+    reference = state.get("reference")
+    return model, about, reference if isinstance(reference, dict) else None
+
+
+def check_fits(about: dict, rate: int, clip_samples: int, labels: list[str], url: str) -> None:
+    """Refuses a classifier fitted on a dataset of another rate, length or label set."""
+    if (about["sample_rate_hz"], about["clip_samples"], about["labels"]) != (
+        rate,
+        clip_samples,
+        labels,
+    ):
+        raise EvaluatorError(
+            f"the classifier at {storage.display(url)} was fitted on another dataset (rate, "
+            "length or labels differ); fit one for this dataset: audiogan evaluator fit --data DEST"
+        )
 
 
 @dataclass
@@ -361,14 +377,12 @@ class Judge:
 
 def load_judge(url: str) -> Judge:
     """The classifier at `url` as a Judge; refuses one fitted before it kept its reference."""
-    model, state = _load_state(url)
-    reference = state.get("reference")
-    if not isinstance(reference, dict):
+    model, about, reference = _load_state(url)
+    if reference is None:
         raise EvaluatorError(
             f"the classifier at {storage.display(url)} has no reference statistics (it was "
             "fitted by an older audiogan); fit it again: audiogan evaluator fit --data DEST"
         )
-    about = {k: v for k, v in state.items() if k not in ("state", "reference")}
     return Judge(model, reference["mean"].numpy(), reference["cov"].numpy(), about)
 
 
@@ -411,10 +425,5 @@ def usable_judge(data_url: str, manifest: dict) -> str | None:
     if url is None:
         return None
     about = load_judge(url).about
-    dataset = (manifest["sample_rate_hz"], manifest["clip_samples"], manifest["labels"])
-    if (about["sample_rate_hz"], about["clip_samples"], about["labels"]) != dataset:
-        raise EvaluatorError(
-            f"the classifier at {storage.display(url)} was fitted on another dataset (rate, "
-            "length or labels differ); fit it again: audiogan evaluator fit --data DEST"
-        )
+    check_fits(about, manifest["sample_rate_hz"], manifest["clip_samples"], manifest["labels"], url)
     return url

@@ -115,8 +115,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )  # fmt: skip
     monitor = None
     if rank == 0:
-        judge = config["judge_url"] and evaluator.load_judge(config["judge_url"])
-        monitor = Monitor(cfg, dataset, device, folder, step, judge or None)
+        url = config["judge_url"]
+        monitor = Monitor(cfg, dataset, device, folder, step, url and evaluator.load_judge(url))
     meter = Throughput(world)
     while step < cfg.max_steps:
         reals, labels = zip(*meter.next_batches(batches, cfg.n_critic), strict=True)

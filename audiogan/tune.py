@@ -445,6 +445,8 @@ def choose_metric(sweep: Sweep, data_url: str, log: Callable[[str], None] = prin
     from audiogan import evaluator
     from audiogan.dataset import read_manifest
 
+    if sweep.tune.metric == "mel_fd":  # needs no classifier
+        return sweep
     try:
         judge = evaluator.usable_judge(data_url, read_manifest(data_url))
         why = "" if judge else f"{storage.display(data_url)} has no evaluation classifier"
@@ -508,9 +510,9 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
         log(f"tune: resuming the sweep in {_shown(spec, TUNE_DIR)}")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, storage_filesystem=fs)
     else:
-        storage.write_bytes(fs, sweep_path, described.encode())
         concurrent = _concurrency(sweep.tune, spec.gpu, ray.cluster_resources())
         _announce(sweep, spec, concurrent, log)
+        storage.write_bytes(fs, sweep_path, described.encode())
         tuner = tune.Tuner(
             trainable,
             param_space=to_tune(sweep.space),
@@ -935,8 +937,7 @@ def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done:
     # checkpoint (PBT), the donor's rows copied there left out.
     points, checkpoints, lineage, segments = [], [], [], []
     history: list[dict] = []
-    for run, start in _generations(fs, sweep_root, trial):
-        history = runfolder.read_metrics(fs, run)
+    for run, start, history in _generations(fs, sweep_root, trial):
         begun, segment = (start["step"] if start else 0), []
         if start:
             lineage.append(f"{start['step']} from {start['trial']}")
@@ -991,10 +992,10 @@ def _trial_row(result, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, done:
     }
 
 
-def _generations(fs, sweep_root: str, trial: str) -> list[tuple[str, dict | None]]:
+def _generations(fs, sweep_root: str, trial: str) -> list[tuple[str, dict | None, list[dict]]]:
     """A trial's run folders in the order it trained them, each with where it started (None for
     the trial's own first run; the lineage row of runfolder.start_from for one that went on
-    from another trial's checkpoint)."""
+    from another trial's checkpoint) and its metrics rows."""
     trials = storage.join(sweep_root, TRIALS_DIR)
     own = storage.join(trials, trial)
     later = []
@@ -1004,8 +1005,10 @@ def _generations(fs, sweep_root: str, trial: str) -> list[tuple[str, dict | None
             # its own lineage row is the last (the donor's rows may hold the donor's own)
             start = next((row["exploited"] for row in reversed(rows) if "exploited" in row), None)
             if start:
-                later.append((start["at"], info.path, start))
-    return [(own, None), *((path, start) for _, path, start in sorted(later))]
+                later.append((start["at"], info.path, start, rows))
+    later.sort(key=lambda generation: generation[0])
+    first = (own, None, runfolder.read_metrics(fs, own))
+    return [first, *((path, start, rows) for _, path, start, rows in later)]
 
 
 def _trial_config(result) -> dict:
