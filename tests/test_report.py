@@ -132,7 +132,7 @@ def test_the_report_renders_in_a_headless_browser(run_folder, tmp_path):
     probed = tmp_path / "probed.html"
     probed.write_text(open(path).read().replace("</body>", PROBE + "</body>"))
     dom = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+        [chromium, *CHROMIUM_FLAGS, "--virtual-time-budget=30000", "--dump-dom", probed.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,
