@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from audiogan import metrics, storage
-from audiogan.dataset import EVALUATOR_DIR, read_clips, read_manifest
+from audiogan.dataset import EVALUATOR_DIR, clip_audio, read_clips, read_manifest
 from audiogan.errors import AudioganError
 
 FORMAT = "audiogan.evaluator/1"
@@ -82,9 +82,7 @@ def read_labelled_clips(data_url: str, labelled_only: bool = True) -> LabelledCl
     label_ids = table.column("label_id").to_numpy().astype(np.int64)
     keep = label_ids >= 0 if labelled_only else np.ones(len(label_ids), dtype=bool)
     clip_samples = manifest["clip_samples"]
-    audio = (
-        table.column("audio").combine_chunks().flatten().to_numpy().reshape(-1, clip_samples)[keep]
-    )
+    audio = clip_audio(table, clip_samples)[keep]
     sources = [s for s, k in zip(table.column("source").to_pylist(), keep, strict=True) if k]
     return LabelledClips(
         audio=np.ascontiguousarray(audio, dtype=np.float32),

@@ -4,7 +4,8 @@
   a pure function of the config, the step and whether the time is up.
 - `Monitor`: rank 0's bookkeeping: metrics.jsonl, the progress line, mel_fd, samples, plots
   and the report, all through the run folder's retries.
-- `cached_batches`: a shard's batches, epoch after epoch, kept in memory once they fit.
+- `cached_batches`: a shard's batches, epoch after epoch, kept in memory once they fit (as
+  stored: 16-bit PCM, made float on the device).
 - `agree`: the stop flags every rank must share.
 """
 
@@ -20,6 +21,7 @@ import torch
 
 from audiogan import metrics, report, runfolder, samples
 from audiogan.config import TrainConfig, to_dict
+from audiogan.dataset import PCM_SCALE
 from audiogan.evaluator import Judge
 from audiogan.generate import render
 from audiogan.report import QUALITY_KEYS
@@ -85,12 +87,14 @@ def cached_batches(
     device: torch.device,
     epoch_done: Callable[[int], None] = lambda clips: None,
 ) -> Iterator[Batch]:
-    """Endless batches on `device`: the first epoch from `stream()`, and the following ones
-    from memory, reshuffled, if the epoch fit in `cache_mb` MiB; else `stream()` every epoch.
-    `epoch_done` hears how many clips the first epoch held.
+    """Endless float32 batches on `device`: the first epoch from `stream()`, and the following
+    ones from memory, reshuffled, if the epoch fit in `cache_mb` MiB; else `stream()` every
+    epoch. `epoch_done` hears how many clips the first epoch held.
 
     Every epoch of a Ray Data shard restarts its streaming split (about a second here), which
-    a shard that fits in memory need not pay."""
+    a shard that fits in memory need not pay. Audio is kept and moved as `stream()` gives it
+    (int16 from a dataset of format /2: half the memory and the copy to the device) and made
+    float on the device."""
     cached: list[Batch] | None = []
     cached_bytes = clips = 0
     for audio, labels in stream():
@@ -101,12 +105,12 @@ def cached_batches(
                 cached.append((audio, labels))
             else:
                 cached = None
-        yield audio.to(device), labels.to(device)
+        yield as_float(audio.to(device)), labels.to(device)
     epoch_done(clips)
     if not cached:
         while True:
             for audio, labels in stream():
-                yield audio.to(device), labels.to(device)
+                yield as_float(audio.to(device)), labels.to(device)
     audio = torch.cat([a for a, _ in cached]).to(device)  # (N, 1, T)
     labels = torch.cat([lab for _, lab in cached]).to(device)
     order_rng = torch.Generator().manual_seed(seed)
@@ -114,7 +118,14 @@ def cached_batches(
         order = torch.randperm(len(audio), generator=order_rng)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             pick = order[start : start + batch_size].to(device)
-            yield audio[pick], labels[pick]
+            yield as_float(audio[pick]), labels[pick]
+
+
+def as_float(audio: torch.Tensor) -> torch.Tensor:
+    """A batch of stored audio as float32 in [-1, 1]: int16 PCM scaled, float as it is."""
+    if audio.dtype == torch.int16:
+        return audio.float().mul_(1 / PCM_SCALE)
+    return audio.float()
 
 
 class Throughput:

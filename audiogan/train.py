@@ -25,7 +25,7 @@ from ray.data.expressions import col
 
 from audiogan import checkpoint, evaluator, models, runfolder, storage
 from audiogan.config import TrainConfig, from_dict, to_dict
-from audiogan.dataset import CLIPS, read_manifest
+from audiogan.dataset import CLIPS, audio_as_int16, read_manifest
 from audiogan.errors import AudioganError
 from audiogan.loop import (
     Monitor,
@@ -197,7 +197,7 @@ def _shard_stream(cfg: TrainConfig) -> Callable[[], Iterator[tuple[torch.Tensor,
         if shard is None:
             shard = ray.train.get_dataset_shard("train")
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True):
-            yield batch["audio"].float().unsqueeze(1), batch["label_id"].long()
+            yield batch["audio"].unsqueeze(1), batch["label_id"].long()  # audio as stored
 
     return stream
 
@@ -328,7 +328,12 @@ def _read_clips(path: str, fs: pafs.FileSystem, cpus: float) -> ray.data.Dataset
         clips = ray.data.read_parquet(path, filesystem=fs, num_cpus=cpus)
     finally:
         context.use_datasource_v2 = v2
-    return clips.select_columns(["audio", "label_id"])
+    # Format /2's audio is stored as bytes: viewed as int16 lists in the read's own task (a
+    # view, no copy), so the shard streams and caches 2 bytes a sample and the float comes on
+    # the device (loop.cached_batches).
+    return clips.select_columns(["audio", "label_id"]).map_batches(
+        audio_as_int16, batch_format="pyarrow", batch_size=None, zero_copy_batch=True, num_cpus=cpus
+    )
 
 
 def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dict:

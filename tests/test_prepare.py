@@ -30,6 +30,11 @@ def read_clips(dest: Path) -> pa.Table:
     return pads.dataset(str(dest / "clips"), format="parquet").to_table()
 
 
+def stored_audio(row: dict) -> np.ndarray:
+    """A clip row's 16-bit audio as the float32 samples readers see."""
+    return dataset.from_pcm16(np.frombuffer(row["audio"], dtype="<i2"))
+
+
 def read_rejects(dest: Path) -> dict[str, str]:
     table = pads.dataset(str(dest / "rejects"), format="parquet").to_table()
     return dict(
@@ -80,12 +85,12 @@ def test_synthetic_fsd_dataset_becomes_the_documented_contract(ray_session, synt
         assert clip["label_id"] == manifest["labels"].index(row["label"])
         assert clip["clip_id"] == f"audio_train/{row['fname']}#0"
         assert clip["source_sample_rate"] == 44100
-        audio = np.asarray(clip["audio"], dtype=np.float32)
+        audio = stored_audio(clip)
         assert audio.shape == (64000,) and np.max(np.abs(audio)) == pytest.approx(0.99, abs=1e-4)
-        # The stored audio is exactly what the pure function makes of the file.
+        # The stored audio is exactly what the pure function makes of the file, in 16 bits.
         raw = (synth_root / "audio_train" / row["fname"]).read_bytes()
         expected = clips_from_file(io.BytesIO(raw), len(raw), PrepareConfig(), clip["source"])
-        np.testing.assert_array_equal(audio, expected.clips[0][1])
+        assert clip["audio"] == dataset.to_pcm16(expected.clips[0][1]).tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +231,7 @@ def test_bad_files_become_reject_rows_and_unusual_ones_correct_clips(
     good = {f"audio_train/{r['fname']}" for r in csv.DictReader(open(synth_root / "train.csv"))}
     assert good <= set(clips)  # every good clip arrives, whatever else is in its batch
     for name in UNUSUAL:
-        audio = np.asarray(clips[f"audio_train/{name}"]["audio"], dtype=np.float32)
+        audio = stored_audio(clips[f"audio_train/{name}"])
         assert audio.shape == (64000,)
         assert dominant_hz(audio[:47000], 16000) == pytest.approx(440, abs=1.0), name
         assert np.max(np.abs(audio)) <= 1.0
@@ -453,7 +458,7 @@ def test_a_tree_of_links_and_odd_entries_keeps_every_good_file_once_under_its_la
     assert set(rows) == set(good)
     for name, (label, freq) in good.items():
         assert rows[name]["label"] == label
-        audio = np.asarray(rows[name]["audio"], dtype=np.float32)
+        audio = stored_audio(rows[name])
         assert dominant_hz(audio[:15000], 16000) == pytest.approx(freq, abs=1.0), name
     assert read_rejects(tmp_path / "out") == HOSTILE_TREE_REJECTS
     assert summary["skipped"] == {

@@ -190,3 +190,24 @@ def test_a_run_that_diverges_stops_with_an_error(one_second_clips, tmp_path):
     with pytest.raises(AudioganError, match="training diverged at step 1: d_loss (inf|nan)"):
         train.train(cfg, spec)
     assert not (tmp_path / "inf" / "checkpoint_000001").exists()  # nothing after a NaN is kept
+
+
+def test_the_shard_streams_16_bit_audio_that_training_sees_as_floats(one_second_clips):
+    """Format /2's bytes reach the workers as int16 (half the object store and cache) and the
+    loop scales them back to the floats evaluate reads."""
+    import torch
+
+    from audiogan import evaluator, loop
+    from audiogan.dataset import CLIPS
+
+    fs, root = storage.resolve(one_second_clips)
+    clips = train._read_clips(storage.join(root, CLIPS), fs, 0.5)
+    [batch] = list(clips.iter_torch_batches(batch_size=64))
+    assert batch["audio"].dtype == torch.int16 and batch["audio"].shape == (20, 16000)
+    floats = loop.as_float(batch["audio"]).numpy()
+    stored = evaluator.read_labelled_clips(one_second_clips, labelled_only=False).audio
+    energies = [
+        np.sort(np.square(audio, dtype=np.float64).sum(axis=1)) for audio in (floats, stored)
+    ]
+    np.testing.assert_allclose(*energies, rtol=1e-6)  # the same clips (in the shard's order)
+    assert float(np.abs(floats).max()) == pytest.approx(0.99, abs=1e-4)
