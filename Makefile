@@ -58,10 +58,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check audiogan jobs tests
 	$(BIN)/ruff format --check audiogan jobs tests
 
-## bench-prepare: the prepare benchmark of docs/benchmarks.md on 2,000 synthetic clips
+## bench-prepare: the prepare benchmark of docs/benchmarks.md on 3,000 synthetic clips
 bench-prepare: $(BIN)/.installed
-	$(BIN)/audiogan synth data/bench-synth --clips-per-class 500 --seed 1
-	$(BIN)/audiogan bench prepare data/bench-synth --json
+	$(BIN)/audiogan synth data/bench-synth3k --clips-per-class 750 --seed 1
+	$(BIN)/audiogan bench prepare data/bench-synth3k --json
 
 ## bench-train: the training benchmark of docs/benchmarks.md (plain loop vs Ray Train, 1 and 2 workers)
 bench-train: $(BIN)/.installed

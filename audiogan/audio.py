@@ -613,7 +613,7 @@ def fit_length(audio: np.ndarray, clip_samples: int, pad: str) -> np.ndarray:
 
 def normalize(audio: np.ndarray, mode: str, peak_target: float, rms_target_db: float) -> np.ndarray:
     """Scales a non-silent signal into [-1, 1] by its peak or its RMS (peak-capped)."""
-    peak = float(np.max(np.abs(audio)))
+    peak = max(float(np.max(audio)), -float(np.min(audio)))  # (no |audio| buffer to fill)
     if peak == 0.0:
         return audio.astype(np.float32)
     if mode == "peak":
@@ -623,7 +623,7 @@ def normalize(audio: np.ndarray, mode: str, peak_target: float, rms_target_db: f
         gain = min(db_to_amplitude(rms_target_db) / rms, peak_target / peak)
     else:
         raise ValueError(f"unknown normalize mode {mode!r}")
-    scaled = np.asarray(audio, dtype=np.float32) * np.float32(gain)
+    scaled = np.multiply(audio, np.float32(gain), dtype=np.float32)
     return np.clip(scaled, -1.0, 1.0, out=scaled)
 
 
@@ -658,7 +658,7 @@ def _one_clip(
     elif cfg.crop == "random":
         offset = int(stable_rng(cfg.seed, key).integers(0, spare + 1))
     audio = stream_at(start + offset).read(min(clip_samples, length - offset))
-    if audio.size == 0 or float(np.max(np.abs(audio))) <= threshold:
+    if audio.size == 0 or max(float(np.max(audio)), -float(np.min(audio))) <= threshold:
         raise Rejected(
             "silent",
             f"the clip has no sample above {cfg.silence_threshold_db:g} dBFS "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -71,7 +72,9 @@ def staged_prepare(files: list[dict], fs, cfg: PrepareConfig) -> tuple[int, dict
 
 
 def ray_prepare(source: str, cfg: PrepareConfig, num_cpus: int) -> dict:
-    """`audiogan prepare --json` in a fresh process with its own local Ray of `num_cpus` CPUs."""
+    """`audiogan prepare --json` in a fresh process with its own local Ray of `num_cpus` CPUs:
+    its summary, with `wall_seconds` (the whole process: Python, Ray's start-up and shutdown)
+    and `bytes_per_clip` (DEST/clips on disk over the clips)."""
     with tempfile.TemporaryDirectory() as dest:
         command = [
             sys.executable,
@@ -87,10 +90,52 @@ def ray_prepare(source: str, cfg: PrepareConfig, num_cpus: int) -> dict:
         ]
         command += _prepare_flags(cfg)
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - started
         if done.returncode != 0:
             raise AudioganError(f"prepare with {num_cpus} CPUs failed:\n{done.stderr[-2000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        clips_dir = os.path.join(dest, "clips")
+        written = sum(entry.stat().st_size for entry in os.scandir(clips_dir))
+        return summary | {"wall_seconds": wall, "bytes_per_clip": written / summary["clips"]}
+
+
+STARTUP_PROBE = """
+import json, sys, time
+started = time.perf_counter()
+import ray
+from audiogan.connect import start_ray
+imported = time.perf_counter()
+start_ray(num_cpus=int(sys.argv[1]), log_to_driver=False)
+up = time.perf_counter()
+ray.shutdown()
+print(json.dumps({"import_s": imported - started, "init_s": up - imported,
+                  "shutdown_s": time.perf_counter() - up}))
+"""
+
+
+def ray_startup(num_cpus: int) -> dict:
+    """Seconds a fresh process takes to import Ray, start a local instance of `num_cpus` CPUs
+    (as prepare does) and shut it down: the fixed cost every local end-to-end run pays."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = [sys.executable, "-c", STARTUP_PROBE, str(num_cpus)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise AudioganError(f"starting Ray with {num_cpus} CPUs failed:\n{done.stderr[-2000:]}")
+    return {k: round(v, 2) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+
+
+def memory_bandwidth_gb_s(megabytes: int = 256, repeats: int = 3) -> float:
+    """One core's copy bandwidth (bytes read plus bytes written, per second), best of repeats."""
+    source = np.ones(megabytes << 18, dtype=np.float32)  # megabytes MiB
+    target = np.empty_like(source)
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - started)
+    return 2 * source.nbytes / best / 1e9
 
 
 def _prepare_flags(cfg: PrepareConfig) -> list[str]:
@@ -152,8 +197,11 @@ def bench_prepare(
         if storage.is_s3(source):
             log("bench: the librosa baseline reads local files only; skipped for S3")
         else:
-            log(f"bench: naive librosa.load loop on {len(sample)} files ...")
-            clips, seconds = naive_prepare([f["path"] for f in sample], cfg)
+            # Over every file, as the end-to-end rows: their wall times compare directly.
+            for item in listing.files[len(sample) :]:
+                storage.read_bytes(fs, item["path"])
+            log(f"bench: naive librosa.load loop on {len(listing.files)} files ...")
+            clips, seconds = naive_prepare([f["path"] for f in listing.files], cfg)
             result["rows"].append(_row("naive librosa.load, 1 process", clips, seconds, 1))
 
     log(f"bench: audiogan stages in one process on {len(sample)} files ...")
@@ -167,20 +215,7 @@ def bench_prepare(
     }
     result["rows"].append(_row("audiogan stages, 1 process", clips, sum(timings.values()), 1))
 
-    for cpus in cpu_counts:
-        runs = []
-        for run in range(1, repeats + 1):
-            log(f"bench: audiogan prepare on Ray, {cpus} CPU(s), run {run}/{repeats} ...")
-            runs.append(ray_prepare(source, cfg, cpus))
-        seconds = sorted(summary["seconds"] for summary in runs)
-        row = _row(
-            f"audiogan prepare on Ray, {cpus} CPU",
-            runs[0]["clips"],
-            statistics.median_high(seconds),
-            cpus,
-        )
-        row["seconds_all_runs"] = seconds
-        result["rows"].append(row)
+    result["rows"] += [_prepare_row(source, cfg, cpus, repeats, log) for cpus in cpu_counts]
 
     naive_row = next((r for r in result["rows"] if r["pipeline"].startswith("naive")), None)
     for row in result["rows"]:
@@ -188,6 +223,13 @@ def bench_prepare(
             row["x_naive_per_core"] = round(
                 row["clips_per_second_per_core"] / naive_row["clips_per_second_per_core"], 2
             )
+            if "wall_seconds" in row and row["clips"] == naive_row["clips"]:
+                # the same files end to end: how many times faster than the loop, start-up in
+                row["x_naive_wall"] = round(naive_row["seconds"] / row["wall_seconds"], 2)
+    result["limits"] = _limits(result["stages"], sample, cfg)
+    if cpu_counts:
+        log(f"bench: Ray's start-up and shutdown alone, {max(cpu_counts)} CPU(s) ...")
+        result["ray_startup"] = ray_startup(max(cpu_counts)) | {"cpus": max(cpu_counts)}
     ray_rows = [r for r in result["rows"] if "on Ray" in r["pipeline"]]
     if len(ray_rows) >= 2:
         first, last = ray_rows[0], ray_rows[-1]
@@ -196,6 +238,42 @@ def bench_prepare(
             "speedup": round(last["clips_per_second"] / first["clips_per_second"], 2),
         }
     return result
+
+
+def _prepare_row(source: str, cfg: PrepareConfig, cpus: int, repeats: int, log) -> dict:
+    """The end-to-end row of `cpus` CPUs: the median of `repeats` fresh runs, each listed."""
+    runs = []
+    for run in range(1, repeats + 1):
+        log(f"bench: audiogan prepare on Ray, {cpus} CPU(s), run {run}/{repeats} ...")
+        runs.append(ray_prepare(source, cfg, cpus))
+    seconds = sorted(summary["seconds"] for summary in runs)
+    row = _row(
+        f"audiogan prepare on Ray, {cpus} CPU",
+        runs[0]["clips"],
+        statistics.median_high(seconds),
+        cpus,
+    )
+    row["seconds_all_runs"] = seconds
+    row["wall_seconds"] = round(statistics.median_high(r["wall_seconds"] for r in runs), 2)
+    row["bytes_per_clip"] = round(runs[0]["bytes_per_clip"])
+    return row
+
+
+def _limits(stages: dict, sample: list[dict], cfg: PrepareConfig) -> dict:
+    """What one core can do at best: the per-clip stages with nothing else (compute), and the
+    least memory traffic a clip needs (its source file read once, its 16-bit clip written once)
+    at the measured copy bandwidth."""
+    compute_ms = sum(stage["ms_per_clip"] for stage in stages.values())
+    source_bytes = statistics.fmean(item["size_bytes"] for item in sample) if sample else 0.0
+    moved = source_bytes + 2 * cfg.clip_samples
+    bandwidth = memory_bandwidth_gb_s()
+    return {
+        "compute_ms_per_clip": round(compute_ms, 3),
+        "compute_clips_per_second_per_core": round(1000 / compute_ms, 1) if compute_ms else None,
+        "memory_gb_per_second": round(bandwidth, 2),
+        "bytes_moved_per_clip": round(moved),
+        "memory_clips_per_second_per_core": round(bandwidth * 1e9 / moved, 1) if moved else None,
+    }
 
 
 def _row(pipeline: str, clips: int, seconds: float, cores: int) -> dict:
@@ -216,15 +294,20 @@ def format_prepare_table(result: dict) -> list[str]:
         f"({result['sample_files']} for the one-process rows), {result['cpu_count']} cores",
         "",
         "| pipeline | clips | seconds | clips/s | clips/s per core | x naive per core "
-        "| seconds of each run |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| wall s, Ray's start-up in | x naive, wall | bytes a clip | seconds of each run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+
+    def shown(value) -> str:
+        return "" if value is None else str(value)
+
     for row in result["rows"]:
-        ratio = row.get("x_naive_per_core")
         runs = ", ".join(str(s) for s in row.get("seconds_all_runs", []))
         lines.append(
             f"| {row['pipeline']} | {row['clips']} | {row['seconds']} | {row['clips_per_second']} "
-            f"| {row['clips_per_second_per_core']} | {'' if ratio is None else ratio} | {runs} |"
+            f"| {row['clips_per_second_per_core']} | {shown(row.get('x_naive_per_core'))} "
+            f"| {shown(row.get('wall_seconds'))} | {shown(row.get('x_naive_wall'))} "
+            f"| {shown(row.get('bytes_per_clip'))} | {runs} |"
         )
     lines += ["", "| stage (one process) | ms per clip | clips/s |", "|---|---:|---:|"]
     for stage, figures in result["stages"].items():
@@ -232,6 +315,21 @@ def format_prepare_table(result: dict) -> list[str]:
     if "scaling" in result:
         s = result["scaling"]
         lines += ["", f"scaling: {s['cpus'][0]} -> {s['cpus'][1]} CPUs: x{s['speedup']}"]
+    if "ray_startup" in result:
+        up = result["ray_startup"]
+        lines += [
+            "",
+            f"Ray alone, {up['cpus']} CPU(s): import {up['import_s']} s, local instance up in "
+            f"{up['init_s']} s, shut down in {up['shutdown_s']} s",
+        ]
+    limit = result["limits"]
+    lines += [
+        "",
+        f"limits per core: the stages alone {limit['compute_ms_per_clip']} ms a clip "
+        f"({limit['compute_clips_per_second_per_core']} clips/s); memory copy "
+        f"{limit['memory_gb_per_second']} GB/s over {limit['bytes_moved_per_clip']} bytes a clip "
+        f"(its file read, its clip written) = {limit['memory_clips_per_second_per_core']} clips/s",
+    ]
     return lines
 
 

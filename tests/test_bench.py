@@ -28,15 +28,26 @@ def test_bench_prepare_reports_rows_stages_and_ratios(synth_root):
         "audiogan stages, 1 process",
         "audiogan prepare on Ray, 1 CPU",
     }
-    assert rows["naive librosa.load, 1 process"]["clips"] == 6
+    assert rows["naive librosa.load, 1 process"]["clips"] == 20  # every file, as end to end
     assert rows["audiogan stages, 1 process"]["clips"] == 6
     assert rows["audiogan prepare on Ray, 1 CPU"]["clips"] == 20
     assert all(row["clips_per_second"] > 0 and row["x_naive_per_core"] > 0 for row in rows.values())
     assert set(result["stages"]) == set(bench.STAGES)
     assert all(stage["ms_per_clip"] > 0 for stage in result["stages"].values())
     table = "\n".join(bench.format_prepare_table(result))
-    assert "| naive librosa.load, 1 process | 6 |" in table
-    assert len(rows["audiogan prepare on Ray, 1 CPU"]["seconds_all_runs"]) == 1
+    assert "| naive librosa.load, 1 process | 20 |" in table
+    ray_row = rows["audiogan prepare on Ray, 1 CPU"]
+    assert len(ray_row["seconds_all_runs"]) == 1
+    assert ray_row["wall_seconds"] > ray_row["seconds"] and ray_row["x_naive_wall"] > 0
+    # 16-bit clips: 2 bytes a sample and a little Parquet framing, half of float32's 4
+    assert 2 * 64000 <= ray_row["bytes_per_clip"] < 2.1 * 64000
+    limits = result["limits"]
+    assert limits["compute_clips_per_second_per_core"] > 0
+    assert limits["memory_gb_per_second"] > 0 and limits["bytes_moved_per_clip"] > 128000
+    assert "limits per core" in table
+    startup = result["ray_startup"]
+    assert startup["cpus"] == 1 and startup["init_s"] > 0 and startup["shutdown_s"] > 0
+    assert "Ray alone, 1 CPU(s)" in table
 
 
 def test_flops_are_counted_through_a_gradient_penalty():
