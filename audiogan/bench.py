@@ -706,12 +706,15 @@ def bench_step(
     clip_seconds: float = 4.0,
     steps: int = 30,
     window: int = 5,
+    profile_top: int = 0,
 ) -> dict:
     """samples/s and achieved FLOP/s of one worker's training step on one device, the way a Ray
     Train worker runs it: G and D each under DDP (NCCL on a GPU, gloo on the CPU, in a group of
     one process, so every gradient still goes through the all-reduce), bf16 autocast on a GPU
     (and fp32 beside it), batches already on the device. No Ray: its per-step cost is what
-    `bench train` measures; this is the device's part.
+    `bench train` measures; this is the device's part. On the CPU it runs on one thread, as a
+    training worker of the 2-core machine does, beside one thread's matrix-product peak.
+    `profile_top` > 0 adds profile_step's table of the costliest operators.
     """
     import torch
     import torch.distributed as dist
@@ -731,13 +734,24 @@ def bench_step(
     torch.backends.cudnn.benchmark = cudnn_benchmark
     # A group of one process meets in an in-memory store: no port to open.
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    threads = contextlib.nullcontext() if target.type == "cuda" else _one_torch_thread()
     try:
-        rows = [
-            _measure_step(cfg, model, target, precision, steps, window) for precision in precisions
-        ]
+        with threads:
+            rows = [
+                _measure_step(cfg, model, target, precision, steps, window)
+                for precision in precisions
+            ]
+            profiled = profile_top and profile_step(
+                cfg, model, target, precisions[0], window, profile_top
+            )
+            peak = None if target.type == "cuda" else matmul_peak_gflops()
     finally:
         dist.destroy_process_group()
         torch.backends.cudnn.benchmark = cudnn_before  # a process-wide flag: left as it was
+    for row in rows:
+        if peak:
+            gflops = model["flops_per_step"] / row["seconds_per_step"] / 1e9
+            row["percent_of_peak"] = round(100 * gflops / peak, 2)
     return {
         "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu",
         "cudnn_benchmark": cudnn_benchmark,
@@ -755,7 +769,10 @@ def bench_step(
         },  # fmt: skip
         "steps": steps,
         "torch": torch.__version__,
+        "threads": None if target.type == "cuda" else 1,
+        "matmul_peak_gflops": peak and round(peak, 1),
         "rows": rows,
+        **({"profile": profiled} if profiled else {}),
     }
 
 
@@ -769,15 +786,7 @@ def _measure_step(cfg, model: dict, target, precision: str, steps: int, window: 
 
     from audiogan.step import gan_step
 
-    torch.manual_seed(cfg.seed)
-    gan = _ddp_gan(cfg, model["clip_samples"], target)
-    real = [
-        torch.rand(cfg.batch_size, 1, model["clip_samples"], device=target) * 2 - 1
-        for _ in range(cfg.n_critic)
-    ]
-    label = torch.zeros(cfg.batch_size, dtype=torch.long, device=target)
-    labels = [label if cfg.conditional else None] * cfg.n_critic
-    autocast = _autocast(precision)
+    gan, real, labels, autocast = _step_inputs(cfg, model, target, precision)
 
     def synchronize():
         if target.type == "cuda":
@@ -805,6 +814,60 @@ def _measure_step(cfg, model: dict, target, precision: str, steps: int, window: 
         "seconds_per_step": round(step_s, 4),
         "tflops": round(model["flops_per_step"] / step_s / 1e12, 2),
         "peak_memory_gib": None if memory is None else round(memory, 2),
+    }
+
+
+def _step_inputs(cfg, model: dict, target, precision: str):
+    """(gan, real batches, label batches, autocast) for timing or profiling gan_step."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    gan = _ddp_gan(cfg, model["clip_samples"], target)
+    real = [
+        torch.rand(cfg.batch_size, 1, model["clip_samples"], device=target) * 2 - 1
+        for _ in range(cfg.n_critic)
+    ]
+    label = torch.zeros(cfg.batch_size, dtype=torch.long, device=target)
+    labels = [label if cfg.conditional else None] * cfg.n_critic
+    return gan, real, labels, _autocast(precision)
+
+
+def profile_step(cfg, model: dict, target, precision: str, steps: int, top: int) -> dict:
+    """torch.profiler over `steps` gan_steps (after 3 of warm-up): the `top` operators by their
+    own time (on the GPU, its kernels' time), each per step and as a share of the total."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from audiogan.step import gan_step
+
+    gan, real, labels, autocast = _step_inputs(cfg, model, target, precision)
+    for _ in range(3):
+        gan_step(gan, real, labels, autocast)
+    on_gpu = target.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(steps):
+            gan_step(gan, real, labels, autocast)
+        if on_gpu:
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    events = [e for e in profiler.key_averages() if getattr(e, key) > 0]
+    total_us = sum(getattr(e, key) for e in events)
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    return {
+        "precision": precision,
+        "steps": steps,
+        "clock": "GPU kernels" if on_gpu else "CPU",
+        "ms_per_step": round(total_us / steps / 1000, 2),
+        "top": [
+            {
+                "operator": e.key,
+                "ms_per_step": round(getattr(e, key) / steps / 1000, 2),
+                "percent": round(100 * getattr(e, key) / total_us, 1),
+                "calls_per_step": round(e.count / steps, 1),
+            }
+            for e in events[:top]
+        ],
     }
 
 
@@ -856,4 +919,26 @@ def format_step_table(result: dict) -> list[str]:
             f"| {row['precision']} | {row['samples_per_s']:,.1f} | {row['seconds_per_step']:.3f} "
             f"| {row['tflops']:.2f} | {memory} |"
         )
+    if result.get("matmul_peak_gflops"):
+        shares = ", ".join(f"{row['percent_of_peak']}%" for row in result["rows"])
+        lines += [
+            "",
+            f"on 1 thread; its fp32 matrix-product peak: {result['matmul_peak_gflops']} GFLOP/s "
+            f"(the step reaches {shares} of it)",
+        ]
+    if "profile" in result:
+        profiled = result["profile"]
+        lines += [
+            "",
+            f"profile ({profiled['precision']}, {profiled['steps']} steps, {profiled['clock']} "
+            f"time {profiled['ms_per_step']} ms a step): the costliest operators by their own time",
+            "",
+            "| operator | ms a step | share | calls a step |",
+            "|---|---:|---:|---:|",
+        ]
+        for op in profiled["top"]:
+            lines.append(
+                f"| {op['operator']} | {op['ms_per_step']} | {op['percent']}% "
+                f"| {op['calls_per_step']} |"
+            )
     return lines

@@ -137,3 +137,26 @@ def test_bench_model_counts_lazy_r1_in_one_step_of_r1_every():
     every_step, never, lazy = flops(r1_every=1), flops(r1_weight=0.0), flops(r1_every=4)
     assert never < lazy < every_step
     assert lazy == pytest.approx(every_step / 4 + 3 * never / 4, rel=1e-6)
+
+
+def test_bench_step_profiles_the_costliest_operators_of_a_step(capsys):
+    """--profile N: torch.profiler's N costliest operators of the default recipe's step, by own
+    time, each per step and as a share; on the CPU beside one thread's matrix-product peak."""
+    from audiogan.cli import main
+
+    argv = ["bench", "step", "--device", "cpu", "--config", "ddsp_stft_cond", "--clip-seconds",
+            "0.25", "--steps", "2", "--window", "2", "--profile", "5", "model_dim=4",
+            "disc_channels=2", "batch_size=2", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    result = json.loads(out[-1])
+    profiled = result["profile"]
+    assert profiled["steps"] == 2 and profiled["clock"] == "CPU" and len(profiled["top"]) == 5
+    shares = [op["percent"] for op in profiled["top"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.0
+    assert all(op["operator"] and op["calls_per_step"] > 0 for op in profiled["top"])
+    assert result["threads"] == 1 and result["matmul_peak_gflops"] > 0
+    assert result["rows"][0]["percent_of_peak"] > 0
+    text = "\n".join(out)
+    assert "| operator | ms a step | share | calls a step |" in text
+    assert f"| {profiled['top'][0]['operator']} |" in text

@@ -54,6 +54,8 @@ class StepBenchOptions(PresetBenchOptions):
     steps: int = 30
     # Steps per timing window; the rate is the median window.
     window: int = 5
+    # With N > 0, also profile `window` steps and list the N costliest operators.
+    profile: int = 0
 
 
 def add_parser(commands) -> None:
@@ -132,6 +134,7 @@ def _add_step(benches) -> None:
     option(parser, StepBenchOptions, "device", choices=("cuda", "cpu"))
     option(parser, StepBenchOptions, "steps")
     option(parser, StepBenchOptions, "window")
+    option(parser, StepBenchOptions, "profile", metavar="N")
     add_output_options(parser, local_ray=False)
     parser.set_defaults(run=run_step)
 
@@ -181,5 +184,6 @@ def run_step(args: argparse.Namespace) -> None:
         args.clip_seconds,
         args.steps,
         args.window,
+        args.profile,
     )
     emit(result, args.json, bench.format_step_table(result))
