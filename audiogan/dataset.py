@@ -14,6 +14,7 @@ and the classifier read a dataset with pyarrow alone.
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -92,7 +93,7 @@ def to_pcm16(audio: np.ndarray) -> np.ndarray:
 
 def from_pcm16(samples: np.ndarray) -> np.ndarray:
     """float32 samples from stored ones: int16 (format /2) scaled back, float32 (/1) as is."""
-    if samples.dtype == np.int16:
+    if samples.dtype.kind == "i" and samples.dtype.itemsize == 2:  # int16 of either byte order
         return np.multiply(samples, np.float32(1 / PCM_SCALE), dtype=np.float32)
     return np.asarray(samples, dtype=np.float32)
 
@@ -125,6 +126,8 @@ def audio_as_int16(table: pa.Table) -> pa.Table:
     column = table.column("audio")
     if not pa.types.is_fixed_size_binary(column.type):
         return table
+    if column.null_count or sys.byteorder != "little":
+        raise PrepareError("clip audio with missing values, or a big-endian machine: unreadable")
     samples = column.type.byte_width // 2
     chunks = [
         pa.FixedSizeListArray.from_arrays(

@@ -124,3 +124,14 @@ def test_training_batches_of_16_bit_audio_arrive_as_floats_on_the_device():
         assert batch.dtype == torch.float32
         assert batch.abs().max().item() == pytest.approx(0.99, abs=1e-4)
     assert loop.as_float(torch.ones(2, dtype=torch.float32)).tolist() == [1.0, 1.0]
+
+
+def test_a_sliced_table_of_several_chunks_reads_the_right_clips():
+    audio = np.stack([tone(110.0 * (i + 1), 1.0, 16000, 0.5) for i in range(6)])
+    table = dataset.clips_table(_clip_rows(audio, [0] * 6), CLIP)
+    both = pa.concat_tables([table, table]).slice(3, 5)  # rows 3-5 of one chunk, 0-1 of the next
+    assert both.column("audio").num_chunks == 2
+    expected = np.concatenate([audio[3:], audio[:2]])
+    np.testing.assert_allclose(
+        dataset.clip_audio(both, CLIP), expected, rtol=0, atol=0.5 / dataset.PCM_SCALE + 1e-7
+    )
