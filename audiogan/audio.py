@@ -370,7 +370,7 @@ def _resample_frames(padded: np.ndarray, plan: _ResamplePlan, frames: int) -> np
     """Output frames 0..frames-1 of a padded input (frame j reads padded[orig*j : orig*j +
     span]), as (frames, new) float32, computed exactly (see _ResamplePlan)."""
     out = np.zeros((max(frames, 0), plan.new), dtype=np.float32)  # sample p + new*j at [j, p]
-    peak = float(np.max(np.abs(padded))) if padded.size else 0.0
+    peak = peak_of(padded) if padded.size else 0.0
     if frames <= 0 or peak == 0.0:
         return out
     # Power-of-two scales put the peak just under 2^SAMPLE_BITS and undo it: exact as well.
@@ -611,9 +611,14 @@ def fit_length(audio: np.ndarray, clip_samples: int, pad: str) -> np.ndarray:
     return np.pad(audio, (before, missing - before))
 
 
+def peak_of(samples: np.ndarray) -> float:
+    """The largest |sample| of a non-empty signal, without filling a buffer of |samples|."""
+    return max(float(np.max(samples)), -float(np.min(samples)))
+
+
 def normalize(audio: np.ndarray, mode: str, peak_target: float, rms_target_db: float) -> np.ndarray:
     """Scales a non-silent signal into [-1, 1] by its peak or its RMS (peak-capped)."""
-    peak = max(float(np.max(audio)), -float(np.min(audio)))  # (no |audio| buffer to fill)
+    peak = peak_of(audio)
     if peak == 0.0:
         return audio.astype(np.float32)
     if mode == "peak":
@@ -658,7 +663,7 @@ def _one_clip(
     elif cfg.crop == "random":
         offset = int(stable_rng(cfg.seed, key).integers(0, spare + 1))
     audio = stream_at(start + offset).read(min(clip_samples, length - offset))
-    if audio.size == 0 or max(float(np.max(audio)), -float(np.min(audio))) <= threshold:
+    if audio.size == 0 or peak_of(audio) <= threshold:
         raise Rejected(
             "silent",
             f"the clip has no sample above {cfg.silence_threshold_db:g} dBFS "

@@ -89,13 +89,9 @@ def ray_prepare(source: str, cfg: PrepareConfig, num_cpus: int) -> dict:
             str(num_cpus),
         ]
         command += _prepare_flags(cfg)
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        summary = _json_of_local_run(command, f"prepare with {num_cpus} CPUs")
         wall = time.perf_counter() - started
-        if done.returncode != 0:
-            raise AudioganError(f"prepare with {num_cpus} CPUs failed:\n{done.stderr[-2000:]}")
-        summary = json.loads(done.stdout.strip().splitlines()[-1])
         clips_dir = os.path.join(dest, "clips")
         written = sum(entry.stat().st_size for entry in os.scandir(clips_dir))
         return summary | {
@@ -121,12 +117,18 @@ print(json.dumps({"import_s": imported - started, "init_s": up - imported,
 def ray_startup(num_cpus: int) -> dict:
     """Seconds a fresh process takes to import Ray, start a local instance of `num_cpus` CPUs
     (as prepare does) and shut it down: the fixed cost every local end-to-end run pays."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     command = [sys.executable, "-c", STARTUP_PROBE, str(num_cpus)]
+    seconds = _json_of_local_run(command, f"starting Ray with {num_cpus} CPUs")
+    return {k: round(v, 2) for k, v in seconds.items()}
+
+
+def _json_of_local_run(command: list[str], what: str) -> dict:
+    """The JSON last line of `command`, run with a local Ray of its own (no RAY_ADDRESS)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise AudioganError(f"starting Ray with {num_cpus} CPUs failed:\n{done.stderr[-2000:]}")
-    return {k: round(v, 2) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+        raise AudioganError(f"{what} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def memory_bandwidth_gb_s(megabytes: int = 256, repeats: int = 3) -> float:

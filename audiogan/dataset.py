@@ -85,10 +85,17 @@ def clip_schema(clip_samples: int) -> pa.Schema:
     )
 
 
-def to_pcm16(audio: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1] as little-endian int16 (rounded to the nearest step)."""
-    scaled = np.multiply(audio, PCM_SCALE, dtype=np.float32)
-    return np.rint(scaled, out=scaled).astype("<i2")
+def to_pcm16(
+    audio: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None
+) -> np.ndarray:
+    """Float samples in [-1, 1] as little-endian int16 (rounded to the nearest step), into
+    `out` if given, through a float32 `scratch` of the same length if given."""
+    scaled = np.multiply(audio, PCM_SCALE, out=scratch, dtype=np.float32)
+    np.rint(scaled, out=scaled)
+    if out is None:
+        return scaled.astype("<i2")
+    out[:] = scaled
+    return out
 
 
 def from_pcm16(samples: np.ndarray) -> np.ndarray:
@@ -111,8 +118,7 @@ def clips_table(clips: list[dict], clip_samples: int) -> pa.Table:
     pcm = np.empty(len(clips) * clip_samples, dtype="<i2")
     scaled = np.empty(clip_samples, dtype=np.float32)
     for index, clip in enumerate(clips):
-        np.multiply(clip["audio"], PCM_SCALE, out=scaled)
-        pcm[index * clip_samples : (index + 1) * clip_samples] = np.rint(scaled, out=scaled)
+        to_pcm16(clip["audio"], pcm[index * clip_samples : (index + 1) * clip_samples], scaled)
     audio_type = schema.field("audio").type
     arrays.append(
         pa.FixedSizeBinaryArray.from_buffers(audio_type, len(clips), [None, pa.py_buffer(pcm)])
