@@ -63,10 +63,12 @@ bench-prepare: $(BIN)/.installed
 	$(BIN)/audiogan synth data/bench-synth3k --clips-per-class 750 --seed 1
 	$(BIN)/audiogan bench prepare data/bench-synth3k --json
 
-## bench-train: the training benchmark of docs/benchmarks.md (plain loop vs Ray Train, 1 and 2 workers)
+## bench-train: the training benchmark of docs/benchmarks.md (plain loop vs Ray Train, 1 and 2
+## workers): the small WaveGAN, the 2019 baseline, and the default recipe (`make demo`'s)
 bench-train: $(BIN)/.installed
 	$(BIN)/audiogan bench train --model wavegan --json
 	$(BIN)/audiogan bench train --model dcgan --steps 30 --json
+	$(BIN)/audiogan bench train --config ddsp_stft_cond --clip-seconds 1 --steps 160 --window 16 --json
 
 ## bench-nodes: a step's cost with its 2 workers on one node and on two (docs/cluster.md);
 ## a 3-node Ray cluster on this machine, in a loopback-only namespace as `make test` runs

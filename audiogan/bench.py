@@ -229,8 +229,10 @@ def bench_prepare(
                 row["clips_per_second_per_core"] / naive_row["clips_per_second_per_core"], 2
             )
             if "wall_seconds" in row:
-                # the same listed files end to end: how many times faster, start-up in
-                row["x_naive_wall"] = round(naive_row["seconds"] / row["wall_seconds"], 2)
+                # the same listed files end to end: how many times faster, start-up in (three
+                # significant digits: a few files against Ray's start-up are well under 0.01)
+                ratio = naive_row["seconds"] / row["wall_seconds"]
+                row["x_naive_wall"] = float(f"{ratio:.3g}")
     result["limits"] = _limits(result["stages"], sample, cfg)
     if cpu_counts:
         log(f"bench: Ray's start-up and shutdown alone, {max(cpu_counts)} CPU(s) ...")
@@ -429,25 +431,30 @@ def _window_rates(
 
 
 def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict:
-    """The same gan_step in a plain loop: one process, one thread, tensors already in memory.
+    """The same gan_step in a plain loop: one process, one thread, tensors already in memory,
+    in the preset's precision (cfg.precision on this CPU).
 
     Timed in windows of `window` steps, as the Ray runs log them; the rate is the median window.
     """
     import torch
 
     from audiogan.models import build
-    from audiogan.step import gan_step, make_gan
+    from audiogan.step import autocast_for, gan_step, make_gan
 
     with _one_torch_thread():
         torch.manual_seed(cfg.seed)
-        generator, discriminator = build(cfg, clip_samples)
+        generator, discriminator = build(cfg, clip_samples, COUNTED_CLASSES)
         gan = make_gan(generator, discriminator, cfg)
         real = [torch.rand(cfg.batch_size, 1, clip_samples) * 2 - 1 for _ in range(cfg.n_critic)]
-        labels = [None] * cfg.n_critic
-        gan_step(gan, real, labels)  # warm-up
+        label = torch.arange(cfg.batch_size) % COUNTED_CLASSES
+        labels = [label if cfg.conditional else None] * cfg.n_critic
+        autocast = autocast_for(cfg.precision, torch.device("cpu"))
+        gan_step(gan, real, labels, autocast)  # warm-up
         flops = step_flops(gan, real, labels)
         clips_per_step = cfg.n_critic * cfg.batch_size
-        rates = _window_rates(lambda: gan_step(gan, real, labels), clips_per_step, steps, window)
+        rates = _window_rates(
+            lambda: gan_step(gan, real, labels, autocast), clips_per_step, steps, window
+        )
     rate = statistics.median(rates)
     return {
         "samples_per_s": rate,
@@ -455,6 +462,27 @@ def plain_training_rate(cfg, clip_samples: int, steps: int, window: int) -> dict
         "seconds_per_step": cfg.n_critic * cfg.batch_size / rate,
         "flops_per_step": flops,
     }
+
+
+def r1_period(cfg) -> int:
+    """G steps from one lazy R1 update to the next (1 without R1): a timing window of a multiple
+    of it carries R1's share of the cost, where a shorter one would have it or not."""
+    if not cfg.r1_weight or cfg.loss == "wgan-gp":
+        return 1
+    return math.lcm(cfg.r1_every, cfg.n_critic) // cfg.n_critic
+
+
+def whole_windows(cfg, window: int, steps: int, log=print) -> tuple[int, int]:
+    """(window, steps): `window` rounded up to a multiple of cfg's R1 period, and `steps` to a
+    multiple of the window, saying so when either changes."""
+    period = r1_period(cfg)
+    rounded = -(-window // period) * period
+    if rounded != window:
+        log(f"bench: windows of {rounded} steps, not {window}: R1 runs on one step in {period}")
+    whole = -(-steps // rounded) * rounded
+    if whole != steps:
+        log(f"bench: {whole} steps, not {steps}: whole windows of {rounded}")
+    return rounded, whole
 
 
 def ray_training_rate(cfg, data_url: str, workers: int, runs_dir: str, skip: int) -> dict:
@@ -476,37 +504,48 @@ def ray_training_rate(cfg, data_url: str, workers: int, runs_dir: str, skip: int
     }
 
 
+# A Ray run's first windows stream the first epoch from Ray Data; the rate is of the others.
+RAY_SKIPPED_WINDOWS = 2
+
+
 def bench_train(
-    model: str,
+    config_path: str,
+    overrides: dict | None = None,
+    clip_seconds: float = 1.0,
     steps: int = 60,
     window: int = 5,
     worker_counts: tuple[int, ...] = (1, 2),
     log=print,
 ) -> dict:
-    """Plain loop vs Ray Train with 1 and 2 CPU workers, on the preset's model and clip length.
+    """Plain loop vs Ray Train with 1 and 2 CPU workers, on a preset (with `overrides`) at a
+    clip length. Evaluation, samples and the EMA are off: the figure is the training step's.
 
-    Every pipeline runs `steps` training steps timed in windows of `window` steps; each rate is
-    the median window, which the page cache and other processes disturb far less than a mean.
+    Every pipeline runs `steps` training steps timed in windows of `window` steps (rounded up to
+    a multiple of the preset's R1 period, and `steps` to whole windows); each rate is the median
+    window, which the page cache and other processes disturb far less than a mean.
     """
     from audiogan import synth
-    from audiogan.config import CPU_PRESETS, TrainConfig, load_config
+    from audiogan.config import TrainConfig, load_config
     from audiogan.connect import start_ray
     from audiogan.data import prepare
 
-    if steps < 2 * window:
-        raise AudioganError(f"--steps must be at least 2 windows of {window} steps, got {steps}")
-    preset = CPU_PRESETS[model]
-    cfg = load_config(
-        TrainConfig,
-        str(preset),
-        {"max_steps": steps, "log_every": window, "checkpoint_every": steps,
-         "sample_every": 10**9, "eval_every": 10**9, "ema_decay": 0.0},
-    )  # fmt: skip
-    clip_seconds = 1.0 if model == "wavegan" else 4.0
+    budget = {"max_steps": steps, "log_every": window, "checkpoint_every": steps,
+              "sample_every": 10**9, "eval_every": 10**9, "ema_decay": 0.0}  # fmt: skip
+    cfg = load_config(TrainConfig, config_path, (overrides or {}) | budget)
+    window, steps = whole_windows(cfg, window, steps, log)
+    if steps < (RAY_SKIPPED_WINDOWS + 2) * window:
+        raise AudioganError(
+            f"--steps must be at least {RAY_SKIPPED_WINDOWS + 2} windows of {window} steps (a "
+            f"Ray run's first {RAY_SKIPPED_WINDOWS} are not counted), got {steps}"
+        )
+    timed = {"max_steps": steps, "log_every": window, "checkpoint_every": steps}
+    cfg = load_config(TrainConfig, config_path, (overrides or {}) | budget | timed)
     prepare_cfg = PrepareConfig(clip_seconds=clip_seconds)
     result: dict = {
-        "model": model,
-        "preset": preset.name,
+        "model": cfg.model,
+        "preset": os.path.basename(config_path),
+        "overrides": overrides or {},
+        "clip_seconds": clip_seconds,
         "steps": steps,
         "window": window,
         "config": to_dict(cfg),
@@ -516,10 +555,10 @@ def bench_train(
     log("bench: matrix-product peak (fp32, 1 thread) ...")
     peak = matmul_peak_gflops()
     result["matmul_peak_gflops"] = round(peak, 1)
-    log(f"bench: plain gan_step loop, {model}, {steps} steps ...")
+    log(f"bench: plain gan_step loop, {cfg.model}, {steps} steps ...")
     plain = plain_training_rate(cfg, prepare_cfg.clip_samples, steps, window)
     result["flops_per_step"] = plain["flops_per_step"]
-    result["rows"].append(_plain_row(plain, peak))
+    result["rows"].append(_plain_row(cfg, plain, peak))
 
     with tempfile.TemporaryDirectory() as scratch:
         raw, prepared = os.path.join(scratch, "raw"), os.path.join(scratch, "prepared")
@@ -528,20 +567,22 @@ def bench_train(
         prepare(raw, prepared, prepare_cfg, log=lambda _: None)
         for workers in worker_counts:
             log(f"bench: Ray Train, {workers} CPU worker(s), {steps} steps ...")
-            rate = ray_training_rate(cfg, prepared, workers, os.path.join(scratch, "runs"), skip=2)
+            runs = os.path.join(scratch, "runs")
+            rate = ray_training_rate(cfg, prepared, workers, runs, skip=RAY_SKIPPED_WINDOWS)
             result["rows"].append(_ray_row(cfg, workers, rate, plain, peak))
 
     result |= _ray_costs(result["rows"])
     return result
 
 
-def _plain_row(plain: dict, peak: float) -> dict:
+def _plain_row(cfg, plain: dict, peak: float) -> dict:
     """The table's row for the plain loop; its FLOP/s against one thread's matmul peak."""
     achieved = plain["flops_per_step"] / plain["seconds_per_step"] / 1e9
     return {
         "pipeline": "plain PyTorch loop, 1 process, 1 thread",
         "workers": 1,
         "samples_per_s": round(plain["samples_per_s"], 1),
+        "g_steps_per_minute": _g_steps_per_minute(cfg, plain["samples_per_s"], 1),
         "window_rates": plain["window_rates"],
         "gflops": round(achieved, 2),
         "percent_of_peak": round(100 * achieved / peak, 1),
@@ -556,11 +597,18 @@ def _ray_row(cfg, workers: int, rate: dict, plain: dict, peak: float) -> dict:
         "pipeline": f"Ray Train, {workers} CPU worker(s)",
         "workers": workers,
         "samples_per_s": round(rate["samples_per_s"], 1),
+        "g_steps_per_minute": _g_steps_per_minute(cfg, rate["samples_per_s"], workers),
         "window_rates": rate["window_rates"],
         "data_wait": rate["data_wait"],
         "gflops": round(gflops, 2),
         "percent_of_peak": round(100 * gflops / (peak * workers), 1),
     }
+
+
+def _g_steps_per_minute(cfg, samples_per_s: float, workers: int) -> float:
+    """G steps a minute of a run whose workers together put `samples_per_s` real clips
+    through D: each step takes n_critic batches on every worker."""
+    return round(60 * samples_per_s / (cfg.n_critic * cfg.batch_size * workers), 1)
 
 
 def _ray_costs(rows: list[dict]) -> dict:
@@ -581,21 +629,25 @@ def _ray_costs(rows: list[dict]) -> dict:
 
 
 def format_train_table(result: dict) -> list[str]:
+    settings = " ".join(f"{k}={v}" for k, v in result.get("overrides", {}).items())
     lines = [
-        f"training benchmark: {result['model']} ({result['preset']}), "
+        f"training benchmark: {result['model']} ({result['preset']}"
+        f"{' ' + settings if settings else ''}), {result.get('clip_seconds', '?')} s clips, "
         f"{result['flops_per_step'] / 1e9:.2f} GFLOP per gan_step, "
         f"matrix-product peak {result['matmul_peak_gflops']} GFLOP/s per thread",
         "",
         f"{result['steps']} steps per pipeline, timed in windows of {result['window']}; "
         "samples/s is the median window",
         "",
-        "| pipeline | samples/s | GFLOP/s | % of peak | waiting for data | every window |",
-        "|---|---:|---:|---:|---:|---|",
+        "| pipeline | samples/s | G steps a minute | GFLOP/s | % of peak | waiting for data "
+        "| every window |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in result["rows"]:
         wait = row.get("data_wait")
         lines.append(
-            f"| {row['pipeline']} | {row['samples_per_s']} | {row['gflops']} "
+            f"| {row['pipeline']} | {row['samples_per_s']} | {row.get('g_steps_per_minute', '')} "
+            f"| {row['gflops']} "
             f"| {row['percent_of_peak']} | {'' if wait is None else f'{100 * wait:.1f}%'} "
             f"| {', '.join(str(r) for r in row['window_rates'])} |"
         )
@@ -704,6 +756,10 @@ def format_model_table(result: dict) -> list[str]:
     return lines
 
 
+# What bench_step's result repeats of bench_model's, for its table's heading.
+STEP_MODEL_KEYS = ("preset", "model", "clip_samples", "batch_size", "n_critic", "flops_per_step")
+
+
 def bench_step(
     config_path: str,
     overrides: dict,
@@ -712,6 +768,7 @@ def bench_step(
     steps: int = 30,
     window: int = 5,
     profile_top: int = 0,
+    log=print,
 ) -> dict:
     """samples/s and achieved FLOP/s of one worker's training step on one device, the way a Ray
     Train worker runs it: G and D each under DDP (NCCL on a GPU, gloo on the CPU, in a group of
@@ -719,20 +776,26 @@ def bench_step(
     (and fp32 beside it), batches already on the device. No Ray: its per-step cost is what
     `bench train` measures; this is the device's part. On the CPU it runs on one thread, as a
     training worker of the 2-core machine does, beside one thread's matrix-product peak.
-    `profile_top` > 0 adds profile_step's table of the costliest operators.
+    `profile_top` > 0 adds profile_step's table of the costliest operators. `window` is rounded
+    up to a multiple of the preset's R1 period, and `steps` to whole windows (whole_windows).
     """
     import torch
     import torch.distributed as dist
 
     from audiogan.config import TrainConfig, load_config
+    from audiogan.step import resolved_precision
 
     if device == "cuda" and not torch.cuda.is_available():
         raise AudioganError("bench step --device cuda needs a CUDA GPU; none is visible")
     cfg = load_config(TrainConfig, config_path, overrides)
+    window, steps = whole_windows(cfg, window, steps, log)
     model = bench_model(config_path, overrides, clip_seconds)  # sizes and FLOPs of one step
     target = torch.device(device)
     backend = "nccl" if target.type == "cuda" else "gloo"
-    precisions = ("bf16", "fp32") if target.type == "cuda" else ("fp32",)
+    # bf16 wherever the device computes in it natively (every GPU here; a CPU with AVX512-BF16
+    # or AMX), float32 beside it; the profile is of the precision the preset trains in.
+    precisions = ("bf16", "fp32") if resolved_precision("bf16", target) == "bf16" else ("fp32",)
+    trained_in = resolved_precision(cfg.precision, target)
 
     cudnn_before = torch.backends.cudnn.benchmark
     cudnn_benchmark = target.type == "cuda"  # as the training workers set it
@@ -747,7 +810,7 @@ def bench_step(
                 for precision in precisions
             ]
             profiled = profile_top and profile_step(
-                cfg, model, target, precisions[0], window, profile_top
+                cfg, model, target, trained_in, window, profile_top
             )
             peak = None if target.type == "cuda" else matmul_peak_gflops()
     finally:
@@ -761,18 +824,9 @@ def bench_step(
         "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu",
         "cudnn_benchmark": cudnn_benchmark,
         "backend": backend,
-        **{
-            key: model[key]
-            for key in (
-                "preset",
-                "model",
-                "clip_samples",
-                "batch_size",
-                "n_critic",
-                "flops_per_step",
-            )
-        },  # fmt: skip
+        **{key: model[key] for key in STEP_MODEL_KEYS},
         "steps": steps,
+        "window": window,
         "torch": torch.__version__,
         "threads": None if target.type == "cuda" else 1,
         "matmul_peak_gflops": peak and round(peak, 1),
@@ -826,6 +880,8 @@ def _step_inputs(cfg, model: dict, target, precision: str):
     """(gan, real batches, label batches, autocast) for timing or profiling gan_step."""
     import torch
 
+    from audiogan.step import autocast_for
+
     torch.manual_seed(cfg.seed)
     gan = _ddp_gan(cfg, model["clip_samples"], target)
     real = [
@@ -834,7 +890,7 @@ def _step_inputs(cfg, model: dict, target, precision: str):
     ]
     label = torch.zeros(cfg.batch_size, dtype=torch.long, device=target)
     labels = [label if cfg.conditional else None] * cfg.n_critic
-    return gan, real, labels, _autocast(precision)
+    return gan, real, labels, autocast_for(precision, target)
 
 
 def profile_step(cfg, model: dict, target, precision: str, steps: int, top: int) -> dict:
@@ -894,26 +950,14 @@ def _ddp_gan(cfg, clip_samples: int, target):
     return make_gan(generator, discriminator, cfg)
 
 
-def _autocast(precision: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """What gan_step enters around its passes: bf16 autocast on the GPU, or nothing for fp32."""
-    import torch
-
-    def autocast():
-        if precision == "bf16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    return autocast
-
-
 def format_step_table(result: dict) -> list[str]:
     lines = [
         f"one worker's training step on {result['device']} ({result['backend']} DDP, one "
         f"process): {result['model']} ({result['preset']}), {result['clip_samples']}-sample "
         f"clips, batch {result['batch_size']} x n_critic {result['n_critic']}, "
         f"{result['flops_per_step'] / 1e12:.2f} TFLOP a step; the median of timing windows "
-        f"over {result['steps']} steps (torch {result['torch']}, cuDNN benchmark "
-        f"{'on' if result['cudnn_benchmark'] else 'off'})",
+        f"of {result.get('window', '?')} over {result['steps']} steps (torch {result['torch']}, "
+        f"cuDNN benchmark {'on' if result['cudnn_benchmark'] else 'off'})",
         "",
         "| precision | clips/s | s/step | achieved TFLOP/s | peak memory |",
         "|---|---:|---:|---:|---:|",

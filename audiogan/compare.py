@@ -1,7 +1,8 @@
 """`audiogan compare`: training recipes side by side, on the same data, budget and yardstick.
 
 Each recipe (a built-in training preset, audiogan/presets/) trains from scratch for the same
-number of minutes on the same Ray Train workers (its preset, with `max_minutes` as the budget), then
+number of minutes on the same Ray Train workers (its preset, with `max_minutes` as the budget),
+or for the same number of G steps (`max_steps`: what each recipe makes of a step), then
 `evaluate` scores its EMA generator (or G) with the same evaluation classifier against the
 same real held-out clips. The table puts every recipe beside the textbook WaveGAN-GP (the
 reference) and the 2019 baseline, and says whether the best recipe meets the quality targets.
@@ -71,26 +72,38 @@ def recipe_name(recipe: str) -> str:
 
 
 def recipe_configs(
-    recipes: tuple[str, ...], minutes: float, overrides: dict | None = None
+    recipes: tuple[str, ...], minutes: float, overrides: dict | None = None, steps: int = 0
 ) -> dict[str, tuple[Path, TrainConfig]]:
-    """name -> (preset, training config with the budget) for each recipe; refuses unknown
-    recipes and keys, bad values and a recipe named twice, before anything starts."""
-    if minutes <= 0:
+    """name -> (preset, training config with the budget: `steps` G steps if > 0, else `minutes`)
+    for each recipe; refuses unknown recipes and keys, bad values and a recipe named twice,
+    before anything starts."""
+    if steps < 0:
+        raise AudioganError("--steps must be positive")
+    if not steps and minutes <= 0:
         raise AudioganError("--minutes must be positive")
     if not recipes:
         raise AudioganError("--recipes names no recipe")
     for key in ("max_minutes", "max_steps"):
         if key in (overrides or {}):
-            raise AudioganError(f"{key} is set by the budget: give --minutes instead")
+            raise AudioganError(f"{key} is set by the budget: give --minutes or --steps instead")
+    budget = (
+        {"max_steps": steps, "max_minutes": 0.0}
+        if steps
+        else {"max_minutes": float(minutes), "max_steps": 10**7}
+    )
     configs = {}
     for recipe in recipes:
         preset = recipe_preset(recipe)
-        budget = {"max_minutes": float(minutes), "max_steps": 10**7}
         cfg = load_config(TrainConfig, str(preset), (overrides or {}) | budget)
         configs[recipe_name(recipe)] = (preset, cfg)
     if len(configs) < len(recipes):
         raise AudioganError("--recipes names a recipe twice")
     return configs
+
+
+def budget_text(minutes: float | None, steps: int | None) -> str:
+    """The budget in words: '500 G steps' or '20.0 min'."""
+    return f"{steps} G steps" if steps else f"{minutes} min"
 
 
 def compare(
@@ -104,15 +117,17 @@ def compare(
     overrides: dict | None = None,
     log: Callable[[str], None] = print,
     resume: bool = False,
+    steps: int = 0,
 ) -> dict:
-    """Trains and scores each recipe; `overrides` are training keys set for every recipe
-    (`audiogan compare ... batch_size=16`), the budget's max_minutes excepted. With `resume`,
+    """Trains and scores each recipe, for `steps` G steps each if > 0, else for `minutes`;
+    `overrides` are training keys set for every recipe (`audiogan compare ...
+    batch_size=16`), the budget's max_minutes and max_steps excepted. With `resume`,
     a recipe that STORAGE/compare.json holds, measured on the same terms, is kept as it was
     (so a long comparison can be run in parts); the others train from scratch."""
     # Everything that could fail after the training is checked before it.
-    configs = recipe_configs(recipes, minutes, overrides)
+    configs = recipe_configs(recipes, minutes, overrides, steps)
     _check_options(workers, n)
-    terms = compare_terms(data_url, minutes, workers, overrides, n)
+    terms = compare_terms(data_url, minutes, workers, overrides, n, steps)
     before = measured_before(storage_url, terms) if resume else {}
     kept = {
         name: row for name, row in before.get("recipes", {}).items()
@@ -143,7 +158,8 @@ def compare(
     for name, (preset, cfg) in configs.items():
         if name in kept:
             continue
-        log(f"compare: training {name} ({preset.name}) for {minutes} min on {workers} worker(s)")
+        budget = budget_text(minutes, steps)
+        log(f"compare: training {name} ({preset.name}) for {budget} on {workers} worker(s)")
         spec = train.RunSpec(data_url, storage_url, f"compare-{name}", workers, gpu=False)
         summary = train.train(cfg, spec)
         if summary["error"]:
@@ -200,15 +216,20 @@ def _row(
 TERMS = {
     "data": "--data",
     "budget_minutes": "--minutes",
+    "budget_steps": "--steps",
     "workers": "--workers",
     "overrides": "key=value settings",
     "n": "--n",
 }
 
 
-def compare_terms(data_url: str, minutes: float, workers: int, overrides, n: int) -> dict:
-    """The terms compare.json records (TERMS), which --resume holds the old rows to."""
-    values = (storage.display(data_url), minutes, workers, overrides or {}, n)
+def compare_terms(
+    data_url: str, minutes: float, workers: int, overrides, n: int, steps: int = 0
+) -> dict:
+    """The terms compare.json records (TERMS), which --resume holds the old rows to. One budget
+    is set, the other None (a compare.json from before --steps has no budget_steps: None)."""
+    budget = (None, steps) if steps else (minutes, None)
+    values = (storage.display(data_url), *budget, workers, overrides or {}, n)
     return dict(zip(TERMS, values, strict=True))
 
 
@@ -226,10 +247,11 @@ def measured_before(storage_url: str, terms: dict) -> dict:
         before = None
     if not isinstance(before, dict) or not isinstance(before.get("recipes"), dict):
         raise AudioganError(f"{shown} is not a compare result; move it away, or use --overwrite")
+    before.setdefault("budget_steps", None)  # written before --steps: a minutes budget
     differs = [key for key in TERMS if before.get(key) != terms[key]]
     if differs:
         said = ", ".join(
-            f"{TERMS[key]} {before[key]!r} (now {terms[key]!r})" if key in before
+            f"{TERMS[key]} {_term(before[key])} (now {_term(terms[key])})" if key in before
             else f"{TERMS[key]} not recorded (written before --resume)"
             for key in differs
         )  # fmt: skip
@@ -238,6 +260,10 @@ def measured_before(storage_url: str, terms: dict) -> dict:
             "to start again"
         )
     return before
+
+
+def _term(value) -> str:
+    return "unset" if value is None else repr(value)
 
 
 def check_yardstick(
@@ -353,7 +379,8 @@ def format_table(result: dict) -> list[str]:
         rows[REFERENCE]["metrics"]["classifier_fd"]["generated"] if REFERENCE in rows else None
     )
     lines = [
-        f"compare: {result['budget_minutes']} min of training each on {result['workers']} CPU "
+        f"compare: {budget_text(result['budget_minutes'], result.get('budget_steps'))} of "
+        f"training each on {result['workers']} CPU "
         f"worker(s), data {result['data']}; classifier held-out accuracy "
         f"{result['classifier_held_out_accuracy']}",
         "",
@@ -455,28 +482,33 @@ def compare_kinds(
     clips_per_class: int = SUITE_CLIPS_PER_CLASS,
     log: Callable[[str], None] = print,
     resume: bool = False,
+    steps: int = 0,
 ) -> dict:
     """`compare` on each kind of the suite (its own dataset and evaluation classifier, its
     runs in STORAGE/KIND/), then a summary over kinds. STORAGE/suite.json is rewritten after
     every kind, so a later kind's failure loses nothing already measured; with `resume`, each
     kind keeps the recipes it measured before on the same terms."""
     # Everything that could stop a later kind is checked before the first one trains.
-    names = recipe_configs(recipes, minutes, overrides)
+    names = recipe_configs(recipes, minutes, overrides, steps)
     _check_options(workers, n)
     for kind in kinds:
         runs = storage.join(storage_url, kind)
         _check_runs(runs, names, overwrite or resume)
         if resume:
             dataset = kind_prepared(suite_dir, kind)
-            measured_before(runs, compare_terms(dataset, minutes, workers, overrides, n))
+            measured_before(runs, compare_terms(dataset, minutes, workers, overrides, n, steps))
     fs, root = storage.resolve(storage_url)
-    result: dict = {"budget_minutes": minutes, "workers": workers, "kinds": {}}
+    budget_minutes, budget_steps = (None, steps) if steps else (minutes, None)
+    result: dict = {
+        "budget_minutes": budget_minutes, "budget_steps": budget_steps, "workers": workers,
+        "kinds": {},
+    }  # fmt: skip
     for kind in kinds:
         dataset = kind_dataset(suite_dir, kind, clips_per_class, log)
         log(f"compare: kind {kind} ({dataset})")
         result["kinds"][kind] = compare(
             dataset, storage.join(storage_url, kind), minutes, workers, recipes, n, overwrite,
-            overrides, log, resume,
+            overrides, log, resume, steps,
         )  # fmt: skip
         result["summary"] = summarise_kinds(result["kinds"])
         storage.write_bytes(

@@ -164,6 +164,7 @@ def default_preset(gpu: bool, manifest: dict) -> tuple[Path, dict, str]:
 
 
 LOSSES = ("bce", "wgan-gp", "hinge")
+PRECISIONS = ("auto", "bf16", "fp32")
 # Ray's placement group strategies, for a run's workers.
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 # "model": the model family's own D (ddsp has none); the others are WaveGAN's D whatever G is,
@@ -222,6 +223,18 @@ class TrainConfig:
     # Feature matching (MelGAN, HiFi-GAN): G's loss gains this times the L1 distance between
     # D's feature maps of real and generated clips; 0: none.
     fm_weight: float = 0.0
+    # G's update reuses what its step's last D update computed: the generated clips, as
+    # HiFi-GAN's loop does (G runs once a step, and is judged on the clips D was just trained
+    # on), and with fm_weight D's features of the real clips, taken by D before that update
+    # (HiFi-GAN takes them again after it), so feature matching's targets are one D update old.
+    # One pass of G and one of D fewer a step; checked for quality at equal steps
+    # (docs/recipes.md).
+    share_passes: bool = False
+    # bf16 autocast of G's and D's layers (the synthesiser, spectrograms, losses and penalties
+    # stay float32). auto: bf16 on GPU workers, float32 on CPU ones; bf16: on CPU workers too,
+    # where the CPU has native bf16 (AVX512-BF16 or AMX; elsewhere they train in float32 and say
+    # so); fp32: float32 everywhere.
+    precision: str = "auto"
     # Differentiable augmentations of every clip D sees, real and generated alike (DiffAugment):
     # any of shift, gain, noise; () none. They keep a D trained on a few hundred clips from
     # learning them by heart.
@@ -323,6 +336,7 @@ class TrainConfig:
             "a second forward before the backward breaks BatchNorm under DDP)",
         )
         _require(self.fm_weight >= 0, "fm_weight must be >= 0")
+        _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         _require(
             not unknown,

@@ -385,8 +385,9 @@ def load_judge(url: str) -> Judge:
 
 
 def judge_url(data_url: str) -> str | None:
-    """Where a dataset's evaluation classifier is (DEST/evaluator), or None if it has none."""
-    url = storage.join(data_url, DEFAULT_DIR)
+    """Where a dataset's evaluation classifier is (DEST/evaluator, absolute: training workers
+    load it from folders of their own), or None if it has none."""
+    url = storage.join(storage.absolute(data_url), DEFAULT_DIR)
     fs, path = storage.resolve(storage.join(url, STATE_FILE))
     return url if storage.exists(fs, path) else None
 

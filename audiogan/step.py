@@ -57,6 +57,44 @@ def make_gan(generator: nn.Module, discriminator: nn.Module, cfg: TrainConfig) -
     return GAN(generator, discriminator, opt_g, opt_d, cfg, ema)
 
 
+@dataclass
+class Shared:
+    """What a step's last D update hands G's update when cfg.share_passes is on."""
+
+    # G's clips for this step, with G's graph: D trains on them detached, G's loss on them.
+    fake: torch.Tensor
+    # D's feature maps of the real clips, from D before its update (no graph): feature
+    # matching's targets. None until the D update fills them in (and without fm_weight).
+    real_features: list[torch.Tensor] | None = None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), so oneDNN's bf16
+    convolutions beat float32 ones; bf16 emulated with plain AVX-512 is slower than float32."""
+    # torch's own probes of the CPU's features (private: there is no public one).
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """bf16 or fp32: what cfg.precision means on `device` (auto: bf16 on a GPU only; bf16 on a
+    CPU without native bf16 would be slower than float32, so it is fp32 there)."""
+    if precision == "fp32":
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if precision == "bf16" and cpu_has_bf16() else "fp32"
+
+
+def autocast_for(
+    precision: str, device: torch.device
+) -> Callable[[], contextlib.AbstractContextManager]:
+    """What gan_step enters around G's and D's layers: bf16 autocast, or nothing (float32)."""
+    if resolved_precision(precision, device) == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def sample_latent(
     cfg: TrainConfig, batch: int, device: torch.device | str = "cpu", generator=None
 ) -> torch.Tensor:
@@ -78,21 +116,26 @@ def d_step(
     labels: torch.Tensor | None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     regularize: bool = True,
+    shared: Shared | None = None,
 ) -> dict[str, float]:
     """One discriminator update on a real batch (B, 1, T) and as many fakes.
 
     `regularize`: this update carries the R1 penalty, if cfg.r1_weight asks for one (gan_step
     picks one update in `cfg.r1_every`). "gp" is R1's value, or WGAN-GP's at every update, and
-    None when there is none.
+    None when there is none. `shared`: the fakes come from it (else G makes them here), and it
+    gets D's features of the real clips for G's feature matching.
     """
     cfg, D = gan.cfg, gan.discriminator
-    with torch.no_grad(), autocast():
-        fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels).float()
-    real, fake = seen_by_d(cfg, real), seen_by_d(cfg, fake)
+    if shared is None:
+        with torch.no_grad(), autocast():
+            fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels)
+    else:
+        fake = shared.fake.detach()
+    real, fake = seen_by_d(cfg, real), seen_by_d(cfg, fake.float())
     penalty = None
     if cfg.loss == "wgan-gp":
         with autocast():
-            real_logits, _ = D(real, labels)
+            real_logits, real_features = D(real, labels)
             fake_logits, _ = D(fake, labels)
         d_loss = GAN_LOSSES[cfg.loss][0](real_logits, fake_logits)
         # The penalty's double backward runs in full precision.
@@ -102,13 +145,16 @@ def d_step(
         # One forward over real and fake together, so BatchNorm in D sees one batch (DDP-safe).
         both_labels = None if labels is None else torch.cat([labels, labels])
         with autocast():
-            logits, _ = D(torch.cat([real, fake]), both_labels)
+            logits, features = D(torch.cat([real, fake]), both_labels)
         d_loss = GAN_LOSSES[cfg.loss][0](*losses.split(logits))
+        real_features = [f[: len(real)] for f in features]  # (B, ...) each
         if regularize and cfg.r1_weight:
             # Full precision, as WGAN-GP's; weighed by r1_every to make up for the updates
             # without it (StyleGAN2's lazy regularisation).
             penalty = losses.r1_penalty(lambda x: D(x, labels)[0], real)
             d_loss = d_loss + cfg.r1_weight / 2 * cfg.r1_every * penalty
+    if shared is not None and cfg.fm_weight:
+        shared.real_features = [f.detach() for f in real_features]
     gan.opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     gan.opt_d.step()
@@ -120,20 +166,28 @@ def g_step(
     real: torch.Tensor,
     labels: torch.Tensor | None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    shared: Shared | None = None,
 ) -> dict[str, float]:
     """One generator update through a frozen D (the baseline's bug was to train D here too),
-    on as many clips as the real batch (B, 1, T); the real clips are used by feature matching."""
+    on as many clips as the real batch (B, 1, T); the real clips are used by feature matching.
+    `shared`: G's clips, and D's features of the real clips, from the step's D update."""
     cfg, D = gan.cfg, gan.discriminator
     D.requires_grad_(False)
     try:
         with autocast():
-            fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels)
+            if shared is None:
+                fake = gan.generator(sample_latent(cfg, real.shape[0], real.device), labels)
+            else:
+                fake = shared.fake
             fake_logits, fake_features = D(seen_by_d(cfg, fake), labels)
         g_loss = GAN_LOSSES[cfg.loss][1](fake_logits)
         result = {"g_loss": g_loss.item()}
         if cfg.fm_weight:
-            with torch.no_grad(), autocast():
-                _, real_features = D(seen_by_d(cfg, real), labels)
+            if shared is None:
+                with torch.no_grad(), autocast():
+                    _, real_features = D(seen_by_d(cfg, real), labels)
+            else:
+                real_features = shared.real_features
             matching = losses.feature_matching(
                 [f.float() for f in real_features], [f.float() for f in fake_features]
             )
@@ -166,7 +220,8 @@ def gan_step(
     label_batches: Sequence[torch.Tensor | None],
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, float]:
-    """`cfg.n_critic` D updates (one per real batch), then one G update.
+    """`cfg.n_critic` D updates (one per real batch), then one G update (with
+    cfg.share_passes, on the clips and real features of the last D update).
 
     Returns the mean D loss over the critic updates, the mean penalty ("gp": WGAN-GP's, or R1's
     over the updates that carried it; the latest one when none did), the G loss ("g_loss",
@@ -176,11 +231,21 @@ def gan_step(
     if len(real_batches) != cfg.n_critic:
         raise ValueError(f"gan_step needs {cfg.n_critic} real batches, got {len(real_batches)}")
     first = gan.g_steps * cfg.n_critic  # D updates so far
+    real, labels = real_batches[-1], label_batches[-1]
+    shared = None
     d_results = [
-        d_step(gan, real, labels, autocast, regularize=(first + i) % cfg.r1_every == 0)
-        for i, (real, labels) in enumerate(zip(real_batches, label_batches, strict=True))
+        d_step(gan, batch, batch_labels, autocast, regularize=(first + i) % cfg.r1_every == 0)
+        for i, (batch, batch_labels) in enumerate(
+            zip(real_batches[:-1], label_batches[:-1], strict=True)
+        )
     ]
-    g_result = g_step(gan, real_batches[-1], label_batches[-1], autocast)
+    if cfg.share_passes:
+        # G's clips for the last D update and for G's own, made once with G's graph kept.
+        with autocast():
+            shared = Shared(gan.generator(sample_latent(cfg, real.shape[0], real.device), labels))
+    last = (first + cfg.n_critic - 1) % cfg.r1_every == 0
+    d_results.append(d_step(gan, real, labels, autocast, regularize=last, shared=shared))
+    g_result = g_step(gan, real, labels, autocast, shared)
     penalties = [r["gp"] for r in d_results if r["gp"] is not None]
     if penalties:
         gan.penalty = sum(penalties) / len(penalties)

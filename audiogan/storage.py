@@ -100,6 +100,12 @@ def resolve(
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
 
 
+def absolute(url: str) -> str:
+    """A local path made absolute, an s3:// URL as it is: Ray's workers and Tune's trials run
+    in folders of their own, where a relative path names nothing."""
+    return url if is_s3(url) else resolve(url)[1]
+
+
 def is_plain_name(name: str) -> bool:
     """Whether a run or sweep name is one folder under its storage (no separator, not . or ..)."""
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name

@@ -37,7 +37,7 @@ from audiogan.loop import (
     plan_step,
 )
 from audiogan.runfolder import RunFolder
-from audiogan.step import gan_step, make_gan, unwrap
+from audiogan.step import autocast_for, gan_step, make_gan, resolved_precision, unwrap
 
 
 class TrainError(AudioganError):
@@ -108,7 +108,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Every step has the same shapes, so cuDNN may time its algorithms once and keep the
     # fastest: on an H200 that doubled the bf16 WaveGAN step (`audiogan bench step`).
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    autocast = _autocast(device)
+    autocast = autocast_for(cfg.precision, device)
+    if cfg.precision == "bf16" and resolved_precision(cfg.precision, device) == "fp32":
+        # Every rank that falls back says so: a cluster's nodes may have different CPUs.
+        print(f"{where}: precision=bf16, but its CPU has no native bf16 (AVX512-BF16 or AMX): "
+              "it trains in float32", flush=True)  # fmt: skip
     batches = cached_batches(
         _shard_stream(cfg), cfg.batch_size, cfg.shard_cache_mb, noise_seed, device,
         epoch_done=lambda clips: print(f"{where}: its shard is {clips} clips", flush=True),
@@ -176,13 +180,6 @@ def _resume(gan, folder: RunFolder, world: int, say: Callable[[str], None]) -> i
             f"{batch * before} -> {batch * world}"
         )
     return step
-
-
-def _autocast(device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16 autocast on a GPU; full precision on the CPU."""
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 def _shard_stream(cfg: TrainConfig) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:

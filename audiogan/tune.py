@@ -433,9 +433,7 @@ class SweepSpec:
         if not storage.is_plain_name(self.name):
             raise TuneError(f"--name must be a plain folder name, got {self.name!r}")
         for field in ("data_url", "storage_url"):
-            url = getattr(self, field)
-            if not storage.is_s3(url):
-                object.__setattr__(self, field, storage.resolve(url)[1])
+            object.__setattr__(self, field, storage.absolute(getattr(self, field)))
 
 
 def choose_metric(sweep: Sweep, data_url: str, log: Callable[[str], None] = print) -> Sweep:

@@ -1,4 +1,4 @@
-"""`python -m jobs.bench_train [--model M]`: the same as `audiogan bench train`."""
+"""`python -m jobs.bench_train [--model M | --config P]`: the same as `audiogan bench train`."""
 
 import sys
 

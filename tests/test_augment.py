@@ -83,19 +83,22 @@ def _marking_gan(monkeypatch, **overrides):
     return step.make_gan(generator, discriminator, cfg), seen
 
 
+@pytest.mark.parametrize("share", [False, True])
 @pytest.mark.parametrize("loss", ["hinge", "wgan-gp"])
-def test_d_sees_every_clip_real_and_generated_through_the_augmentations(monkeypatch, loss):
+def test_d_sees_every_clip_real_and_generated_through_the_augmentations(monkeypatch, loss, share):
     """In D's update (R1 or WGAN-GP's penalty included) and in G's (feature matching's real
-    clips included), every clip reaches D augmented."""
+    clips included, or, with shared passes, the D update's), every clip reaches D augmented."""
     extra = {"loss": loss, "r1_weight": 0.0} if loss == "wgan-gp" else {"r1_every": 1}
-    gan, seen = _marking_gan(monkeypatch, **extra)
+    gan, seen = _marking_gan(monkeypatch, share_passes=share, **extra)
     real = torch.rand(2, 1, 4000) * 2 - 1
     result = step.gan_step(gan, [real], [torch.tensor([0, 2])])
     assert all(math.isfinite(v) for v in result.values())
     assert "fm" in result and result["gp"] > 0
     # hinge: D(real + fake), R1's D(real), G's D(fake), feature matching's D(real);
-    # wgan-gp: D(real), D(fake), the penalty's D(mix), then G's two.
-    assert len(seen) == 4 if loss == "hinge" else len(seen) >= 5
+    # wgan-gp: D(real), D(fake), the penalty's D(mix), then G's two. Shared passes take
+    # feature matching's real features from the D update: one pass fewer.
+    passes = (4 if loss == "hinge" else 5) - share
+    assert len(seen) == passes if loss == "hinge" else len(seen) >= passes
     assert all((clips > MARK / 2).all() for clips in seen)
 
 

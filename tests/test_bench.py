@@ -100,8 +100,10 @@ def test_bench_model_command_prints_the_table_and_json(capsys):
 
 
 def test_bench_step_times_a_ddp_step_on_the_cpu_and_prints_the_table(capsys):
-    """The same code times the GPU step (NCCL, bf16 and fp32); here gloo and fp32 on the CPU."""
+    """The same code times the GPU step (NCCL, bf16 and fp32); here gloo, and fp32 on the CPU
+    with bf16 before it where the CPU computes in bf16."""
     from audiogan.cli import main
+    from audiogan.step import cpu_has_bf16
 
     argv = ["bench", "step", "--device", "cpu", "--clip-seconds", "0.25", "--steps", "2",
             "--window", "1", "model_dim=4", "batch_size=2", "n_critic=2", "--json"]  # fmt: skip
@@ -116,8 +118,9 @@ def test_bench_step_times_a_ddp_step_on_the_cpu_and_prints_the_table(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("one worker's training step on cpu (gloo DDP, one process)")
     result = json.loads(out[-1])
-    assert [row["precision"] for row in result["rows"]] == ["fp32"]
-    row = result["rows"][0]
+    precisions = ["bf16", "fp32"] if cpu_has_bf16() else ["fp32"]
+    assert [row["precision"] for row in result["rows"]] == precisions
+    row = result["rows"][-1]
     assert row["samples_per_s"] > 0 and len(row["window_rates"]) == 2
     assert row["seconds_per_step"] == pytest.approx(4 / row["samples_per_s"], rel=0.01)
     assert row["tflops"] * 1e12 == pytest.approx(
@@ -146,7 +149,7 @@ def test_bench_step_profiles_the_costliest_operators_of_a_step(capsys):
 
     argv = ["bench", "step", "--device", "cpu", "--config", "ddsp_stft_cond", "--clip-seconds",
             "0.25", "--steps", "2", "--window", "2", "--profile", "5", "model_dim=4",
-            "disc_channels=2", "batch_size=2", "--json"]  # fmt: skip
+            "disc_channels=2", "batch_size=2", "r1_every=2", "--json"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     result = json.loads(out[-1])
@@ -160,3 +163,40 @@ def test_bench_step_profiles_the_costliest_operators_of_a_step(capsys):
     text = "\n".join(out)
     assert "| operator | ms a step | share | calls a step |" in text
     assert f"| {profiled['top'][0]['operator']} |" in text
+
+
+def test_timing_windows_hold_whole_r1_periods():
+    """A window of a lazy-R1 recipe holds R1's share of the cost: its length is a multiple of
+    the G steps from one R1 update to the next, or the median window would leave R1 out."""
+    from audiogan.config import TrainConfig, load_config
+
+    def cfg(preset, **keys):
+        return load_config(TrainConfig, str(PRESETS_DIR / preset), keys)
+
+    assert bench.r1_period(cfg("ddsp_stft_cond.yaml")) == 16  # R1 every 16th D update
+    assert bench.r1_period(cfg("hinge_r1.yaml", r1_every=4, n_critic=2)) == 2  # 2 D a G step
+    assert bench.r1_period(cfg("hinge_r1.yaml", r1_weight=0.0)) == 1
+    assert bench.r1_period(cfg("wavegan_gp.yaml")) == 1  # its penalty is on every update
+    said = []
+    assert bench.whole_windows(cfg("ddsp_stft_cond.yaml"), 5, 20, said.append) == (16, 32)
+    assert said == [
+        "bench: windows of 16 steps, not 5: R1 runs on one step in 16",
+        "bench: 32 steps, not 20: whole windows of 16",
+    ]
+    said.clear()
+    assert bench.whole_windows(cfg("ddsp_stft_cond.yaml"), 32, 64, said.append) == (32, 64)
+    assert said == []
+
+
+def test_the_plain_loop_times_a_conditional_recipe_in_its_precision():
+    """The default recipe (class-conditional, bf16 where the CPU has it) in the plain loop:
+    labels for its batches, and a rate and FLOP count for every window."""
+    from audiogan.config import TrainConfig, load_config
+
+    cfg = load_config(
+        TrainConfig, str(PRESETS_DIR / "ddsp_stft_cond.yaml"),
+        {"model_dim": 4, "disc_channels": 2, "batch_size": 2, "r1_every": 2},
+    )  # fmt: skip
+    plain = bench.plain_training_rate(cfg, 4000, steps=4, window=2)
+    assert len(plain["window_rates"]) == 2 and plain["samples_per_s"] > 0
+    assert plain["flops_per_step"] > 0

@@ -41,6 +41,34 @@ def test_unknown_recipes_and_recipe_keys_are_refused(tmp_path):
         compare.recipe_configs(("stft", "stft"), 20.0)
     with pytest.raises(AudioganError, match="--minutes must be positive"):
         compare.recipe_configs(("stft",), 0)
+    with pytest.raises(AudioganError, match="give --minutes or --steps instead"):
+        compare.recipe_configs(("stft",), 20.0, {"max_steps": 3}, steps=3)
+
+
+def test_a_budget_of_steps_trains_every_recipe_that_many_g_steps_without_a_clock():
+    configs = compare.recipe_configs(("stft", "ddsp-stft-cond"), 20.0, steps=500)
+    for _, cfg in configs.values():
+        assert (cfg.max_steps, cfg.max_minutes) == (500, 0.0)
+    with pytest.raises(AudioganError, match="--steps must be positive"):
+        compare.recipe_configs(("stft",), 20.0, steps=-1)
+    terms = compare.compare_terms("d", 20.0, 2, {}, 256, steps=500)
+    assert (terms["budget_steps"], terms["budget_minutes"]) == (500, None)
+    # A compare.json written before --steps (no budget_steps) resumes under a minutes budget.
+    assert compare.compare_terms("d", 20.0, 2, {}, 256)["budget_steps"] is None
+    result = terms | {"classifier_held_out_accuracy": 1.0, "recipes": {"stft": _row(5.0, 0.5)}}
+    assert compare.format_table(result)[0].startswith("compare: 500 G steps of training each")
+
+
+def test_a_result_of_a_minutes_budget_is_not_resumed_by_steps(tmp_path):
+    """A compare.json written before --steps existed (no budget_steps) was a minutes budget."""
+    minutes = compare.compare_terms("d", 20.0, 2, {}, 256)
+    del minutes["budget_steps"]
+    (tmp_path / "compare.json").write_text(json.dumps(minutes | {"recipes": {}}))
+    assert compare.measured_before(str(tmp_path), compare.compare_terms("d", 20.0, 2, {}, 256))
+    steps = compare.compare_terms("d", 20.0, 2, {}, 256, steps=500)
+    with pytest.raises(AudioganError, match=r"--minutes 20.0 \(now unset\), --steps unset "
+                                            r"\(now 500\); --resume needs the same"):  # fmt: skip
+        compare.measured_before(str(tmp_path), steps)
 
 
 def test_a_preset_file_is_a_recipe_named_after_it(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -100,6 +101,19 @@ def test_the_judge_of_training_scores_real_clips_near_and_noise_far(dataset, tmp
     with pytest.raises(evaluator.EvaluatorError, match="older audiogan.*evaluator fit"):
         evaluator.load_judge(str(tmp_path))
     assert evaluator.judge_url(str(tmp_path / "no dataset")) is None
+
+
+def test_the_judge_of_a_dataset_named_by_a_relative_path_is_found_from_any_folder(
+    dataset, tmp_path, monkeypatch
+):
+    """Training workers run in folders of their own: the classifier's URL they get is
+    absolute, though the dataset was given relative to where the command ran."""
+    prepared, _ = dataset  # its classifier fitted
+    monkeypatch.chdir(os.path.dirname(prepared))
+    url = evaluator.judge_url(os.path.basename(prepared))
+    assert url == os.path.join(prepared, evaluator.DEFAULT_DIR)
+    monkeypatch.chdir(tmp_path)  # a worker's folder
+    assert evaluator.load_judge(url).about["labels"]
 
 
 def test_real_clips_score_higher_than_white_noise(dataset, tmp_path):
@@ -255,12 +269,15 @@ def test_compare_over_two_kinds_makes_each_dataset_and_sums_up(ray_session, tmp_
     suite, runs = str(tmp_path / "suite"), str(tmp_path / "runs")
     recipes = ("wavegan-gp",)
     small = {"model_dim": 4, "latent_dim": 8, "disc_channels": 2, "batch_size": 4}
+    # --steps 3: each recipe trains exactly 3 G steps, whatever they cost.
     result = compare.compare_kinds(
-        suite, runs, 0.01, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
-        overrides=small, clips_per_class=6, log=lambda _: None,
+        suite, runs, 0.0, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
+        overrides=small, clips_per_class=6, log=lambda _: None, steps=3,
     )  # fmt: skip
     assert list(result["kinds"]) == ["percussion", "speech"]
+    assert (result["budget_steps"], result["budget_minutes"]) == (3, None)
     for kind, by_kind in result["kinds"].items():
+        assert by_kind["recipes"]["wavegan-gp"]["steps"] == 3
         labels = set(evaluator.read_labelled_clips(f"{suite}/{kind}/prepared").labels)
         assert labels == set(synth.KINDS[kind])  # each kind its own dataset and classifier
         assert (tmp_path / "suite" / kind / "prepared" / "evaluator" / "state.pt").exists()
@@ -281,8 +298,8 @@ def test_compare_over_two_kinds_makes_each_dataset_and_sums_up(ray_session, tmp_
     # Resumed with everything measured, nothing trains again and the result is the same.
     said: list[str] = []
     again = compare.compare_kinds(
-        suite, runs, 0.01, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
-        overrides=small, clips_per_class=6, log=said.append, resume=True,
+        suite, runs, 0.0, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
+        overrides=small, clips_per_class=6, log=said.append, resume=True, steps=3,
     )  # fmt: skip
     assert again == result
     assert not any(line.startswith("compare: training") for line in said)
@@ -290,13 +307,13 @@ def test_compare_over_two_kinds_makes_each_dataset_and_sums_up(ray_session, tmp_
                       "(--resume)") == 2  # fmt: skip
     # A later kind measured on other terms is refused before the first kind is looked at.
     speech = tmp_path / "runs" / "speech" / "compare.json"
-    speech.write_text(json.dumps(json.loads(speech.read_text()) | {"budget_minutes": 0.02}))
+    speech.write_text(json.dumps(json.loads(speech.read_text()) | {"budget_steps": 4}))
     said.clear()
-    with pytest.raises(AudioganError, match=r"speech/compare.json was measured with --minutes "
-                                            r"0\.02 \(now 0\.01\)"):  # fmt: skip
+    with pytest.raises(AudioganError, match=r"speech/compare.json was measured with --steps "
+                                            r"4 \(now 3\)"):  # fmt: skip
         compare.compare_kinds(
-            suite, runs, 0.01, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
-            overrides=small, clips_per_class=6, log=said.append, resume=True,
+            suite, runs, 0.0, ("percussion", "speech"), workers=0, recipes=recipes, n=8,
+            overrides=small, clips_per_class=6, log=said.append, resume=True, steps=3,
         )  # fmt: skip
     assert said == []
     lines = compare.format_kinds(result)

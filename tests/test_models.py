@@ -400,3 +400,44 @@ def test_dropout_acts_in_every_discriminator_family(model, family):
         evaluated = _d_logits(discriminator, audio, False)
         assert (not torch.equal(first, evaluated)) == acts, (dropout, family)
         assert (not torch.equal(first, second)) == acts, (dropout, family)
+
+
+def _torch_log_magnitude(audio: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """What the STFT discriminator computed with torch.stft before it had its own backward."""
+    window = torch.hann_window(n_fft, dtype=audio.dtype)
+    spec = torch.stft(audio, n_fft, hop, window=window, normalized=True, return_complex=True)
+    return 0.5 * torch.log(spec.real.square() + spec.imag.square() + stft.POWER_FLOOR)
+
+
+@pytest.mark.parametrize("n_fft, hop", [(256, 64), (512, 128), (1024, 256), (200, 50)])
+def test_the_stft_discriminators_spectrogram_and_its_gradients_are_torch_stfts(n_fft, hop):
+    """log_magnitude has a backward of its own (an irfft and an overlap-add instead of
+    torch.stft's full complex FFT and scatter): its values, its gradient (G's path through D)
+    and its gradient's gradient (R1's double backward) are torch.stft's, to float64 rounding."""
+    torch.manual_seed(0)
+    audio = (torch.rand(3, 4000, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    ours = stft.log_magnitude(audio, n_fft, hop)
+    reference = _torch_log_magnitude(audio, n_fft, hop)
+    assert ours.shape == reference.shape == (3, n_fft // 2 + 1, 4000 // hop + 1)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+
+    weights = torch.randn_like(reference)  # a loss that weighs every bin differently
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), audio, create_graph=True)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), audio, create_graph=True)
+    torch.testing.assert_close(
+        grad_ours, grad_ref, rtol=1e-10, atol=1e-10 * grad_ref.abs().max().item()
+    )
+    (second_ours,) = torch.autograd.grad(grad_ours.square().sum(), audio)
+    (second_ref,) = torch.autograd.grad(grad_ref.square().sum(), audio)
+    torch.testing.assert_close(
+        second_ours, second_ref, rtol=1e-9, atol=1e-9 * second_ref.abs().max().item()
+    )
+
+
+def test_the_windowed_fft_passes_gradcheck_and_wants_whole_hops():
+    window = torch.hann_window(64, dtype=torch.float64)
+    signal = torch.randn(2, 300, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: stft.WindowedRFFT.apply(x, window, 16), (signal,))
+    assert torch.autograd.gradgradcheck(lambda x: stft.WindowedRFFT.apply(x, window, 16), (signal,))
+    with pytest.raises(ValueError, match="multiple of hop"):
+        stft.WindowedRFFT.apply(signal, window, 24)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
 import pytest
 import torch
 
-from audiogan import step
-from audiogan.config import PRESETS_DIR, RECIPES, TrainConfig, load_config
+from audiogan import losses, step
+from audiogan.config import PRESETS_DIR, RECIPES, ConfigError, TrainConfig, load_config
 from audiogan.models import build
 
 
@@ -212,3 +213,87 @@ def test_the_gpu_preset_of_the_winning_recipe_steps_at_4_s():
     gan = step.make_gan(generator, discriminator, cfg)
     result = step.gan_step(gan, [torch.rand(2, 1, 64000) * 2 - 1], [None])
     assert all(math.isfinite(v) for v in result.values()) and result["gp"] > 0
+
+
+def _count_forwards(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_shared_passes_run_g_once_and_d_twice_a_step(share):
+    """share_passes: G makes one batch a step (D's update and G's use it) and feature matching
+    takes D's features of the real clips from D's update, so D runs twice (real and fake
+    together, then the fakes for G), not three times."""
+    gan = tiny_gan("wavegan", loss="hinge", n_critic=1, fm_weight=1.0, share_passes=share)
+    g_calls, d_calls = _count_forwards(gan.generator), _count_forwards(gan.discriminator)
+    result = step.gan_step(gan, [torch.rand(4, 1, 4096) * 2 - 1], [None])
+    assert math.isfinite(result["fm"])
+    assert (g_calls[0], d_calls[0]) == ((1, 2) if share else (2, 3))
+
+
+def test_with_shared_passes_g_learns_from_the_clips_d_was_trained_on():
+    """With D held still (learning rate 0), the shared step's G loss and feature-matching
+    distance are those of the first latent batch drawn, against D's features of the real clips:
+    G's update is judged on the clips of D's update, not on fresh ones."""
+    gan = tiny_gan(
+        "wavegan", loss="hinge", n_critic=1, fm_weight=1.0, share_passes=True, phase_shuffle=0
+    )  # phase shuffle would draw D's shifts from the same random stream
+    for group in gan.opt_d.param_groups:
+        group["lr"] = 0.0
+    real = torch.rand(4, 1, 4096) * 2 - 1
+    torch.manual_seed(5)
+    z = step.sample_latent(gan.cfg, 4)
+    with torch.no_grad():
+        fake_logits, fake_features = gan.discriminator(gan.generator(z))
+        _, real_features = gan.discriminator(real)
+    expected_fm = losses.feature_matching(real_features, fake_features).item()
+    torch.manual_seed(5)  # the same latent batch
+    result = step.gan_step(gan, [real], [None])
+    assert result["g_loss"] == pytest.approx(losses.hinge_g(fake_logits).item(), rel=1e-5)
+    assert result["fm"] == pytest.approx(expected_fm, rel=1e-5)
+
+
+def test_precision_is_bf16_on_a_gpu_and_on_a_cpu_only_where_asked_and_native(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [step.resolved_precision(p, gpu) for p in ("auto", "bf16", "fp32")] == [
+        "bf16", "bf16", "fp32"
+    ]  # fmt: skip
+    monkeypatch.setattr(step, "cpu_has_bf16", lambda: True)
+    assert [step.resolved_precision(p, cpu) for p in ("auto", "bf16", "fp32")] == [
+        "fp32", "bf16", "fp32"
+    ]  # fmt: skip
+    # Emulated bf16 is slower than float32: a CPU without it trains in float32.
+    monkeypatch.setattr(step, "cpu_has_bf16", lambda: False)
+    assert step.resolved_precision("bf16", cpu) == "fp32"
+    assert step.autocast_for("bf16", cpu) is contextlib.nullcontext
+    with pytest.raises(ConfigError, match="precision must be one of auto, bf16, fp32"):
+        TrainConfig(precision="fp16")
+
+
+@pytest.mark.skipif(not step.cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_a_bf16_step_on_the_cpu_runs_d_in_bf16_and_stays_near_the_float32_step():
+    """precision=bf16 on a CPU with native bf16: D's convolutions compute in bf16 but for R1's
+    pass (float32, as the penalties are), and a seeded step's losses stay within bf16's
+    rounding of the float32 step's."""
+    cfg = load_config(TrainConfig, str(PRESETS_DIR / "ddsp_stft_cond.yaml"), TINY)
+    results, conv_dtypes = {}, []
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        generator, discriminator = build(cfg, 4000, num_classes=3, sample_rate_hz=16000)
+        gan = step.make_gan(generator, discriminator, cfg)
+        convs = [m for m in discriminator.modules() if isinstance(m, torch.nn.Conv1d)]
+        if precision == "bf16":
+            for layer in convs:
+                layer.register_forward_hook(lambda m, i, out: conv_dtypes.append(out.dtype))
+        torch.manual_seed(1)
+        real = [torch.rand(2, 1, 4000) * 2 - 1]
+        autocast = step.autocast_for(precision, torch.device("cpu"))
+        results[precision] = step.gan_step(gan, real, [torch.tensor([0, 2])], autocast)
+    # The first D update carries R1: D's passes are (real and fake), R1's, and G's fakes.
+    assert results["bf16"]["gp"] > 0
+    assert conv_dtypes.count(torch.float32) == len(convs)  # R1's pass
+    assert conv_dtypes.count(torch.bfloat16) == 2 * len(convs)
+    for key, value in results["fp32"].items():
+        assert results["bf16"][key] == pytest.approx(value, rel=0.05, abs=0.02), key

@@ -5,9 +5,17 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from audiogan.commands.common import add_output_options, add_overrides, emit, option, start_ray
+from audiogan.commands.common import (
+    add_output_options,
+    add_overrides,
+    emit,
+    field_help,
+    option,
+    start_ray,
+)
 from audiogan.commands.common import stderr as log
 from audiogan.commands.prepare import add_prepare_options, prepare_config_from_args
+from audiogan.errors import AudioganError
 
 
 @dataclass(frozen=True)
@@ -22,11 +30,17 @@ class PrepareBenchOptions:
 
 @dataclass(frozen=True)
 class TrainBenchOptions:
-    # The preset's model: dcgan (the dcgan preset, 4 s) or wavegan (small_cpu, 1 s).
+    # A CPU model at its preset and clip length: dcgan (dcgan.yaml, 4 s) or wavegan
+    # (small_cpu.yaml, 1 s); --config instead names any preset.
     model: str = "wavegan"
+    # A training preset (a built-in's name or a YAML file), instead of --model.
+    config: str = ""
+    # --config's clip length in seconds.
+    clip_seconds: float = 1.0
     # Training steps per pipeline.
     steps: int = 60
-    # Steps per timing window; each rate is the median window.
+    # Steps per timing window (rounded up to a multiple of the preset's R1 period); each rate
+    # is the median window.
     window: int = 5
 
 
@@ -52,7 +66,8 @@ class StepBenchOptions(PresetBenchOptions):
     device: str = "cuda"
     # Timed steps per precision.
     steps: int = 30
-    # Steps per timing window; the rate is the median window.
+    # Steps per timing window (rounded up to a multiple of the preset's R1 period, and the
+    # steps to whole windows); the rate is the median window.
     window: int = 5
     # With N > 0, also profile `window` steps and list the N costliest operators.
     profile: int = 0
@@ -92,7 +107,13 @@ def _add_train(benches) -> None:
         "dataset it prepares itself), Ray's overhead, 2-worker scaling, and achieved FLOP/s "
         "against a matrix-product peak measured here.",
     )
-    option(parser, TrainBenchOptions, "model", choices=("dcgan", "wavegan"))
+    which = parser.add_mutually_exclusive_group()
+    option(which, TrainBenchOptions, "model", choices=("dcgan", "wavegan"))
+    which.add_argument(
+        "--config", metavar="PRESET", default="", help=field_help(TrainBenchOptions, "config")
+    )
+    option(parser, TrainBenchOptions, "clip_seconds", unset=True)
+    add_overrides(parser, "training keys of --config's preset, e.g. precision=fp32")
     option(parser, TrainBenchOptions, "steps")
     option(parser, TrainBenchOptions, "window")
     add_output_options(parser, local_ray=True)
@@ -154,11 +175,27 @@ def run_prepare(args: argparse.Namespace) -> None:
     emit(result, args.json, bench.format_prepare_table(result))
 
 
+# --model's clip length: WaveGAN's small CPU preset at 1 s, the 2019 baseline at its 4 s.
+CPU_CLIP_SECONDS = {"wavegan": 1.0, "dcgan": 4.0}
+
+
 def run_train(args: argparse.Namespace) -> None:
     from audiogan import bench
+    from audiogan.config import CPU_PRESETS, TrainConfig, find_preset, load_config, parse_overrides
 
+    if args.config:
+        preset, overrides = str(find_preset(args.config)), parse_overrides(args.overrides)
+        load_config(TrainConfig, preset, overrides)  # unknown keys and bad values: before Ray
+        clip_seconds = args.clip_seconds or TrainBenchOptions.clip_seconds
+    elif args.overrides or args.clip_seconds is not None:
+        raise AudioganError("key=value settings and --clip-seconds are for --config, not --model")
+    else:
+        preset, clip_seconds = str(CPU_PRESETS[args.model]), CPU_CLIP_SECONDS[args.model]
+        overrides = {}
     start_ray(args, dashboard=True)
-    result = bench.bench_train(args.model, steps=args.steps, window=args.window, log=log)
+    result = bench.bench_train(
+        preset, overrides, clip_seconds, steps=args.steps, window=args.window, log=log
+    )
     emit(result, args.json, bench.format_train_table(result))
 
 
@@ -185,5 +222,6 @@ def run_step(args: argparse.Namespace) -> None:
         args.steps,
         args.window,
         args.profile,
+        log=log,
     )
     emit(result, args.json, bench.format_step_table(result))

@@ -22,6 +22,9 @@ from audiogan.errors import AudioganError
 class CompareOptions:
     # Training minutes per recipe.
     minutes: float = 20.0
+    # G steps per recipe instead of minutes (0: minutes): what each recipe makes of a step,
+    # whatever a step costs.
+    steps: int = 0
     # Ray Train workers of each run.
     workers: int = 2
     # Comma-separated recipe names, or paths to YAML presets.
@@ -41,7 +44,8 @@ def add_parser(commands) -> None:
         "compare",
         help="training recipes side by side: same data, same minutes, same classifier",
         description="Trains each recipe (a built-in preset) from scratch for the same "
-        "number of minutes on the same Ray Train workers into STORAGE/compare-RECIPE, fits the "
+        "number of minutes (or, with --steps, of G steps) on the same Ray Train workers into "
+        "STORAGE/compare-RECIPE, fits the "
         "dataset's evaluation classifier if it has none, evaluates each with it, prints one "
         "table (G steps, mel_fd, classifier FD, Inception Score and its ratio to real data's) "
         "and writes STORAGE/compare.json. With --kinds instead of --data, it does so for each "
@@ -59,7 +63,9 @@ def add_parser(commands) -> None:
     option(parser, CompareOptions, "suite", unset=True)
     option(parser, CompareOptions, "clips_per_class", unset=True, metavar="N")
     parser.add_argument("--storage", required=True, help="runs folder: local path or s3://...")
-    option(parser, CompareOptions, "minutes")
+    budget = parser.add_mutually_exclusive_group()
+    option(budget, CompareOptions, "minutes")
+    option(budget, CompareOptions, "steps", metavar="N")
     option(parser, CompareOptions, "workers")
     option(parser, CompareOptions, "recipes")
     option(parser, CompareOptions, "n")
@@ -75,8 +81,8 @@ def add_parser(commands) -> None:
         "--resume",
         action="store_true",
         help="keep the recipes that compare.json holds from an earlier run of the same data, "
-        "minutes, workers, --n and key=value settings, and train only the others (a run cut "
-        "short starts again); a long comparison can so be run in parts",
+        "budget (--minutes or --steps), workers, --n and key=value settings, and train only "
+        "the others (a run cut short starts again); a long comparison can so be run in parts",
     )
     add_output_options(parser, local_ray=True)
     parser.set_defaults(run=run)
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
 
     recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip())
     overrides = parse_overrides(args.overrides)
-    compare.recipe_configs(recipes, args.minutes, overrides)  # refusals before Ray starts
+    compare.recipe_configs(recipes, args.minutes, overrides, args.steps)  # before Ray starts
     if (args.data is None) == (args.kinds is None):
         raise AudioganError(
             "give one of --data (a prepared dataset) and --kinds (kinds of the synthetic suite)"
@@ -111,6 +117,7 @@ def run(args: argparse.Namespace) -> None:
         overrides=overrides,
         log=stderr,
         resume=args.resume,
+        steps=args.steps,
     )
     emit(result, args.json, compare.format_table(result))
 
@@ -128,6 +135,6 @@ def _run_kinds(args: argparse.Namespace, recipes: tuple[str, ...], overrides: di
     result = compare.compare_kinds(
         args.suite or CompareOptions.suite, args.storage, args.minutes, kinds, args.workers,
         recipes, args.n, args.overwrite, overrides, clips_per_class, log=stderr,
-        resume=args.resume,
+        resume=args.resume, steps=args.steps,
     )  # fmt: skip
     emit(result, args.json, compare.format_kinds(result))

@@ -35,6 +35,66 @@ class STFTConfig:
     dropout: float = 0.0  # on every hidden feature map, after it is kept for feature matching
 
 
+def log_magnitude(audio: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """(B, T) -> (B, n_fft / 2 + 1, T / hop + 1): the natural log of |STFT|, as torch.stft with
+    a Hann window, centred frames (reflection padding) and normalized=True computes it, to
+    float rounding, with a cheaper backward (WindowedRFFT)."""
+    # Made at every call, not kept as a buffer: DDP overwrites buffers in place at each forward,
+    # which breaks the backward of an earlier forward that used them. normalized=True's
+    # 1 / sqrt(n_fft) goes into the window.
+    window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype) / n_fft**0.5
+    padded = F.pad(audio.unsqueeze(1), (n_fft // 2, n_fft // 2), mode="reflect")[:, 0]
+    pairs = WindowedRFFT.apply(padded, window, hop)  # (B, frames, bins, 2)
+    power = pairs[..., 0].square() + pairs[..., 1].square()
+    return 0.5 * torch.log(power + POWER_FLOOR).transpose(1, 2)
+
+
+class WindowedRFFT(torch.autograd.Function):
+    """(B, T) -> (B, frames, n_fft / 2 + 1, 2): the real FFT of every windowed frame (one every
+    `hop` samples, n_fft a multiple of hop), as (real, imaginary) pairs.
+
+    torch.stft's backward costs about 6 times its forward on a CPU (a complex FFT of full length,
+    then a scatter of the frames), and G's gradient and R1 go through it at every step. The
+    gradient is computed here as what it is: for each frame, the half spectrum's inverse FFT
+    (an irfft, its first and last bins counted twice) times the window, and the frames added
+    back where they came from. That halves the spectrogram's forward and backward together.
+    The backward is made of differentiable operations on the gradient alone (the transform is
+    linear), so R1's double backward goes through it too.
+    """
+
+    @staticmethod
+    def forward(ctx, signal: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:
+        if window.shape[0] % hop:
+            raise ValueError(f"n_fft ({window.shape[0]}) must be a multiple of hop ({hop})")
+        ctx.save_for_backward(window)
+        ctx.hop, ctx.samples = hop, signal.shape[-1]
+        frames = signal.unfold(-1, window.shape[0], hop) * window  # (B, frames, n_fft)
+        return torch.view_as_real(torch.fft.rfft(frames))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (window,) = ctx.saved_tensors
+        n_fft, hop = window.shape[0], ctx.hop
+        spectrum = torch.view_as_complex(grad.contiguous())  # (B, frames, bins)
+        # sum_k Re(G_k e^(2 pi i k n / N)) over the half spectrum = N/2 irfft(G), with the DC and
+        # Nyquist bins (which irfft counts once, the others twice) doubled.
+        weights = torch.full((spectrum.shape[-1],), n_fft / 2, device=grad.device, dtype=grad.dtype)
+        weights[0] = n_fft
+        if n_fft % 2 == 0:
+            weights[-1] = n_fft
+        frames = torch.fft.irfft(spectrum * weights, n=n_fft) * window  # (B, frames, n_fft)
+        # Overlap-add, each frame back where it came from: frame m's part r (of n_fft / hop
+        # parts) lands on block m + r of the signal's hop-long blocks.
+        batch, count = frames.shape[:2]
+        parts = n_fft // hop
+        split = frames.view(batch, count, parts, hop)
+        blocks = sum(
+            F.pad(split[:, :, part], (0, 0, part, parts - 1 - part)) for part in range(parts)
+        )  # (B, frames + parts - 1, hop)
+        covered = blocks.reshape(batch, -1)
+        return F.pad(covered, (0, ctx.samples - covered.shape[1])), None, None
+
+
 class ResolutionDiscriminator(nn.Module):
     """(B, 1, T) -> log |STFT| (B, bins, frames) -> 1-D convolutions along frames."""
 
@@ -56,18 +116,7 @@ class ResolutionDiscriminator(nn.Module):
 
     def spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) -> (B, n_fft / 2 + 1, T / hop + 1) natural-log magnitude."""
-        # Made at every call, not kept as a buffer: DDP overwrites buffers in place at each
-        # forward, which breaks the backward of an earlier forward that used them.
-        window = torch.hann_window(self.n_fft, device=audio.device)
-        spec = torch.stft(
-            audio[:, 0].float(),
-            self.n_fft,
-            self.hop,
-            window=window,
-            normalized=True,
-            return_complex=True,
-        )
-        return 0.5 * torch.log(spec.real.square() + spec.imag.square() + POWER_FLOOR)
+        return log_magnitude(audio[:, 0].float(), self.n_fft, self.hop)
 
     def forward(self, audio: torch.Tensor, labels: torch.Tensor | None = None):
         x, features = self.spectrogram(audio), []
