@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from audiogan import metrics, report, runfolder, samples
+from audiogan import console, metrics, report, runfolder, samples
 from audiogan.config import TrainConfig, to_dict
 from audiogan.dataset import PCM_SCALE
 from audiogan.evaluator import Judge
@@ -195,6 +195,7 @@ class Monitor:
         self.cfg, self.folder, self.rate = cfg, folder, dataset["sample_rate_hz"]
         self.judge = judge  # the dataset's evaluation classifier, for classifier_fd
         self.history = folder.read_metrics(step)
+        self.last_line = step, 0.0  # (step, wall_s) of the last progress line: for the ETA
         self.real: list[torch.Tensor] = []
         self.kept = 0
         self.reference: metrics.MelReference | None = None
@@ -223,7 +224,7 @@ class Monitor:
             row = {"step": step, **{k: round(v, 6) for k, v in result.items()}, **meter.row()}
             self.history.append(row)
             self.folder.write_metrics(self.history)
-            print(self.progress(row), flush=True)
+            console.say(self.progress(row))
         if plan.sample:
             self.write_samples(gan, step)
             self.folder.write(runfolder.LOSSES_PLOT, samples.losses_png(self.history))
@@ -240,16 +241,22 @@ class Monitor:
         self.folder.write_metrics(self.history)
 
     def progress(self, row: dict) -> str:
+        """The step's line: losses, samples/s, and how long the run has left (the time a step
+        took since the last line, times the steps to go; or, on a time budget, its minutes
+        left), with the quality figures when it was evaluated."""
         quality = "".join(f"  {key} {row[key]:.3f}" for key in QUALITY_KEYS if key in row)
-        # A run on a time budget (compare sets max_steps out of reach) counts minutes.
-        step = (
-            f"{row['step']} ({row['wall_s'] / 60:.1f}/{self.cfg.max_minutes:g} min)"
-            if self.cfg.max_minutes
-            else f"{row['step']}/{self.cfg.max_steps}"
-        )
+        done_step, done_s = self.last_line
+        self.last_line = row["step"], row["wall_s"]
+        if self.cfg.max_minutes:  # compare sets max_steps out of reach: a budget of minutes
+            step = str(row["step"])
+            left = f"{max(0.0, self.cfg.max_minutes - row['wall_s'] / 60):.1f} min left"
+        else:
+            step = f"{row['step']}/{self.cfg.max_steps}"
+            per_step = (row["wall_s"] - done_s) / max(1, row["step"] - done_step)
+            left = f"ETA {console.duration(per_step * (self.cfg.max_steps - row['step']))}"
         return (
             f"step {step}  d_loss {row['d_loss']:.4f}  g_loss {row['g_loss']:.4f}  "
-            f"gp {row['gp']:.4f}  {row['samples_per_s']:.1f} samples/s{quality}"
+            f"gp {row['gp']:.4f}  {row['samples_per_s']:.1f} samples/s  {left}{quality}"
         )
 
     def real_examples(self, n: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import ray.train.torch
 import torch
 from ray.data.expressions import col
 
-from audiogan import checkpoint, evaluator, models, runfolder, storage
+from audiogan import checkpoint, console, evaluator, models, runfolder, storage
 from audiogan.config import TrainConfig, from_dict, to_dict
 from audiogan.dataset import CLIPS, audio_as_int16, read_manifest
 from audiogan.errors import AudioganError
@@ -64,6 +64,9 @@ class RunSpec:
     # classifier_fd; and the latest) instead of the newest: a sweep's best.json points at its
     # best trial's best checkpoint. "": the newest.
     keep_best: str = ""
+    # Ray Train's own INFO lines on the console (a "Reporting training result" line per rank
+    # and report, the worker group's start): off unless asked for; its log files keep them.
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         # One folder under the storage: Ray Train records checkpoint paths under it verbatim.
@@ -94,15 +97,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
+    if not config["verbose"]:
+        _quiet_reports()
     gan = _build_gan(cfg, dataset)
-    say = (lambda message: print(message, flush=True)) if rank == 0 else lambda _: None
+    say = console.say if rank == 0 else lambda _: None
     folder = RunFolder(
         config["storage_fs"], config["run_dir"], config["run_url"], cfg.storage_retry_s, say
     )
     step = _resume(gan, folder, world, say)
     # One line from every rank: where it runs, and (at the end) its G, which DDP keeps equal.
     where = f"rank {rank}/{world} on node {ray.get_runtime_context().get_node_id()[:12]}"
-    print(f"{where} ({ray.util.get_node_ip_address()}): from step {step}", flush=True)
+    console.say(f"{where} ({ray.util.get_node_ip_address()}): from step {step}")
     noise_seed = cfg.seed * 1000 + rank + step  # different noise and order per rank and restart
     torch.manual_seed(noise_seed)
     # Every step has the same shapes, so cuDNN may time its algorithms once and keep the
@@ -111,11 +116,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     autocast = autocast_for(cfg.precision, device)
     if cfg.precision == "bf16" and resolved_precision(cfg.precision, device) == "fp32":
         # Every rank that falls back says so: a cluster's nodes may have different CPUs.
-        print(f"{where}: precision=bf16, but its CPU has no native bf16 (AVX512-BF16 or AMX): "
-              "it trains in float32", flush=True)  # fmt: skip
+        console.say(f"{where}: precision=bf16, but its CPU has no native bf16 (AVX512-BF16 or "
+                    "AMX): it trains in float32")  # fmt: skip
     batches = cached_batches(
         _shard_stream(cfg), cfg.batch_size, cfg.shard_cache_mb, noise_seed, device,
-        epoch_done=lambda clips: print(f"{where}: its shard is {clips} clips", flush=True),
+        epoch_done=lambda clips: console.say(f"{where}: its shard is {clips} clips"),
     )  # fmt: skip
     monitor = None
     if rank == 0:
@@ -147,8 +152,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if plan.evaluate:
             _report(gan, step, result, rank, world, plan, folder, dataset, config["local"])
         if plan.last:
-            print(f"{where}: stopped at step {step}, G checksum {g_checksum(gan):.6f}", flush=True)
+            console.say(f"{where}: stopped at step {step}, G checksum {g_checksum(gan):.6f}")
             break
+
+
+def _quiet_reports() -> None:
+    """No "Reporting training result N: TrainingReport(...)" line per rank and report.
+
+    Ray Train 2.60 logs it at INFO from a logger named after its module's file path, outside
+    the `ray.train` namespace that RunConfig's LoggingConfig(log_level=...) governs, so it
+    reaches the console through the root logger whatever that level says."""
+    import logging
+
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _build_gan(cfg: TrainConfig, dataset: dict):
@@ -253,6 +271,11 @@ def build_trainer(
         "sample_rate_hz": manifest["sample_rate_hz"],
         "labels": manifest["labels"],
     }
+    # Ray Data's bars (the read's sampling of the files, and the training data's, drawn by
+    # its split coordinator, a Ray actor) update in place on a terminal; in a file or a job's
+    # log each redraw is one more line. The dataset and Ray Train's workers take the
+    # DataContext current here, so this process's stays so.
+    ray.data.DataContext.get_current().enable_progress_bars = spec.verbose or sys.stdout.isatty()
     train_data = _read_clips(storage.join(data_root, CLIPS), data_fs, spec.cpus_per_read)
     if cfg.conditional:
         if not manifest["labels"]:
@@ -275,6 +298,7 @@ def build_trainer(
             "run_dir": storage.join(run_root, spec.name),
             "run_url": storage.display(spec.run_url),
             "local": spec.local,
+            "verbose": spec.verbose,
             # The dataset's evaluation classifier: rank 0 adds classifier_fd to mel_fd.
             "judge_url": _judge(spec.data_url, manifest),
         },
@@ -296,6 +320,7 @@ def build_trainer(
             checkpoint_config=keep,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks or [],
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if spec.verbose else "WARNING"),
         ),
         datasets={"train": train_data},
     )

@@ -53,7 +53,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from audiogan import runfolder, samples, storage
+from audiogan import console, runfolder, samples, storage
 from audiogan.config import (
     SWITCH_KEYS,
     TUNE_METRICS,
@@ -428,6 +428,7 @@ class SweepSpec:
     storage_url: str
     name: str
     gpu: bool = False
+    verbose: bool = False  # Ray Train's own INFO lines in every trial (train.RunSpec.verbose)
 
     def __post_init__(self) -> None:
         if not storage.is_plain_name(self.name):
@@ -692,6 +693,7 @@ def _trainable(sweep: Sweep, spec: SweepSpec):
         "cpus_per_worker": sweep.tune.cpus_per_worker,
         "cpus_per_read": sweep.tune.cpus_per_worker,
         "keep_best": sweep.tune.metric,
+        "verbose": spec.verbose,
     }
     env = {key: os.environ[key] for key in STORAGE_ENV if key in os.environ}
     trial = population_trial if sweep.tune.scheduler == "pbt" else audiogan_trial
@@ -746,7 +748,7 @@ def population_trial(params: dict, base: dict, run: dict, env: dict) -> None:
         if not folder.exists(runfolder.METRICS):  # (started from it before a resume)
             lineage = {**pointer, "searched": params, "at": round(time.time(), 3)}
             folder.start_from(storage.join(root, pointer["run"]), pointer["step"], lineage)
-            print(f"tune: {me} goes on from {pointer['run']} at step {pointer['step']}", flush=True)
+            console.say(f"tune: {me} goes on from {pointer['run']} at step {pointer['step']}")
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     outcome: dict[str, Any] = {}
 

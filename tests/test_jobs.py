@@ -207,6 +207,19 @@ def test_the_cli_runs_prepare_train_and_generate_as_jobs(ray_head, cli_jobs):
     _assert_pipeline_outputs(ray_head, "cli")
 
 
+def test_a_training_jobs_log_shows_each_step_once_and_none_of_rays_report_lines(cli_jobs):
+    """What a person reads of a training job: one progress line a step, with its time left;
+    no "Reporting training result" line per rank and report (--verbose brings those back),
+    and no progress bar redrawn line after line (ESC [A moves a terminal's cursor up)."""
+    output = cli_jobs[1]
+    for step in range(1, 5):
+        lines = [line for line in output.splitlines() if f"step {step}/4  d_loss" in line]
+        assert len(lines) == 1, (step, lines)
+        assert " samples/s  ETA " in lines[0]
+    assert "TrainingReport(" not in output and "Reporting training result" not in output
+    assert "\x1b[A" not in output
+
+
 def _client(head: Head):
     from ray.job_submission import JobSubmissionClient
 

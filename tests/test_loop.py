@@ -119,3 +119,29 @@ def test_the_monitor_writes_a_metrics_row_and_a_progress_line(tmp_path, capsys):
     # A resumed run's monitor starts from the rows up to its checkpoint's step.
     assert loop.Monitor(CFG, dataset, torch.device("cpu"), folder, step=10).history == [row]
     assert loop.Monitor(CFG, dataset, torch.device("cpu"), folder, step=9).history == []
+
+
+def _row(step: int, wall_s: float) -> dict:
+    return {"step": step, "wall_s": wall_s, "d_loss": 1.0, "g_loss": 0.5, "gp": 0.1,
+            "samples_per_s": 50.0}  # fmt: skip
+
+
+def test_the_progress_line_says_how_long_the_run_has_left(tmp_path):
+    folder = runfolder.RunFolder(pafs.LocalFileSystem(), str(tmp_path), str(tmp_path), retry_s=0)
+    dataset = {"sample_rate_hz": 16000, "labels": [], "clip_samples": 16384}
+    monitor = loop.Monitor(CFG, dataset, torch.device("cpu"), folder, step=0)
+    # 2 s a step over the first 10 steps, 90 to go; then 0.5 s a step, 80 to go.
+    assert monitor.progress(_row(10, 20.0)).endswith("50.0 samples/s  ETA 3m00s")
+    line = monitor.progress({**_row(20, 25.0), "mel_fd": 12.3456})
+    assert line.endswith("ETA 40s  mel_fd 12.346")
+    # A run on a time budget counts its minutes instead.
+    budget = TrainConfig(max_minutes=10, max_steps=10**9)
+    monitor = loop.Monitor(budget, dataset, torch.device("cpu"), folder, step=0)
+    assert monitor.progress(_row(30, 120.0)).startswith("step 30  d_loss")
+    assert monitor.progress(_row(30, 120.0)).endswith("8.0 min left")
+
+
+def test_durations_read_as_a_person_says_them():
+    from audiogan.console import duration
+
+    assert [duration(s) for s in (0, 44.6, 185, 7620, -3)] == ["0s", "45s", "3m05s", "2h07m", "0s"]

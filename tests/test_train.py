@@ -183,6 +183,21 @@ def test_conditional_training_needs_labels(ray_session, tmp_path, write_wav):
         train.build_trainer(TrainConfig(conditional=True, **TINY), spec)
 
 
+def test_ray_trains_own_lines_and_ray_datas_bars_come_back_with_verbose(one_second_clips, tmp_path):
+    """Quiet by default (what a job's log shows of it is in test_jobs.py); --verbose sets
+    Ray Train's log level back to INFO and the bars on, which pytest's output (no terminal)
+    would not otherwise get."""
+    import ray.data
+
+    for verbose, level in ((False, "WARNING"), (True, "INFO")):
+        spec = train.RunSpec(one_second_clips, str(tmp_path), "v", 2, False, verbose=verbose)
+        trainer = train.build_trainer(TrainConfig(**TINY), spec)
+        assert trainer.run_config.logging_config.log_level == level
+        assert trainer.train_loop_config["verbose"] is verbose
+        assert ray.data.DataContext.get_current().enable_progress_bars is verbose
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
 def test_a_run_that_diverges_stops_with_an_error(one_second_clips, tmp_path):
     # Adam at a learning rate of 1e8 sends the critic's loss to infinity in the first step.
     spec = train.RunSpec(one_second_clips, str(tmp_path), "inf", workers=0, gpu=False)

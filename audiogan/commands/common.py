@@ -135,5 +135,15 @@ def add_output_options(parser: argparse.ArgumentParser, local_ray: bool) -> None
     )
 
 
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Ray Train's own lines (a 'Reporting training result' line per worker "
+        "and report, the worker group's start and end) and Ray Data's progress bars where the "
+        "output is not a terminal; without it: one line per logged step",
+    )
+
+
 def add_overrides(parser: argparse.ArgumentParser, help_text: str = "config overrides") -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=help_text)

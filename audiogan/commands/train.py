@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from audiogan.commands.common import (
     add_output_options,
     add_overrides,
+    add_verbose,
     check_dataset,
     emit,
     in_flags,
@@ -59,6 +60,7 @@ def add_parser(commands) -> None:
         f"(default: {DEFAULT_RECIPE}, see above)",
     )
     add_output_options(parser, local_ray=True)
+    add_verbose(parser)
     parser.set_defaults(run=run)
 
 
@@ -126,7 +128,9 @@ def run(args: argparse.Namespace) -> None:
         print(chosen, flush=True)
     else:
         check_dataset(args.data)
-    spec = train.RunSpec(args.data, args.storage, args.name, args.workers, args.gpu)
+    spec = train.RunSpec(
+        args.data, args.storage, args.name, args.workers, args.gpu, verbose=args.verbose
+    )
     start_ray(args, dashboard=True)
     print(
         f"train: {cfg.model} ({cfg.loss}, D: {cfg.discriminator}) on {args.data}, "

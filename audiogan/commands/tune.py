@@ -7,6 +7,7 @@ import argparse
 from audiogan.commands.common import (
     add_output_options,
     add_overrides,
+    add_verbose,
     check_dataset,
     emit,
     option,
@@ -59,6 +60,7 @@ def add_parser(commands) -> None:
         help="a sweep file or a training preset: a built-in's name or a YAML file",
     )
     add_output_options(parser, local_ray=True)
+    add_verbose(parser)
     parser.set_defaults(run=run)
 
 
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
     sweep = tune.load_sweep(
         args.config, overrides, {key: value for key, value in flags.items() if value is not None}
     )
-    spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu)
+    spec = tune.SweepSpec(args.data, args.storage, args.name, args.gpu, args.verbose)
     check_dataset(args.data)
     sweep = tune.choose_metric(sweep, spec.data_url, log=stderr)  # before Ray starts
     if args.confirm:
