@@ -81,7 +81,8 @@ def generate(checkpoint_url: str, out_url: str, n: int, label: str | None, seed:
     """N clips from a checkpoint's (EMA) generator as WAVs, plus a PNG; no Ray needed."""
     generator, cfg, state = load_generator(checkpoint_url)
     dataset = state["dataset"]
-    audio, _ = generate_clips(generator, cfg, dataset["labels"], n, label, seed)
+    audio, label_ids = generate_clips(generator, cfg, dataset["labels"], n, label, seed)
+    names = [] if label_ids is None else [dataset["labels"][i] for i in label_ids]
     out_fs, out_root = storage.resolve(out_url)
     rate = dataset["sample_rate_hz"]
     written = []
@@ -90,7 +91,9 @@ def generate(checkpoint_url: str, out_url: str, n: int, label: str | None, seed:
         storage.write_bytes(out_fs, storage.join(out_root, name), samples.wav_bytes(clip, rate))
         written.append(name)
     storage.write_bytes(
-        out_fs, storage.join(out_root, "generated.png"), samples.clips_png(audio[:6], rate)
+        out_fs,
+        storage.join(out_root, "generated.png"),
+        samples.clips_png(audio[:6], rate, names=names[:6]),
     )
     return {
         "out": storage.display(out_url),

@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -199,15 +201,30 @@ class Monitor:
         self.real: list[torch.Tensor] = []
         self.kept = 0
         self.reference: metrics.MelReference | None = None
+        # A conditional run names the class of every clip it shows: its samples make each
+        # class (in turn, at least num_samples clips), beside one real clip of each class.
+        self.labels: list[str] = list(dataset["labels"]) if cfg.conditional else []
+        self.real_by_class: dict[int, np.ndarray] = {}
+        self.real_written = 0  # classes in samples/real/ (written again as more are found)
         classes = len(dataset["labels"])
         self.eval_z, self.eval_labels = _fixed_batch(
             cfg, cfg.eval_clips, cfg.seed + 1, classes, device
         )
         self.sample_z, self.sample_labels = _fixed_batch(
-            cfg, cfg.num_samples, cfg.seed, classes, device
+            cfg, max(cfg.num_samples, len(self.labels)), cfg.seed, classes, device
         )
 
-    def keep_real(self, batches: Iterable[torch.Tensor]) -> None:
+    def keep_real(
+        self, batches: Iterable[torch.Tensor], labels: Iterable[torch.Tensor] | None = None
+    ) -> None:
+        """The first eval_clips real clips, mel_fd's reference; and, for a conditional run,
+        the first clip of each class the shard holds (`labels`: each batch's label ids)."""
+        batches = list(batches)
+        if self.labels and labels is not None and len(self.real_by_class) < len(self.labels):
+            for batch, ids in zip(batches, labels, strict=True):
+                for row, label_id in enumerate(ids.tolist()):
+                    if label_id not in self.real_by_class:
+                        self.real_by_class[label_id] = batch[row, 0].float().cpu().numpy()
         for batch in batches:
             if self.kept >= self.cfg.eval_clips:
                 return
@@ -276,16 +293,46 @@ class Monitor:
 
     def write_samples(self, gan, step: int) -> None:
         """samples/step_XXXXXX/: the fixed noise batch as WAVs and a PNG beside real clips; real
-        clips themselves go to samples/real/ once, for the report."""
+        clips themselves go to samples/real/ for the report: once, or for a conditional run
+        again whenever the shard has shown a class more. A conditional run's folders name each
+        clip's class in labels.json, and its PNG in the titles."""
         audio = render(sampling_generator(gan), self.sample_z, self.sample_labels)
-        real = self.real_examples(report.CLIPS_SHOWN)
-        if not self.folder.exists(runfolder.REAL_DIR):
+        real, real_names = self.real_shown()
+        if len(real_names) > self.real_written or not self.folder.exists(runfolder.REAL_DIR):
             for i, clip in enumerate(real):
                 self.folder.write(runfolder.real_wav(i), samples.wav_bytes(clip, self.rate))
+            if self.labels:
+                self._write_labels(runfolder.REAL_DIR, runfolder.real_wav, real_names)
+            self.real_written = len(real_names)
         for i, clip in enumerate(audio):
             self.folder.write(runfolder.sample_wav(step, i), samples.wav_bytes(clip, self.rate))
+        names = []
+        if self.labels:
+            names = [self.labels[i] for i in self.sample_labels.tolist()]
+            self._write_labels(
+                runfolder.samples_dir(step), partial(runfolder.sample_wav, step), names
+            )
         # The report shows this picture for its first and last sample steps.
         png = samples.clips_png(
-            audio[: report.CLIPS_SHOWN], self.rate, real[:2], title=f"step {step}"
-        )
+            audio[: report.CLIPS_SHOWN], self.rate, real[:2], title=f"step {step}",
+            names=names[: report.CLIPS_SHOWN], real_names=real_names[:2],
+        )  # fmt: skip
         self.folder.write(f"{runfolder.samples_dir(step)}/{runfolder.SAMPLE_PNG}", png)
+        if self.labels:
+            rows = samples.class_rows(self.labels, real, real_names, audio, names)
+            self.folder.write(
+                f"{runfolder.samples_dir(step)}/{runfolder.CLASSES_PNG}",
+                samples.classes_png(rows, self.rate, title=f"step {step}, by class"),
+            )
+
+    def real_shown(self) -> tuple[np.ndarray, list[str]]:
+        """The real clips the report plays, and their classes: one of each class found so far
+        (in label order) for a conditional run, else the first CLIPS_SHOWN, unnamed."""
+        if self.labels and self.real_by_class:
+            found = sorted(self.real_by_class)
+            return np.stack([self.real_by_class[i] for i in found]), [self.labels[i] for i in found]
+        return self.real_examples(report.CLIPS_SHOWN), []
+
+    def _write_labels(self, folder: str, wav: Callable[[int], str], names: list[str]) -> None:
+        labels = {wav(i).rsplit("/", 1)[-1]: name for i, name in enumerate(names)}
+        self.folder.write(f"{folder}/{runfolder.LABELS_FILE}", json.dumps(labels).encode())

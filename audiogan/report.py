@@ -18,7 +18,7 @@ import soundfile as sf
 from matplotlib.figure import Figure  # saved to bytes only, as in samples
 
 from audiogan import runfolder, samples, storage
-from audiogan.runfolder import REAL_DIR, REPORT, SAMPLE_PNG, SAMPLES
+from audiogan.runfolder import CLASSES_PNG, REAL_DIR, REPORT, SAMPLE_PNG, SAMPLES
 
 CLIPS_SHOWN = 4  # generated clips per sample step (and real clips) shown and playable
 ZOOM_MS = 20  # the zoomed waveform: enough periods to see a timbre's shape
@@ -26,14 +26,22 @@ QUALITY_KEYS = ("mel_fd", "classifier_fd")  # classifier_fd: where the dataset h
 
 
 class _Clip:
-    def __init__(self, name: str, data: bytes):
-        self.name, self.data = name, data
+    def __init__(self, name: str, data: bytes, label: str | None = None):
+        self.name, self.data, self.label = name, data, label
         self.audio, self.rate = sf.read(io.BytesIO(data), dtype="float32")
 
 
-def _wav_files(fs: pafs.FileSystem, folder: str, limit: int) -> list[_Clip]:
-    wavs = [i for i in storage.list_folder(fs, folder) if i.base_name.endswith(".wav")][:limit]
-    return [_Clip(info.base_name, storage.read_bytes(fs, info.path)) for info in wavs]
+def _wav_files(fs: pafs.FileSystem, folder: str, limit: int | None) -> list[_Clip]:
+    """The first `limit` (None: all) WAVs of a samples folder, with the class labels.json
+    gives each (a conditional run's)."""
+    labels = runfolder.read_labels(fs, folder)
+    wavs = [i for i in storage.list_folder(fs, folder) if i.base_name.endswith(".wav")]
+    if labels:  # a conditional run's folder: only the clips it named
+        wavs = [info for info in wavs if info.base_name in labels]
+    return [
+        _Clip(info.base_name, storage.read_bytes(fs, info.path), labels.get(info.base_name))
+        for info in wavs[:limit]
+    ]
 
 
 def _text(value) -> str:
@@ -48,9 +56,10 @@ def _png_tag(png: bytes, alt: str) -> str:
 
 def _audio_tag(clip: _Clip) -> str:
     encoded = base64.b64encode(clip.data).decode()
+    caption = f"{clip.label}: {clip.name}" if clip.label else clip.name
     return (
         f'<figure><audio controls preload="none" src="data:audio/wav;base64,{encoded}"></audio>'
-        f"<figcaption>{html.escape(clip.name)}</figcaption></figure>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
 
@@ -91,7 +100,46 @@ def _step_png(
         rate,
         np.stack([c.audio for c in real]) if real else None,
         title=folder.rsplit("/", 1)[-1],
+        names=[c.label or "" for c in clips],
+        real_names=[c.label or "" for c in real],
     )
+
+
+def _by_class(fs: pafs.FileSystem, root: str, step: str, real: list[_Clip], rate: int) -> list[str]:
+    """A conditional run's section: for each class, a real clip and the last sample step's
+    generated one, as one picture (samples/step_XXXXXX/classes.png, drawn here if missing)
+    and a table of players. [] for a run whose folders name no classes."""
+    folder = storage.join(root, SAMPLES, step)
+    generated = _wav_files(fs, folder, None)
+    if not any(c.label for c in generated):
+        return []
+    first_real = {c.label: c for c in reversed(real) if c.label}
+    first_generated = {c.label: c for c in reversed(generated) if c.label}
+    order = list(dict.fromkeys(c.label for c in [*real, *generated] if c.label))
+    stored = storage.join(folder, CLASSES_PNG)
+    if storage.exists(fs, stored):
+        png = storage.read_bytes(fs, stored)
+    else:
+        rows = [
+            (label, getattr(first_real.get(label), "audio", None),
+             getattr(first_generated.get(label), "audio", None))
+            for label in order
+        ]  # fmt: skip
+        png = samples.classes_png(rows, rate, title=f"{step.replace('_', ' ')}, by class")
+
+    def cell(clip: _Clip | None) -> str:
+        return f"<td>{_audio_tag(clip)}</td>" if clip else "<td>-</td>"
+
+    table = "".join(
+        f"<tr><th>{html.escape(label)}</th>{cell(first_real.get(label))}"
+        f"{cell(first_generated.get(label))}</tr>"
+        for label in order
+    )
+    return [
+        f"<h2 id='classes'>Each class: real, and generated at {step.replace('_', ' ')}</h2>",
+        _png_tag(png, f"a real and a generated clip of each class, {step}"),
+        f"<table><tr><th>class</th><th>real</th><th>generated</th></tr>{table}</table>",
+    ]
 
 
 def loudest_window(audio: np.ndarray, width: int) -> int:
@@ -129,7 +177,9 @@ def build(
     if history is None:
         history = runfolder.read_metrics(fs, root)
     steps = runfolder.sample_steps(fs, root)
-    real = _wav_files(fs, storage.join(root, REAL_DIR), CLIPS_SHOWN)
+    real = _wav_files(fs, storage.join(root, REAL_DIR), None)
+    if not any(c.label for c in real):
+        real = real[:CLIPS_SHOWN]  # an unconditional run's: the first few
     shown = [steps[0], steps[-1]] if len(steps) > 1 else steps
     sample_sets = [
         (step, _wav_files(fs, storage.join(root, SAMPLES, step), CLIPS_SHOWN)) for step in shown
@@ -189,6 +239,8 @@ def build(
             png = _step_png(fs, storage.join(root, SAMPLES, step), clips, real[:2], rate)
             parts.append(_png_tag(png, f"waveforms and spectrograms, {step}"))
             parts.append("<div>" + "".join(_audio_tag(c) for c in clips) + "</div>")
+    if sample_sets:
+        parts += _by_class(fs, root, sample_sets[-1][0], real, rate)
     parts.append("<h2 id='real'>Real clips</h2>")
     parts.append("<div>" + "".join(_audio_tag(c) for c in real) + "</div>" if real else "<p>-</p>")
     groups = [("real", real)] + [(f"generated, {step}", clips) for step, clips in sample_sets]

@@ -4,8 +4,10 @@ Training writes it (rank 0, through RunFolder, which retries while the storage i
 generate, evaluate, autoencode, tune, compare and the report read it. No Ray.
 
     STORAGE/NAME/checkpoint_XXXXXX/        state.pt, then complete.json (audiogan/checkpoint.py)
-    STORAGE/NAME/samples/step_XXXXXX/      the fixed noise batch's WAVs and clips.png
-    STORAGE/NAME/samples/real/             real clips, once, for the report
+    STORAGE/NAME/samples/step_XXXXXX/      the fixed noise batch's WAVs and clips.png (and, for a
+                                           conditional model, labels.json: each WAV's class)
+    STORAGE/NAME/samples/real/             real clips for the report (a conditional run's: one
+                                           of each class, named in labels.json)
     STORAGE/NAME/plots/losses.png
     STORAGE/NAME/metrics.jsonl             one JSON object per logged step
     STORAGE/NAME/report.html
@@ -28,6 +30,10 @@ SAMPLES = "samples"
 REAL_DIR = f"{SAMPLES}/real"
 LOSSES_PLOT = "plots/losses.png"
 SAMPLE_PNG = "clips.png"
+# In a samples folder of a conditional run: {"sample_00.wav": "Kick", ...}, the class each clip
+# was asked for (generated) or has (real).
+LABELS_FILE = "labels.json"
+CLASSES_PNG = "classes.png"  # a conditional run's sample step: a real and a generated clip a class
 CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
 STEP_FOLDER = re.compile(r"step_\d+")
 # Where Ray Train 2.60 keeps the list of checkpoints it manages, in the run folder.
@@ -54,6 +60,16 @@ def sample_wav(step: int, index: int) -> str:
 
 def real_wav(index: int) -> str:
     return f"{REAL_DIR}/real_{index:02d}.wav"
+
+
+def read_labels(fs: pafs.FileSystem, folder: str) -> dict[str, str]:
+    """A samples folder's labels.json: WAV name -> class; {} where there is none (an
+    unconditional run, or one written before runs named classes)."""
+    path = storage.join(folder, LABELS_FILE)
+    if not storage.exists(fs, path):
+        return {}
+    labels = json.loads(storage.read_bytes(fs, path))
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def metrics_bytes(history: list[dict]) -> bytes:

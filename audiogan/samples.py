@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from itertools import zip_longest
 
 import numpy as np
 import soundfile as sf
@@ -48,25 +50,35 @@ def png_bytes(figure) -> bytes:
 
 
 def clips_png(
-    generated: np.ndarray, sample_rate_hz: int, real: np.ndarray | None = None, title: str = ""
+    generated: np.ndarray,
+    sample_rate_hz: int,
+    real: np.ndarray | None = None,
+    title: str = "",
+    names: Sequence[str] = (),
+    real_names: Sequence[str] = (),
 ) -> bytes:
-    """Waveforms and log spectrograms: generated clips in the left columns, real on the right.
+    """Waveforms and log spectrograms: generated clips in the left columns, real on the right,
+    each titled "generated" or "real" and, where `names` (`real_names`) give it, its class.
 
     The columns share their axes, so only the outer ones carry tick labels, and the margins are
     fixed: laying out a dozen labelled axes (tight_layout) was a third of the picture's cost,
     paid at every sample step while the other DDP ranks wait for rank 0."""
-    columns = [("generated", clip) for clip in generated]
+    columns = [
+        ("generated", clip, name) for clip, name in zip_longest(generated, names[: len(generated)])
+    ]
     if real is not None:
-        columns += [("real", clip) for clip in real]
+        columns += [
+            ("real", clip, name) for clip, name in zip_longest(real, real_names[: len(real)])
+        ]
     figure = Figure(figsize=(2.6 * len(columns), 4.2))
     axes = figure.subplots(2, len(columns), squeeze=False, sharex=True, sharey="row")
-    for i, (kind, clip) in enumerate(columns):
+    for i, (kind, clip, name) in enumerate(columns):
         seconds = np.arange(clip.size) / sample_rate_hz
         axes[0, i].plot(
             seconds, clip, linewidth=0.3, color="tab:blue" if kind == "generated" else "tab:green"
         )
         axes[0, i].set_ylim(-1.05, 1.05)
-        axes[0, i].set_title(kind, fontsize=8)
+        axes[0, i].set_title(f"{kind}: {name}" if name else kind, fontsize=8)
         plot_spectrogram(axes[1, i], clip, sample_rate_hz)
         for ax in axes[:, i]:
             ax.tick_params(labelsize=6)
@@ -82,6 +94,52 @@ def clips_png(
         wspace=0.06,
         hspace=0.14,
     )
+    return png_bytes(figure)
+
+
+def class_rows(
+    labels: Sequence[str],
+    real: Sequence[np.ndarray],
+    real_names: Sequence[str],
+    generated: Sequence[np.ndarray],
+    names: Sequence[str],
+) -> list[tuple[str, np.ndarray | None, np.ndarray | None]]:
+    """(class, its first real clip, its first generated clip) for each of `labels` that has
+    either, in label order: classes_png's rows."""
+    first_real = dict(zip(reversed(real_names), reversed(list(real)), strict=True))
+    first_generated = dict(zip(reversed(names), reversed(list(generated)), strict=True))
+    return [
+        (label, first_real.get(label), first_generated.get(label))
+        for label in labels
+        if label in first_real or label in first_generated
+    ]
+
+
+def classes_png(
+    rows: Sequence[tuple[str, np.ndarray | None, np.ndarray | None]],
+    sample_rate_hz: int,
+    title: str = "",
+) -> bytes:
+    """One row per class: its name, a real clip's spectrogram and a generated clip's (a blank
+    where there is none), side by side on the same axes."""
+    figure = Figure(figsize=(6.4, 0.3 + 1.0 * len(rows)))
+    axes = figure.subplots(len(rows), 2, squeeze=False, sharex=True, sharey=True)
+    for (name, real, generated), pair in zip(rows, axes, strict=True):
+        for ax, clip, kind in ((pair[0], real, "real"), (pair[1], generated, "generated")):
+            if clip is None:
+                ax.set_axis_off()
+                continue
+            plot_spectrogram(ax, clip, sample_rate_hz)
+            ax.set_title(f"{kind}: {name}", fontsize=7, pad=2)
+            ax.tick_params(labelsize=5)
+            ax.label_outer()
+    if title:
+        figure.suptitle(title, fontsize=9)
+    inches = figure.get_figheight()
+    figure.subplots_adjust(
+        left=0.09, right=0.98, bottom=0.25 / inches, top=1 - 0.35 / inches, hspace=0.45,
+        wspace=0.05,
+    )  # fmt: skip
     return png_bytes(figure)
 
 

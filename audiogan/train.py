@@ -130,7 +130,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     while step < cfg.max_steps:
         reals, labels = zip(*meter.next_batches(batches, cfg.n_critic), strict=True)
         if monitor:
-            monitor.keep_real(reals)
+            monitor.keep_real(reals, labels)
         result = gan_step(
             gan, reals, labels if cfg.conditional else [None] * cfg.n_critic, autocast
         )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pyarrow.fs as pafs
+import pytest
 import torch
 
 from audiogan import loop, runfolder
@@ -145,3 +147,31 @@ def test_durations_read_as_a_person_says_them():
     from audiogan.console import duration
 
     assert [duration(s) for s in (0, 44.6, 185, 7620, -3)] == ["0s", "45s", "3m05s", "2h07m", "0s"]
+
+
+def test_a_conditional_runs_samples_name_their_classes_beside_a_real_clip_of_each(tmp_path):
+    from test_step import tiny_gan
+
+    gan = tiny_gan("wavegan", conditional=True)  # 2 classes
+    folder = runfolder.RunFolder(pafs.LocalFileSystem(), str(tmp_path), str(tmp_path), retry_s=0)
+    dataset = {"sample_rate_hz": 16000, "labels": ["kick", "snare"], "clip_samples": 4096}
+    cfg = dataclasses.replace(gan.cfg, num_samples=1, eval_clips=4)
+    monitor = loop.Monitor(cfg, dataset, torch.device("cpu"), folder, step=0)
+    assert len(monitor.sample_z) == 2  # num_samples 1, but one clip of each class
+    kicks = torch.full((2, 1, 4096), 0.25)
+    monitor.keep_real([kicks], [torch.tensor([0, 0])])
+    monitor.write_samples(gan, 5)
+    step = tmp_path / runfolder.samples_dir(5)
+    assert json.loads((step / runfolder.LABELS_FILE).read_text()) == {
+        "sample_00.wav": "kick", "sample_01.wav": "snare"
+    }  # fmt: skip
+    assert (step / runfolder.CLASSES_PNG).read_bytes().startswith(b"\x89PNG")
+    real = tmp_path / runfolder.REAL_DIR
+    assert json.loads((real / runfolder.LABELS_FILE).read_text()) == {"real_00.wav": "kick"}
+    # A snare turns up later: samples/real/ is written again with one clip of each class.
+    monitor.keep_real([torch.full((2, 1, 4096), -0.5)], [torch.tensor([1, 0])])
+    monitor.write_samples(gan, 10)
+    labels = json.loads((real / runfolder.LABELS_FILE).read_text())
+    assert labels == {"real_00.wav": "kick", "real_01.wav": "snare"}
+    snare, _ = __import__("soundfile").read(str(real / "real_01.wav"))
+    assert snare[0] == pytest.approx(-0.5, abs=1e-4)

@@ -157,3 +157,42 @@ def test_the_report_renders_in_a_headless_browser(run_folder, tmp_path):
     pixels = matplotlib.image.imread(str(screenshot))
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels[..., :3].std() > 0.05  # not a blank page
+
+
+def test_a_conditional_runs_report_names_every_clips_class_and_shows_each_class(run_folder):
+    """labels.json in a samples folder names its clips' classes (a class name is data: it
+    is escaped); the report captions them and gives each class a real and a generated row."""
+    fs = pafs.LocalFileSystem()
+    classes = ["Kick", "Snare", "<i>Hat</i>"]
+    last = run_folder / "samples" / "step_000006"
+    (last / runfolder.LABELS_FILE).write_text(
+        json.dumps({f"sample_{i:02d}.wav": classes[i] for i in range(3)})
+    )
+    (run_folder / runfolder.REAL_DIR / runfolder.LABELS_FILE).write_text(
+        json.dumps({"real_00.wav": "Snare", "real_01.wav": "Kick"})
+    )
+    page = report.build(fs, str(run_folder))
+    assert "Snare: real_00.wav" in page and "Kick: sample_00.wav" in page
+    assert "<i>Hat" not in page and "&lt;i&gt;Hat&lt;/i&gt;: sample_02.wav" in page
+    section = page.split("<h2 id='classes'>", 1)[1].split("<h2", 1)[0]
+    rows = re.findall(r"<tr><th>([^<]*)</th>(<td.*?)</tr>", section)
+    # Every class once, in the order they were first met: real clips first, then samples.
+    assert [name for name, _ in rows] == ["Snare", "Kick", "&lt;i&gt;Hat&lt;/i&gt;"]
+    assert [cells.count("<audio") for _, cells in rows] == [2, 2, 1]  # no real hat clip
+    assert section.count("<img") == 1  # one picture of every class, drawn here
+
+
+def test_the_by_class_picture_has_a_row_per_class():
+    from PIL import Image
+
+    rows = samples.class_rows(
+        ["a", "b", "c"],
+        real=[tone(220, 0.5, RATE), tone(330, 0.5, RATE)], real_names=["b", "a"],
+        generated=[tone(440, 0.5, RATE)] * 3, names=["a", "b", "a"],
+    )  # fmt: skip
+    assert [(name, real is not None, fake is not None) for name, real, fake in rows] == [
+        ("a", True, True), ("b", True, True)
+    ]  # fmt: skip
+    assert rows[0][1][100] == tone(330, 0.5, RATE)[100]  # a's real clip, not b's
+    png = samples.classes_png(rows, RATE)
+    assert Image.open(__import__("io").BytesIO(png)).size[1] > 1.5 * 80  # two rows of an inch
