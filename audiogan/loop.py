@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from audiogan import console, metrics, report, runfolder, samples
+from audiogan import console, events, metrics, report, runfolder, samples
 from audiogan.config import TrainConfig, to_dict
 from audiogan.dataset import PCM_SCALE
 from audiogan.evaluator import Judge
@@ -197,6 +197,7 @@ class Monitor:
         self.cfg, self.folder, self.rate = cfg, folder, dataset["sample_rate_hz"]
         self.judge = judge  # the dataset's evaluation classifier, for classifier_fd
         self.history = folder.read_metrics(step)
+        self.events = events.EventLog(folder, resumed_at=step)  # TensorBoard's view of the run
         self.last_line = step, 0.0  # (step, wall_s) of the last progress line: for the ETA
         self.real: list[torch.Tensor] = []
         self.kept = 0
@@ -241,10 +242,13 @@ class Monitor:
             row = {"step": step, **{k: round(v, 6) for k, v in result.items()}, **meter.row()}
             self.history.append(row)
             self.folder.write_metrics(self.history)
+            self.events.scalars(step, row)
             console.say(self.progress(row))
         if plan.sample:
             self.write_samples(gan, step)
             self.folder.write(runfolder.LOSSES_PLOT, samples.losses_png(self.history))
+        if plan.log or plan.sample:
+            self.events.flush()
         if plan.checkpoint:
             config, history = to_dict(self.cfg), self.history
             self.folder.retry(
@@ -304,6 +308,7 @@ class Monitor:
             if self.labels:
                 self._write_labels(runfolder.REAL_DIR, runfolder.real_wav, real_names)
             self.real_written = len(real_names)
+            self.events.audio(step, _tagged("real", real, real_names), self.rate)
         for i, clip in enumerate(audio):
             self.folder.write(runfolder.sample_wav(step, i), samples.wav_bytes(clip, self.rate))
         names = []
@@ -312,18 +317,19 @@ class Monitor:
             self._write_labels(
                 runfolder.samples_dir(step), partial(runfolder.sample_wav, step), names
             )
+        self.events.audio(step, _tagged("generated", audio, names), self.rate)
         # The report shows this picture for its first and last sample steps.
         png = samples.clips_png(
             audio[: report.CLIPS_SHOWN], self.rate, real[:2], title=f"step {step}",
             names=names[: report.CLIPS_SHOWN], real_names=real_names[:2],
         )  # fmt: skip
         self.folder.write(f"{runfolder.samples_dir(step)}/{runfolder.SAMPLE_PNG}", png)
+        self.events.image(step, "pictures/clips", png)
         if self.labels:
             rows = samples.class_rows(self.labels, real, real_names, audio, names)
-            self.folder.write(
-                f"{runfolder.samples_dir(step)}/{runfolder.CLASSES_PNG}",
-                samples.classes_png(rows, self.rate, title=f"step {step}, by class"),
-            )
+            png = samples.classes_png(rows, self.rate, title=f"step {step}, by class")
+            self.folder.write(f"{runfolder.samples_dir(step)}/{runfolder.CLASSES_PNG}", png)
+            self.events.image(step, "pictures/by class", png)
 
     def real_shown(self) -> tuple[np.ndarray, list[str]]:
         """The real clips the report plays, and their classes: one of each class found so far
@@ -336,3 +342,11 @@ class Monitor:
     def _write_labels(self, folder: str, wav: Callable[[int], str], names: list[str]) -> None:
         labels = {wav(i).rsplit("/", 1)[-1]: name for i, name in enumerate(names)}
         self.folder.write(f"{folder}/{runfolder.LABELS_FILE}", json.dumps(labels).encode())
+
+
+def _tagged(kind: str, clips, names: list[str]) -> list[tuple[str, np.ndarray]]:
+    """TensorBoard tags for clips: kind/00, or kind/00 CLASS where the class is known."""
+    return [
+        (f"{kind}/{i:02d} {names[i]}" if i < len(names) else f"{kind}/{i:02d}", clip)
+        for i, clip in enumerate(clips)
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -118,7 +119,11 @@ def test_generate_writes_clips_from_a_checkpoint(two_worker_run, tmp_path):
 
 
 @pytest.mark.s3
-def test_a_run_against_the_s3_server_writes_everything_there(one_second_clips, s3_env, tmp_path):
+def test_a_run_against_the_s3_server_writes_everything_there(
+    one_second_clips, s3_env, tmp_path, monkeypatch
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     bucket = s3_env
     spec = train.RunSpec(one_second_clips, f"s3://{bucket}/runs", "s3run", workers=2, gpu=False)
     summary = train.train(TrainConfig(max_steps=2, **TINY), spec)
@@ -132,6 +137,13 @@ def test_a_run_against_the_s3_server_writes_everything_there(one_second_clips, s
     expected = {"metrics.jsonl", "plots/losses.png", "checkpoint_000002/state.pt",
                 "samples/step_000002/sample_00.wav", "samples/step_000002/clips.png"}  # fmt: skip
     assert expected <= names
+    assert any(name.startswith("events.out.tfevents.") for name in names)
+    # TensorBoard reads the run where it is (`S3_ENDPOINT=... tensorboard --logdir s3://...`).
+    monkeypatch.setenv("S3_ENDPOINT", os.environ["AWS_ENDPOINT_URL"])
+    board = EventAccumulator(f"s3://{bucket}/runs/s3run", size_guidance={"audio": 0})
+    board.Reload()
+    assert [e.step for e in board.Scalars("d_loss")] == [1, 2]
+    assert board.Audio("generated/00")[0].sample_rate == 16000
     result = generate.generate(summary["checkpoint"], f"s3://{bucket}/generated", 2, None, seed=0)
     assert result["clips"] == 2
     assert storage.exists(fs, f"{bucket}/generated/generated_001.wav")

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
@@ -313,6 +314,19 @@ def test_asha_stops_a_diverging_trial_and_an_exploding_one_fails(three_trials):
     assert summary["best_trial"] == good["trial"]
     assert (summary["trials"], summary["stopped_early"], summary["errors"]) == (3, 1, 1)
     assert summary["finished"]
+
+
+@pytest.mark.ray
+def test_tensorboard_shows_one_run_per_trial(three_trials):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    _, spec, summary, _ = three_trials
+    sweep = Path(spec.storage_url) / spec.name
+    board = EventMultiplexer().AddRunsFromDirectory(str(sweep)).Reload()
+    runs = {run.split("/")[-1]: tags for run, tags in board.Runs().items()}
+    assert set(runs) == {row["trial"] for row in summary["rows"]}
+    good = next(row for row in summary["rows"] if row["status"] == "completed")
+    assert "d_loss" in runs[good["trial"]]["scalars"] and runs[good["trial"]]["audio"]
 
 
 def test_agreement_counts_the_trial_pairs_both_metrics_order_alike():
