@@ -15,13 +15,16 @@ from audiogan.commands import (
     evaluator,
     generate,
     prepare,
+    serve,
     synth,
     train,
     tune,
 )
 
 # In the order `audiogan --help` lists them: the pipeline's, then evaluation's, then bench.
-COMMANDS = (synth, prepare, train, tune, generate, evaluator, evaluate, autoencode, compare, bench)
+COMMANDS = (
+    synth, prepare, train, tune, generate, serve, evaluator, evaluate, autoencode, compare, bench
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

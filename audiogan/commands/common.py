@@ -102,6 +102,13 @@ def check_dataset(data_url: str) -> dict:
     return read_manifest(data_url)
 
 
+def check_checkpoint(url: str) -> None:
+    """A CHECKPOINT that is not one (or cannot be read) fails here, before Ray starts."""
+    from audiogan import runfolder
+
+    runfolder.locate(url, log=stderr)
+
+
 def stderr(message: str) -> None:
     """Progress goes to stderr, so that stdout holds only the result (and --json's line)."""
     print(message, file=sys.stderr, flush=True)
@@ -114,8 +121,11 @@ def emit(summary: dict, as_json: bool, lines: Sequence[str]) -> None:
         print(json.dumps(summary, sort_keys=True))
 
 
-def add_output_options(parser: argparse.ArgumentParser, local_ray: bool) -> None:
-    """--json for every command; --address and --num-cpus for those that run on Ray."""
+def add_output_options(
+    parser: argparse.ArgumentParser, local_ray: bool, json_line: bool = True
+) -> None:
+    """--json for every command that ends with figures; --address and --num-cpus for those
+    that run on Ray."""
     if local_ray:
         parser.add_argument(
             "--address",
@@ -130,9 +140,12 @@ def add_output_options(parser: argparse.ArgumentParser, local_ray: bool) -> None
             metavar="N",
             help="CPUs of a local Ray instance (default: all; ignored on a cluster)",
         )
-    parser.add_argument(
-        "--json", action="store_true", help="print the figures as one JSON object on the last line"
-    )
+    if json_line:
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="print the figures as one JSON object on the last line",
+        )
 
 
 def add_verbose(parser: argparse.ArgumentParser) -> None:
