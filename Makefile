@@ -10,7 +10,7 @@ DEMO_DIR := data/demo
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[test,bench]"
+	$(BIN)/python -m pip install -e ".[test,bench,mlflow]"
 	touch $@
 
 ## demo: synthesise instruments, prepare 1 s clips (Ray Data), train the default recipe

@@ -282,6 +282,13 @@ class TrainConfig:
     # How long a write or read of the run folder is retried (with growing waits) while the
     # storage cannot be reached, before the run fails naming it; the finished checkpoints stay.
     storage_retry_s: float = 300.0
+    # An MLflow tracking URI (pip install 'audiogan[mlflow]'): rank 0 logs the run's params,
+    # metrics and report there (a sweep: one run per trial under one for the sweep). "":
+    # MLFLOW_TRACKING_URI where it is set, else no MLflow. Credentials go in the environment
+    # (MLFLOW_TRACKING_USERNAME and _PASSWORD, or _TOKEN), never in the URI.
+    mlflow_uri: str = ""
+    # The MLflow experiment the runs go into.
+    mlflow_experiment: str = "audiogan"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -364,6 +371,23 @@ class TrainConfig:
         _require(self.elastic_resize_s >= 0, "elastic_resize_s must be >= 0")
         _require(self.worker_start_timeout_s > 0, "worker_start_timeout_s must be > 0")
         _require(self.storage_retry_s >= 0, "storage_retry_s must be >= 0 (0: no retries)")
+        _require(
+            not has_credentials(self.mlflow_uri),
+            "mlflow_uri must not hold credentials (user:password@): MLflow reads them from "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
+        )
+        _require(bool(self.mlflow_experiment.strip()), "mlflow_experiment must not be empty")
+
+
+def has_credentials(url: str) -> bool:
+    """Whether a URL carries a user name or password (user:password@host)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return bool(parts.username or parts.password)
 
 
 def discriminator_family(cfg: TrainConfig) -> str:

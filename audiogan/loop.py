@@ -193,8 +193,10 @@ class Monitor:
         folder: runfolder.RunFolder,
         step: int,
         judge: Judge | None = None,
+        tracker=None,
     ):
         self.cfg, self.folder, self.rate = cfg, folder, dataset["sample_rate_hz"]
+        self.tracker = tracker  # an MLflow run (audiogan/tracking.py), where one was asked for
         self.judge = judge  # the dataset's evaluation classifier, for classifier_fd
         self.history = folder.read_metrics(step)
         self.events = events.EventLog(folder, resumed_at=step)  # TensorBoard's view of the run
@@ -243,6 +245,8 @@ class Monitor:
             self.history.append(row)
             self.folder.write_metrics(self.history)
             self.events.scalars(step, row)
+            if self.tracker:
+                self.tracker.metrics(step, row)
             console.say(self.progress(row))
         if plan.sample:
             self.write_samples(gan, step)
@@ -255,11 +259,17 @@ class Monitor:
                 f"writing {runfolder.REPORT}",
                 lambda: report.write(self.folder.fs, self.folder.root, config, history),
             )
+            if self.tracker:
+                self.tracker.report()
+        if plan.last and self.tracker:
+            self.tracker.finish()
 
     def diverged(self, step: int, result: dict) -> None:
         """The row train() reports the divergence from; nothing after it is worth keeping."""
         self.history.append({"step": step, **result, "diverged": True})
         self.folder.write_metrics(self.history)
+        if self.tracker:
+            self.tracker.finish(failed=True)
 
     def progress(self, row: dict) -> str:
         """The step's line: losses, samples/s, and how long the run has left (the time a step

@@ -199,6 +199,10 @@ class RunFolder:
         path = storage.join(self.root, relative)
         return self.retry(f"reading {relative}", lambda: storage.exists(self.fs, path))
 
+    def read(self, relative: str) -> bytes:
+        path = storage.join(self.root, relative)
+        return self.retry(f"reading {relative}", lambda: storage.read_bytes(self.fs, path))
+
     def newest_checkpoint(self, log: Callable[[str], None]) -> tuple[str | None, dict | None]:
         """(folder, state) of the newest checkpoint that loads (newest_loadable)."""
         return self.retry(

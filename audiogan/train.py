@@ -23,7 +23,7 @@ import ray.train.torch
 import torch
 from ray.data.expressions import col
 
-from audiogan import checkpoint, console, evaluator, models, runfolder, storage
+from audiogan import checkpoint, console, evaluator, models, runfolder, storage, tracking
 from audiogan.config import TrainConfig, from_dict, to_dict
 from audiogan.dataset import CLIPS, audio_as_int16, read_manifest
 from audiogan.errors import AudioganError
@@ -67,6 +67,8 @@ class RunSpec:
     # Ray Train's own INFO lines on the console (a "Reporting training result" line per rank
     # and report, the worker group's start): off unless asked for; its log files keep them.
     verbose: bool = False
+    # A sweep's MLflow run, which this run's nests under (where MLflow is used).
+    mlflow_parent: str = ""
 
     def __post_init__(self) -> None:
         # One folder under the storage: Ray Train records checkpoint paths under it verbatim.
@@ -125,7 +127,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     monitor = None
     if rank == 0:
         url = config["judge_url"]
-        monitor = Monitor(cfg, dataset, device, folder, step, url and evaluator.load_judge(url))
+        mlflow = config["mlflow"]
+        tracker = mlflow and tracking.Tracker(
+            mlflow["uri"], folder, cfg, dataset, mlflow["run_name"], mlflow["parent"]
+        )
+        monitor = Monitor(
+            cfg, dataset, device, folder, step, url and evaluator.load_judge(url), tracker
+        )
     meter = Throughput(world)
     while step < cfg.max_steps:
         reals, labels = zip(*meter.next_batches(batches, cfg.n_critic), strict=True)
@@ -299,6 +307,7 @@ def build_trainer(
             "run_url": storage.display(spec.run_url),
             "local": spec.local,
             "verbose": spec.verbose,
+            "mlflow": _mlflow(cfg, spec),
             # The dataset's evaluation classifier: rank 0 adds classifier_fd to mel_fd.
             "judge_url": _judge(spec.data_url, manifest),
         },
@@ -324,6 +333,15 @@ def build_trainer(
         ),
         datasets={"train": train_data},
     )
+
+
+def _mlflow(cfg: TrainConfig, spec: RunSpec) -> dict | None:
+    """Where rank 0 logs to MLflow, or None; a missing mlflow package fails here, at once."""
+    uri = tracking.tracking_uri(cfg)
+    if not uri:
+        return None
+    tracking.check(uri)
+    return {"uri": uri, "run_name": spec.name, "parent": spec.mlflow_parent}
 
 
 def _judge(data_url: str, manifest: dict) -> str | None:

@@ -53,7 +53,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from audiogan import console, runfolder, samples, storage
+from audiogan import console, runfolder, samples, storage, tracking
 from audiogan.config import (
     SWITCH_KEYS,
     TUNE_METRICS,
@@ -489,7 +489,9 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     settings = {**sweep.describe(), "data": spec.data_url, "gpu": spec.gpu}
     described = json.dumps(settings, indent=1, sort_keys=True)
     sweep_path = storage.join(sweep_root, SWEEP_FILE)
-    trainable = tune.with_resources(_trainable(sweep, spec), {"CPU": DRIVER_CPUS})
+    mlflow_uri = tracking.tracking_uri(sweep.base)
+    parent = _sweep_mlflow_run(mlflow_uri, sweep, spec, fs, sweep_root, settings)
+    trainable = tune.with_resources(_trainable(sweep, spec, parent), {"CPU": DRIVER_CPUS})
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
         if storage.exists(fs, sweep_path):
             stored = json.loads(storage.read_bytes(fs, sweep_path))
@@ -533,7 +535,32 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     # be resumed) from one ASHA stopped: after Ctrl-C the grid shows both as terminated.
     saved = tune.ExperimentAnalysis(experiment, storage_filesystem=fs)
     done = {trial.trial_id for trial in saved.trials if trial.status in ("TERMINATED", "ERROR")}
-    return _write_results(grid, done, sweep, spec, fs, sweep_root)
+    summary = _write_results(grid, done, sweep, spec, fs, sweep_root)
+    if parent:
+        files = {
+            name: storage.read_bytes(fs, storage.join(sweep_root, name))
+            for name in (RESULTS_CSV, BEST_JSON)
+            if storage.exists(fs, storage.join(sweep_root, name))
+        }
+        tracking.end_sweep(mlflow_uri, parent, files, failed=not summary["finished"])
+    return summary
+
+
+def _sweep_mlflow_run(
+    uri: str, sweep: Sweep, spec: SweepSpec, fs, sweep_root: str, settings: dict
+) -> str:
+    """The sweep's MLflow run (its trials' runs nest under it): the one a resumed sweep
+    started, kept in STORAGE/NAME/mlflow.json, or a new one; "" without MLflow."""
+    if not uri:
+        return ""
+    path = storage.join(sweep_root, tracking.RUN_FILE)
+    kept = json.loads(storage.read_bytes(fs, path)) if storage.exists(fs, path) else {}
+    if kept.get("run_id") and tracking.run_exists(uri, kept["run_id"]):
+        return kept["run_id"]
+    params = {key: value for key, value in settings.items() if key != "train"}
+    run_id = tracking.start_sweep(uri, sweep.base.mlflow_experiment, spec.name, params)
+    storage.write_bytes(fs, path, json.dumps({"run_id": run_id}).encode())
+    return run_id
 
 
 def confirm(sweep: Sweep, spec: SweepSpec, summary: dict, log: Callable[[str], None] = print):
@@ -679,7 +706,7 @@ def _trial_name(trial) -> str:
     return trial.trial_id
 
 
-def _trainable(sweep: Sweep, spec: SweepSpec):
+def _trainable(sweep: Sweep, spec: SweepSpec, mlflow_parent: str = ""):
     """The trial function with its fixed arguments. `tune.with_parameters` keeps them in Ray's
     object store, where the storage keys stay in memory: Tune pickles the trainable itself
     into the sweep's state (in storage)."""
@@ -694,6 +721,7 @@ def _trainable(sweep: Sweep, spec: SweepSpec):
         "cpus_per_read": sweep.tune.cpus_per_worker,
         "keep_best": sweep.tune.metric,
         "verbose": spec.verbose,
+        "mlflow_parent": mlflow_parent,
     }
     env = {key: os.environ[key] for key in STORAGE_ENV if key in os.environ}
     trial = population_trial if sweep.tune.scheduler == "pbt" else audiogan_trial

@@ -40,7 +40,8 @@ def two_worker_run(one_second_clips, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     reports = runs / "reports.jsonl"
     spec = train.RunSpec(one_second_clips, str(runs), "tiny", workers=2, gpu=False)
-    summary = train.train(TrainConfig(max_steps=4, **TINY), spec, [RecordReports(str(reports))])
+    cfg = TrainConfig(max_steps=4, mlflow_uri=f"sqlite:///{runs}/mlflow.db", **TINY)
+    summary = train.train(cfg, spec, [RecordReports(str(reports))])
     return runs / "tiny", spec, summary, reports
 
 
@@ -66,6 +67,18 @@ def test_a_two_worker_run_writes_the_documented_layout(two_worker_run):
     page = (run / "report.html").read_text()
     assert page.count("<audio") == 2 + 2 + 4  # steps 2 and 4, and the real clips
     assert "step_000004" in page and "mel_fd" in page
+
+
+def test_rank_0_logs_the_run_to_mlflow(two_worker_run):
+    from mlflow.tracking import MlflowClient
+
+    run, _, _, _ = two_worker_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{run.parent}/mlflow.db")
+    [logged] = client.search_runs([client.get_experiment_by_name("audiogan").experiment_id])
+    assert logged.info.run_name == "tiny" and logged.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(logged.info.run_id, "d_loss")]
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert [f.path for f in client.list_artifacts(logged.info.run_id)] == ["report.html"]
 
 
 def test_ddp_keeps_the_generator_identical_on_both_ranks(two_worker_run):

@@ -293,7 +293,8 @@ THREE = ["tune.trials=3", "tune.max_concurrent_trials=1", "tune.workers_per_tria
 def three_trials(one_second_clips, tmp_path_factory):
     folder = tmp_path_factory.mktemp("sweep")
     path = _sweep_file(folder, TINY_SWEEP + THREE_POINTS)
-    sweep = tune.load_sweep(path, THREE)
+    # With MLflow: one run for the sweep, one nested under it per trial.
+    sweep = tune.load_sweep(path, [*THREE, f"mlflow_uri=sqlite:///{folder}/mlflow.db"])
     spec = tune.SweepSpec(one_second_clips, str(folder / "sweeps"), "three")
     return sweep, spec, tune.run_sweep(sweep, spec, log=lambda _: None), path
 
@@ -327,6 +328,28 @@ def test_tensorboard_shows_one_run_per_trial(three_trials):
     assert set(runs) == {row["trial"] for row in summary["rows"]}
     good = next(row for row in summary["rows"] if row["status"] == "completed")
     assert "d_loss" in runs[good["trial"]]["scalars"] and runs[good["trial"]]["audio"]
+
+
+@pytest.mark.ray
+def test_mlflow_holds_the_sweep_with_a_nested_run_per_trial(three_trials):
+    from mlflow.tracking import MlflowClient
+
+    from audiogan.tracking import PARENT_TAG
+
+    _, spec, summary, _ = three_trials
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path(spec.storage_url).parent}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("audiogan").experiment_id])
+    [sweep] = [run for run in runs if PARENT_TAG not in run.data.tags]
+    trials = {run.info.run_name: run for run in runs if PARENT_TAG in run.data.tags}
+    assert sweep.info.run_name == "three" and sweep.info.status == "FINISHED"
+    assert set(trials) == {row["trial"] for row in summary["rows"]}
+    assert {run.data.tags[PARENT_TAG] for run in trials.values()} == {sweep.info.run_id}
+    assert {f.path for f in client.list_artifacts(sweep.info.run_id)} == {
+        "results.csv",
+        "best.json",
+    }
+    good = next(row for row in summary["rows"] if row["status"] == "completed")
+    assert trials[good["trial"]].data.params["lr_g"] == "0.0001"
 
 
 def test_agreement_counts_the_trial_pairs_both_metrics_order_alike():

@@ -1,0 +1,151 @@
+"""MLflow, where asked for (`mlflow_uri`, or MLFLOW_TRACKING_URI): one MLflow run per audiogan
+run, with its config as params, the rows of metrics.jsonl as metrics and report.html as an
+artifact; a sweep is a run of its own with one nested run per trial.
+
+Rank 0 logs through an MlflowClient of its own (no global MLflow state in a Ray worker). The
+run's id is kept in the run folder (RUN_FILE), so a resumed run goes on logging into the same
+MLflow run. mlflow is an optional dependency (`pip install 'audiogan[mlflow]'`), imported
+only when a run asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+from audiogan.config import TrainConfig, has_credentials, to_dict
+from audiogan.errors import AudioganError
+from audiogan.runfolder import REPORT, RunFolder
+
+RUN_FILE = "mlflow.json"  # in the run folder: {"run_id": ..., "experiment_id": ...}
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for a nested run
+
+
+class TrackingError(AudioganError):
+    """MLflow was asked for and cannot be used."""
+
+
+def tracking_uri(cfg: TrainConfig) -> str:
+    """Where the runs go: mlflow_uri, else MLFLOW_TRACKING_URI, else "" (no MLflow)."""
+    return cfg.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
+def _client(uri: str):
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise TrackingError(
+            f"MLflow tracking at {uri} was asked for (mlflow_uri or MLFLOW_TRACKING_URI), but "
+            "mlflow is not installed: pip install 'audiogan[mlflow]'"
+        ) from None
+    return MlflowClient(tracking_uri=uri)
+
+
+def check(uri: str) -> None:
+    """Raises TrackingError where MLflow is asked for but not installed, or the URI holds
+    credentials (MLFLOW_TRACKING_URI is checked here; mlflow_uri by the config)."""
+    if has_credentials(uri):
+        raise TrackingError(
+            "MLFLOW_TRACKING_URI must not hold credentials (user:password@): MLflow reads them "
+            "from MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        )
+    _client(uri)
+
+
+def _experiment_id(client, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
+
+
+def _params(values: dict[str, Any]) -> list:
+    from mlflow.entities import Param
+
+    return [Param(key, str(value)[:6000]) for key, value in sorted(values.items())]
+
+
+def start_sweep(uri: str, experiment: str, name: str, params: dict[str, Any]) -> str:
+    """The MLflow run a sweep's trial runs nest under; returns its id."""
+    client = _client(uri)
+    run = client.create_run(_experiment_id(client, experiment), run_name=name)
+    client.log_batch(run.info.run_id, params=_params(params))
+    return run.info.run_id
+
+
+def run_exists(uri: str, run_id: str) -> bool:
+    """Whether the store at `uri` holds the run `run_id`."""
+    try:
+        _client(uri).get_run(run_id)
+        return True
+    except TrackingError:
+        raise
+    except Exception:  # noqa: BLE001 - MLflow raises its own error for an unknown id
+        return False
+
+
+def end_sweep(uri: str, run_id: str, files: dict[str, bytes], failed: bool = False) -> None:
+    """Closes a sweep's MLflow run with its result files (name -> bytes) as artifacts."""
+    client = _client(uri)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in files.items():
+            path = os.path.join(folder, name)
+            with open(path, "wb") as handle:
+                handle.write(data)
+            client.log_artifact(run_id, path)
+    client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+class Tracker:
+    """Rank 0's MLflow run for one audiogan run."""
+
+    def __init__(
+        self,
+        uri: str,
+        folder: RunFolder,
+        cfg: TrainConfig,
+        dataset: dict,
+        run_name: str,
+        parent_run_id: str = "",
+    ):
+        self.client, self.folder = _client(uri), folder
+        kept = json.loads(folder.read(RUN_FILE)) if folder.exists(RUN_FILE) else {}
+        found = kept.get("run_id") and run_exists(uri, kept["run_id"])
+        self.run_id = kept["run_id"] if found else None
+        if self.run_id is None:  # a new run (or its MLflow run is not in this store)
+            tags = {PARENT_TAG: parent_run_id} if parent_run_id else {}
+            experiment = _experiment_id(self.client, cfg.mlflow_experiment)
+            run = self.client.create_run(experiment, run_name=run_name, tags=tags)
+            self.run_id = run.info.run_id
+            params = {**to_dict(cfg), "clip_samples": dataset["clip_samples"],
+                      "sample_rate_hz": dataset["sample_rate_hz"],
+                      "labels": len(dataset["labels"])}  # fmt: skip
+            params.pop("mlflow_uri")  # where it logs is not a setting of the run
+            self.client.log_batch(self.run_id, params=_params(params))
+            folder.write(RUN_FILE, json.dumps({"run_id": self.run_id}).encode())
+        else:
+            self.client.update_run(self.run_id, status="RUNNING")
+
+    def metrics(self, step: int, row: dict) -> None:
+        """Every number of a metrics.jsonl row but the step, at that step."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = [
+            Metric(key, float(value), now, step)
+            for key, value in row.items()
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+        ]
+        self.client.log_batch(self.run_id, metrics=values)
+
+    def report(self) -> None:
+        """report.html, as the run folder holds it now, as the run's artifact."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, REPORT)
+            with open(path, "wb") as handle:
+                handle.write(self.folder.read(REPORT))
+            self.client.log_artifact(self.run_id, path)
+
+    def finish(self, failed: bool = False) -> None:
+        self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
