@@ -368,15 +368,20 @@ class TrainConfig:
             self.worker_resource not in ("CPU", "GPU", "memory"),
             "worker_resource names a custom resource; CPUs and GPUs are --workers' and --gpu's",
         )
-        _require(self.elastic_resize_s >= 0, "elastic_resize_s must be >= 0")
-        _require(self.worker_start_timeout_s > 0, "worker_start_timeout_s must be > 0")
-        _require(self.storage_retry_s >= 0, "storage_retry_s must be >= 0 (0: no retries)")
-        _require(
-            not has_credentials(self.mlflow_uri),
-            "mlflow_uri must not hold credentials (user:password@): MLflow reads them from "
-            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
-        )
-        _require(bool(self.mlflow_experiment.strip()), "mlflow_experiment must not be empty")
+        _check_where_it_runs(self)
+
+
+def _check_where_it_runs(cfg: TrainConfig) -> None:
+    """TrainConfig's keys of how a run runs and reports, not of what it trains."""
+    _require(cfg.elastic_resize_s >= 0, "elastic_resize_s must be >= 0")
+    _require(cfg.worker_start_timeout_s > 0, "worker_start_timeout_s must be > 0")
+    _require(cfg.storage_retry_s >= 0, "storage_retry_s must be >= 0 (0: no retries)")
+    _require(
+        not has_credentials(cfg.mlflow_uri),
+        "mlflow_uri must not hold credentials (user:password@): MLflow reads them from "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
+    )
+    _require(bool(cfg.mlflow_experiment.strip()), "mlflow_experiment must not be empty")
 
 
 def has_credentials(url: str) -> bool:

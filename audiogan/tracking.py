@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from audiogan.config import TrainConfig, has_credentials, to_dict
@@ -22,6 +23,7 @@ from audiogan.runfolder import REPORT, RunFolder
 
 RUN_FILE = "mlflow.json"  # in the run folder: {"run_id": ..., "experiment_id": ...}
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for a nested run
+ARTIFACTS_DIR = "mlartifacts"  # beside a SQLite store's database: its experiments' artifacts
 
 
 class TrackingError(AudioganError):
@@ -56,8 +58,18 @@ def check(uri: str) -> None:
 
 
 def _experiment_id(client, name: str) -> str:
+    """The experiment `name`, created where missing. In a SQLite store MLflow would keep its
+    artifacts in ./mlruns of whichever process logs them (a Ray worker's is a session folder
+    Ray deletes), so an experiment audiogan creates there keeps them beside the database."""
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found else client.create_experiment(name)
+    if found:
+        return found.experiment_id
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///")).resolve()
+        location = (database.parent / ARTIFACTS_DIR).as_uri()
+    return client.create_experiment(name, artifact_location=location)
 
 
 def _params(values: dict[str, Any]) -> list:

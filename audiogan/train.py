@@ -279,11 +279,6 @@ def build_trainer(
         "sample_rate_hz": manifest["sample_rate_hz"],
         "labels": manifest["labels"],
     }
-    # Ray Data's bars (the read's sampling of the files, and the training data's, drawn by
-    # its split coordinator, a Ray actor) update in place on a terminal; in a file or a job's
-    # log each redraw is one more line. The dataset and Ray Train's workers take the
-    # DataContext current here, so this process's stays so.
-    ray.data.DataContext.get_current().enable_progress_bars = spec.verbose or sys.stdout.isatty()
     train_data = _read_clips(storage.join(data_root, CLIPS), data_fs, spec.cpus_per_read)
     if cfg.conditional:
         if not manifest["labels"]:
@@ -389,7 +384,8 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
         checkpoint.check_compatible(cfg, state)
     _check_shared(spec)
     try:
-        with _worker_start_timeout(cfg.worker_start_timeout_s):
+        bars = spec.verbose or sys.stdout.isatty()
+        with _worker_start_timeout(cfg.worker_start_timeout_s), ray_data_bars(bars):
             result = build_trainer(cfg, spec, callbacks).fit()
     except ray.train.TrainingFailedError as error:
         raise _failure(error, url) from None
@@ -412,6 +408,22 @@ def train(cfg: TrainConfig, spec: RunSpec, callbacks: list | None = None) -> dic
         "checkpoint": newest,
         "error": None if result.error is None else str(result.error),
     }
+
+
+@contextlib.contextmanager
+def ray_data_bars(on: bool) -> Iterator[None]:
+    """Ray Data's progress bars on or off while a run is built and trained, as they were after.
+
+    They update in place on a terminal; in a file or a job's log each redraw is one more line.
+    The training data's are drawn by its split coordinator (a Ray actor), which takes the
+    DataContext that Ray Train's fit() copies from this process's."""
+    context = ray.data.DataContext.get_current()
+    before = context.enable_progress_bars
+    context.enable_progress_bars = on
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = before
 
 
 def _check_shared(spec: RunSpec) -> None:

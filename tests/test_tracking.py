@@ -52,6 +52,9 @@ def test_a_run_logs_its_params_metrics_and_report_and_a_resume_goes_on_in_the_sa
     assert run.data.params["lr_g"] == "0.0001" and run.data.params["labels"] == "2"
     assert "mlflow_uri" not in run.data.params
     assert [f.path for f in client.list_artifacts(run_id)] == ["report.html"]
+    # Beside the database, not in whatever folder the logging process ran in.
+    stored = tmp_path / tracking.ARTIFACTS_DIR / run_id / "artifacts"
+    assert (stored / "report.html").read_text().startswith("<!doctype html>")
     assert _train(tmp_path / "run", uri, range(5, 9), start=4) == run_id
     history = client.get_metric_history(run_id, "d_loss")
     assert sorted((m.step, m.value) for m in history) == [(s, s) for s in range(1, 9)]

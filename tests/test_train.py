@@ -210,8 +210,8 @@ def test_conditional_training_needs_labels(ray_session, tmp_path, write_wav):
 
 def test_ray_trains_own_lines_and_ray_datas_bars_come_back_with_verbose(one_second_clips, tmp_path):
     """Quiet by default (what a job's log shows of it is in test_jobs.py); --verbose sets
-    Ray Train's log level back to INFO and the bars on, which pytest's output (no terminal)
-    would not otherwise get."""
+    Ray Train's log level back to INFO, and Ray Data's bars are on only while a run is built
+    and trained, as asked, and as they were after it."""
     import ray.data
 
     for verbose, level in ((False, "WARNING"), (True, "INFO")):
@@ -219,8 +219,12 @@ def test_ray_trains_own_lines_and_ray_datas_bars_come_back_with_verbose(one_seco
         trainer = train.build_trainer(TrainConfig(**TINY), spec)
         assert trainer.run_config.logging_config.log_level == level
         assert trainer.train_loop_config["verbose"] is verbose
-        assert ray.data.DataContext.get_current().enable_progress_bars is verbose
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    before = context.enable_progress_bars
+    for on in (True, False):
+        with train.ray_data_bars(on):
+            assert context.enable_progress_bars is on
+        assert context.enable_progress_bars is before
 
 
 def test_a_run_that_diverges_stops_with_an_error(one_second_clips, tmp_path):

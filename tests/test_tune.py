@@ -484,7 +484,8 @@ def test_running_a_finished_sweep_again_trains_nothing_and_a_changed_one_is_refu
     assert [row["trial"] for row in again["rows"]] == [row["trial"] for row in summary["rows"]]
     assert [row["status"] for row in again["rows"]] == [row["status"] for row in summary["rows"]]
     assert stamps() == before
-    changed = tune.load_sweep(path, [*THREE[1:], "tune.trials=4"])
+    logged_to = f"mlflow_uri={sweep.base.mlflow_uri}"
+    changed = tune.load_sweep(path, [*THREE[1:], logged_to, "tune.trials=4"])
     with pytest.raises(tune.TuneError, match="other settings \\(tune.trials\\)"):
         tune.run_sweep(changed, spec, log=lambda _: None)
 
