@@ -133,7 +133,7 @@ def _check_count(value: int, name: str, least: int = 1) -> None:
 
 
 def _slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Points along the great circle from `start` to `end` (with their norms interpolated)."""
+    """Points along the arc from `start` to `end` in the plane they span (slerp)."""
     cos = torch.dot(start, end) / (start.norm() * end.norm())
     angle = torch.arccos(cos.clamp(-1, 1))
     if angle < 1e-4:  # the same direction: a straight line is the arc

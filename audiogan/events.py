@@ -7,7 +7,7 @@ logged step); once it holds a sample step's audio and pictures, or passes ROLL_B
 left as it is and the next flush starts the next file. TensorBoard reads a run folder's event
 files in name order, and its names sort by the time the writer started, then by number.
 
-A resumed run's first event is a SessionLog START at the step it resumes at: TensorBoard then
+Every writer's first event is a SessionLog START at the step it starts from: TensorBoard then
 drops what an earlier writer logged from that step on (steps a crash lost from the
 checkpoints), so no curve doubles back.
 """
@@ -48,6 +48,7 @@ class EventLog:
     """Rank 0's TensorBoard writer for one run folder (`folder`'s root)."""
 
     def __init__(self, folder: RunFolder, resumed_at: int = 0):
+        """`resumed_at`: the step of the checkpoint the run goes on from (0: none)."""
         self.folder = folder
         started = time.time()
         self.prefix = (
@@ -55,14 +56,14 @@ class EventLog:
         )
         self.number = 0
         self._start_file()
-        if resumed_at:
-            self._write(
-                event_pb2.Event(
-                    wall_time=started,
-                    step=resumed_at + 1,
-                    session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
-                )
+        # Also from step 0: a run restarted before its first checkpoint logs from step 1 again.
+        self._write(
+            event_pb2.Event(
+                wall_time=started,
+                step=resumed_at + 1,
+                session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
             )
+        )
 
     @property
     def file_name(self) -> str:

@@ -30,6 +30,7 @@ from audiogan.report import QUALITY_KEYS
 from audiogan.step import sample_latent, sampling_generator
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # audio (B, 1, T), label_id (B,)
+LOOK_STEPS = 500  # how long rank 0 looks in its batches for a real clip of each class
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ class Monitor:
         # class (in turn, at least num_samples clips), beside one real clip of each class.
         self.labels: list[str] = list(dataset["labels"]) if cfg.conditional else []
         self.real_by_class: dict[int, np.ndarray] = {}
+        self.looked = 0  # keep_real's calls: it looks for a clip of each class for LOOK_STEPS
         self.real_written = 0  # classes in samples/real/ (written again as more are found)
         classes = len(dataset["labels"])
         self.eval_z, self.eval_labels = _fixed_batch(
@@ -223,7 +225,11 @@ class Monitor:
         """The first eval_clips real clips, mel_fd's reference; and, for a conditional run,
         the first clip of each class the shard holds (`labels`: each batch's label ids)."""
         batches = list(batches)
-        if self.labels and labels is not None and len(self.real_by_class) < len(self.labels):
+        self.looked += 1
+        # Looking costs a device-to-host copy of the labels: a class the shard has not shown
+        # in its first LOOK_STEPS steps is left out of the pictures rather than sought forever.
+        looking = self.looked <= LOOK_STEPS and len(self.real_by_class) < len(self.labels)
+        if looking and labels is not None:
             for batch, ids in zip(batches, labels, strict=True):
                 for row, label_id in enumerate(ids.tolist()):
                     if label_id not in self.real_by_class:

@@ -78,7 +78,9 @@ def clips_png(
             seconds, clip, linewidth=0.3, color="tab:blue" if kind == "generated" else "tab:green"
         )
         axes[0, i].set_ylim(-1.05, 1.05)
-        axes[0, i].set_title(f"{kind}: {name}" if name else kind, fontsize=8)
+        # parse_math=False: a class name is data, and matplotlib reads $...$ as TeX.
+        heading = f"{kind}: {name}" if name else kind
+        axes[0, i].set_title(heading, fontsize=8, parse_math=False)
         plot_spectrogram(axes[1, i], clip, sample_rate_hz)
         for ax in axes[:, i]:
             ax.tick_params(labelsize=6)
@@ -130,7 +132,7 @@ def classes_png(
                 ax.set_axis_off()
                 continue
             plot_spectrogram(ax, clip, sample_rate_hz)
-            ax.set_title(f"{kind}: {name}", fontsize=7, pad=2)
+            ax.set_title(f"{kind}: {name}", fontsize=7, pad=2, parse_math=False)
             ax.tick_params(labelsize=5)
             ax.label_outer()
     if title:

@@ -79,7 +79,9 @@ class SoundExplorer:
             return 400, "text/plain; charset=utf-8", str(error).encode()
         return 404, "text/plain; charset=utf-8", f"no such page: {path}".encode()
 
-    async def __call__(self, request):
+    def __call__(self, request):
+        # A plain def: Ray Serve runs it in a thread of the replica, so one request's torch
+        # work does not hold up the replica's event loop (and the requests queued on it).
         from starlette.responses import Response
 
         status, kind, body = self.answer(request.url.path, dict(request.query_params))
@@ -153,3 +155,11 @@ def start(
         route_prefix="/",
     )
     return f"http://{host}:{port}/"
+
+
+def stop() -> None:
+    """Removes the application: Ray Serve's controller and proxies outlive this process on
+    a cluster, and would go on answering."""
+    from ray import serve
+
+    serve.delete("audiogan")

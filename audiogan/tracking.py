@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from audiogan.config import TrainConfig, has_credentials, to_dict
+from audiogan.console import say
 from audiogan.errors import AudioganError
 from audiogan.runfolder import REPORT, RunFolder
 
@@ -31,8 +32,13 @@ class TrackingError(AudioganError):
 
 
 def tracking_uri(cfg: TrainConfig) -> str:
-    """Where the runs go: mlflow_uri, else MLFLOW_TRACKING_URI, else "" (no MLflow)."""
-    return cfg.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    """Where the runs go: mlflow_uri, else MLFLOW_TRACKING_URI, else "" (no MLflow). A SQLite
+    store's relative path is made absolute here, in the driver: Ray Train runs each worker
+    in a folder of its own, where a relative path would name a database Ray deletes."""
+    uri = cfg.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
 
 
 def _client(uri: str):
@@ -40,8 +46,8 @@ def _client(uri: str):
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise TrackingError(
-            f"MLflow tracking at {uri} was asked for (mlflow_uri or MLFLOW_TRACKING_URI), but "
-            "mlflow is not installed: pip install 'audiogan[mlflow]'"
+            "MLflow tracking was asked for (mlflow_uri or MLFLOW_TRACKING_URI), but mlflow is "
+            "not installed: pip install 'audiogan[mlflow]'"
         ) from None
     return MlflowClient(tracking_uri=uri)
 
@@ -87,14 +93,17 @@ def start_sweep(uri: str, experiment: str, name: str, params: dict[str, Any]) ->
 
 
 def run_exists(uri: str, run_id: str) -> bool:
-    """Whether the store at `uri` holds the run `run_id`."""
+    """Whether the store at `uri` holds the run `run_id` (any other failure is raised: a
+    store that is down must not make a resumed run start a new MLflow run)."""
+    from mlflow.exceptions import MlflowException
+
     try:
         _client(uri).get_run(run_id)
         return True
-    except TrackingError:
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
         raise
-    except Exception:  # noqa: BLE001 - MLflow raises its own error for an unknown id
-        return False
 
 
 def end_sweep(uri: str, run_id: str, files: dict[str, bytes], failed: bool = False) -> None:
@@ -107,10 +116,19 @@ def end_sweep(uri: str, run_id: str, files: dict[str, bytes], failed: bool = Fal
                 handle.write(data)
             client.log_artifact(run_id, path)
     client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+    # Trials ASHA stopped, and PBT members' earlier runs, never reached their last step.
+    unfinished = client.search_runs(
+        [client.get_run(run_id).info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{run_id}' and attributes.status = 'RUNNING'",
+    )
+    for trial in unfinished:
+        client.set_terminated(trial.info.run_id, "KILLED")
 
 
 class Tracker:
-    """Rank 0's MLflow run for one audiogan run."""
+    """Rank 0's MLflow run for one audiogan run. Once the run is open, a failure to log (the
+    tracking server away) is one line on the console, and training goes on: MLflow holds a
+    copy of what the run folder keeps."""
 
     def __init__(
         self,
@@ -139,8 +157,18 @@ class Tracker:
         else:
             self.client.update_run(self.run_id, status="RUNNING")
 
+    def _logging(self, what: str, call) -> None:
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001 - any failure of MLflow's client or server
+            text = " ".join(str(error).split())[:200]
+            say(f"mlflow: {what} failed ({type(error).__name__}: {text}); training goes on")
+
     def metrics(self, step: int, row: dict) -> None:
         """Every number of a metrics.jsonl row but the step, at that step."""
+        self._logging("logging metrics", lambda: self._metrics(step, row))
+
+    def _metrics(self, step: int, row: dict) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -153,6 +181,9 @@ class Tracker:
 
     def report(self) -> None:
         """report.html, as the run folder holds it now, as the run's artifact."""
+        self._logging("logging report.html", self._report)
+
+    def _report(self) -> None:
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, REPORT)
             with open(path, "wb") as handle:
@@ -160,4 +191,5 @@ class Tracker:
             self.client.log_artifact(self.run_id, path)
 
     def finish(self, failed: bool = False) -> None:
-        self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+        status = "FAILED" if failed else "FINISHED"
+        self._logging("ending the run", lambda: self.client.set_terminated(self.run_id, status))

@@ -490,8 +490,12 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
     described = json.dumps(settings, indent=1, sort_keys=True)
     sweep_path = storage.join(sweep_root, SWEEP_FILE)
     mlflow_uri = tracking.tracking_uri(sweep.base)
-    parent = _sweep_mlflow_run(mlflow_uri, sweep, spec, fs, sweep_root, settings)
-    trainable = tune.with_resources(_trainable(sweep, spec, parent), {"CPU": DRIVER_CPUS})
+    if mlflow_uri:
+        tracking.check(mlflow_uri)  # installed, and no credentials in the URI
+
+    def trainable():  # once the sweep is known to run
+        return _trials(sweep, spec, mlflow_uri, fs, sweep_root, settings)
+
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
         if storage.exists(fs, sweep_path):
             stored = json.loads(storage.read_bytes(fs, sweep_path))
@@ -509,13 +513,15 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
                     "to resume it"
                 )
         log(f"tune: resuming the sweep in {_shown(spec, TUNE_DIR)}")
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, storage_filesystem=fs)
+        parent, function = trainable()
+        tuner = tune.Tuner.restore(experiment, trainable=function, storage_filesystem=fs)
     else:
         concurrent = _concurrency(sweep.tune, spec.gpu, ray.cluster_resources())
         _announce(sweep, spec, concurrent, log)
         storage.write_bytes(fs, sweep_path, described.encode())
+        parent, function = trainable()
         tuner = tune.Tuner(
-            trainable,
+            function,
             param_space=to_tune(sweep.space),
             tune_config=tune.TuneConfig(
                 metric=sweep.tune.metric,
@@ -530,7 +536,7 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
                 name=TUNE_DIR, storage_path=sweep_root, storage_filesystem=fs
             ),
         )
-    grid = tuner.fit()
+    grid = _fit(tuner, mlflow_uri, parent)
     # The state Tune saved, not the grid, tells an interrupted trial (saved while running, to
     # be resumed) from one ASHA stopped: after Ctrl-C the grid shows both as terminated.
     saved = tune.ExperimentAnalysis(experiment, storage_filesystem=fs)
@@ -544,6 +550,30 @@ def _run_sweep(sweep: Sweep, spec: SweepSpec, log: Callable[[str], None]) -> dic
         }
         tracking.end_sweep(mlflow_uri, parent, files, failed=not summary["finished"])
     return summary
+
+
+def _trials(sweep: Sweep, spec: SweepSpec, mlflow_uri: str, fs, sweep_root: str, settings: dict):
+    """(the sweep's MLflow run id or "", the trial function): the run opens here, and the
+    trials get the store's URI as resolved in this process (each runs in a folder of its
+    own, where a relative SQLite path would name another database)."""
+    from ray import tune
+
+    parent = _sweep_mlflow_run(mlflow_uri, sweep, spec, fs, sweep_root, settings)
+    if mlflow_uri:
+        sweep = dataclasses.replace(
+            sweep, base=dataclasses.replace(sweep.base, mlflow_uri=mlflow_uri)
+        )
+    return parent, tune.with_resources(_trainable(sweep, spec, parent), {"CPU": DRIVER_CPUS})
+
+
+def _fit(tuner, mlflow_uri: str, parent: str):
+    """tuner.fit(); on Ctrl-C or Tune's own failure the sweep's MLflow run ends FAILED."""
+    try:
+        return tuner.fit()
+    except BaseException:
+        if parent:
+            tracking.end_sweep(mlflow_uri, parent, {}, failed=True)
+        raise
 
 
 def _sweep_mlflow_run(

@@ -62,11 +62,22 @@ def test_an_interpolation_runs_from_one_seeds_clip_to_the_others(conditional):
 
 
 def test_a_gaussian_prior_is_interpolated_along_the_sphere(tmp_path):
+    import torch
+
+    from audiogan.generate import render
+
     baseline = audiogan.load(_run_folder(tmp_path, "dcgan", False))
     row, _ = baseline.interpolate(3, 4, steps=3)
     np.testing.assert_allclose(row[0], baseline.generate(1, seed=3)[0][0], atol=1e-6)
     np.testing.assert_allclose(row[2], baseline.generate(1, seed=4)[0][0], atol=1e-6)
     assert baseline.labels == [] and not baseline.conditional
+    # Halfway along the arc: slerp's midpoint is the chord's divided by cos(angle / 2), out
+    # where N(0, 1) noise lies rather than inside it.
+    start, end = baseline._latent(3, 1)[0], baseline._latent(4, 1)[0]
+    angle = torch.arccos(torch.dot(start, end) / (start.norm() * end.norm()))
+    arc = (start + end) / (2 * torch.cos(angle / 2))
+    np.testing.assert_allclose(row[1], render(baseline.model, arc[None])[0], atol=2e-3)
+    assert not np.allclose(row[1], render(baseline.model, ((start + end) / 2)[None])[0], atol=2e-3)
 
 
 @pytest.mark.parametrize(

@@ -196,3 +196,14 @@ def test_the_by_class_picture_has_a_row_per_class():
     assert rows[0][1][100] == tone(330, 0.5, RATE)[100]  # a's real clip, not b's
     png = samples.classes_png(rows, RATE)
     assert Image.open(__import__("io").BytesIO(png)).size[1] > 1.5 * 80  # two rows of an inch
+
+
+def test_a_class_name_with_dollar_signs_is_drawn_as_text():
+    """matplotlib reads $...$ as TeX, and a class name is data: a_$x^$ must not fail a run."""
+    clip = tone(220, 0.25, RATE)
+    names = ["a_$x^$", "$\\foo$ bar"]
+    png = samples.clips_png(np.stack([clip, clip]), RATE, clip[None], names=names,
+                            real_names=["$$"])  # fmt: skip
+    assert png.startswith(b"\x89PNG")
+    rows = samples.class_rows(names, [clip], ["a_$x^$"], [clip, clip], names)
+    assert samples.classes_png(rows, RATE).startswith(b"\x89PNG")

@@ -82,12 +82,41 @@ def test_credentials_in_the_uri_are_refused():
         tracking.check("https://alice:secret@mlflow.example.com")
 
 
-def test_without_a_uri_there_is_no_mlflow(monkeypatch):
+def test_without_a_uri_there_is_no_mlflow_and_a_relative_sqlite_store_is_made_absolute(
+    monkeypatch, tmp_path
+):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.tracking_uri(TrainConfig()) == ""
+    # Ray Train runs each worker in a folder of its own: the driver's folder is meant.
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
-    assert tracking.tracking_uri(TrainConfig()) == "sqlite:///x.db"
+    assert tracking.tracking_uri(TrainConfig()) == f"sqlite:///{tmp_path}/x.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////abs/x.db")
+    assert tracking.tracking_uri(TrainConfig()) == "sqlite:////abs/x.db"
     assert tracking.tracking_uri(TrainConfig(mlflow_uri="http://127.0.0.1:5000")).endswith("5000")
+
+
+def test_a_tracking_server_that_fails_mid_run_costs_a_line_not_the_run(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    folder = runfolder.RunFolder(pafs.LocalFileSystem(), str(tmp_path), str(tmp_path), retry_s=0)
+    tracker = tracking.Tracker(uri, folder, TrainConfig(), DATASET, "away")
+
+    def down(*args, **kwargs):
+        raise ConnectionError("the tracking server is away")
+
+    tracker.client.log_batch = down
+    tracker.metrics(1, {"step": 1, "d_loss": 1.0})
+    assert "mlflow: logging metrics failed (ConnectionError: the tracking server is away)" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_sweep_marks_the_trials_it_stopped_early(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    parent = tracking.start_sweep(uri, "audiogan", "sweep", {})
+    stopped = _train(tmp_path / "stopped", uri, range(1, 3), parent=parent)  # never at step 8
+    tracking.end_sweep(uri, parent, {})
+    assert _client(uri).get_run(stopped).info.status == "KILLED"
 
 
 def test_mlflow_missing_is_one_line_that_says_what_to_install(monkeypatch):

@@ -46,17 +46,26 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from audiogan import serve
+    import signal
+
+    from audiogan import serve, storage
 
     if args.replicas < 1 or args.cpus_per_replica <= 0:
         raise AudioganError("--replicas must be at least 1 and --cpus-per-replica above 0")
     check_checkpoint(args.checkpoint)  # a bad path fails in a second, before Ray starts
+    checkpoint = storage.absolute(args.checkpoint)  # the replicas run in folders of their own
     start_ray(args, dashboard=True)
-    url = serve.start(args.checkpoint, args.host, args.port, args.replicas, args.cpus_per_replica)
+    url = serve.start(checkpoint, args.host, args.port, args.replicas, args.cpus_per_replica)
+    # `ray job stop` sends SIGTERM: stop as on Ctrl-C, removing the application. (Set after
+    # Ray Serve has started: it sets a handler of its own.)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"serve: {args.checkpoint} on {args.replicas} replica(s): open {url} (Ctrl-C stops)",
           flush=True)  # fmt: skip
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("serve: stopped", flush=True)
+        pass
+    finally:
+        serve.stop()
+        print("serve: stopped; the application is removed", flush=True)
