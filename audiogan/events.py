@@ -24,7 +24,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from audiogan import samples
-from audiogan.runfolder import RunFolder
+from audiogan.runfolder import RunFolder, row_numbers
 
 # An event file of scalars only is rewritten at every flush until it is this large.
 ROLL_BYTES = 256 << 10
@@ -85,9 +85,8 @@ class EventLog:
     def scalars(self, step: int, row: dict) -> None:
         """Every number of a metrics.jsonl row but the step, under its own name."""
         values = [
-            summary_pb2.Summary.Value(tag=key, simple_value=float(value))
-            for key, value in row.items()
-            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+            summary_pb2.Summary.Value(tag=key, simple_value=value)
+            for key, value in row_numbers(row).items()
         ]
         self._summary(step, values)
 

@@ -72,6 +72,16 @@ def read_labels(fs: pafs.FileSystem, folder: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
+def row_numbers(row: dict) -> dict[str, float]:
+    """A metrics row's figures: every number but the step (what TensorBoard and MLflow plot
+    against it)."""
+    return {
+        key: float(value)
+        for key, value in row.items()
+        if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
 def metrics_bytes(history: list[dict]) -> bytes:
     """metrics.jsonl whole (S3 cannot append)."""
     return "".join(json.dumps(row) + "\n" for row in history).encode()

@@ -20,7 +20,7 @@ from typing import Any
 from audiogan.config import TrainConfig, has_credentials, to_dict
 from audiogan.console import say
 from audiogan.errors import AudioganError
-from audiogan.runfolder import REPORT, RunFolder
+from audiogan.runfolder import REPORT, RunFolder, row_numbers
 
 RUN_FILE = "mlflow.json"  # in the run folder: {"run_id": ..., "experiment_id": ...}
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for a nested run
@@ -106,15 +106,20 @@ def run_exists(uri: str, run_id: str) -> bool:
         raise
 
 
+def _log_bytes(client, run_id: str, name: str, data: bytes) -> None:
+    """`data` as the run's artifact `name` (MLflow logs files: through a temporary one)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, name)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        client.log_artifact(run_id, path)
+
+
 def end_sweep(uri: str, run_id: str, files: dict[str, bytes], failed: bool = False) -> None:
     """Closes a sweep's MLflow run with its result files (name -> bytes) as artifacts."""
     client = _client(uri)
-    with tempfile.TemporaryDirectory() as folder:
-        for name, data in files.items():
-            path = os.path.join(folder, name)
-            with open(path, "wb") as handle:
-                handle.write(data)
-            client.log_artifact(run_id, path)
+    for name, data in files.items():
+        _log_bytes(client, run_id, name, data)
     client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
     # Trials ASHA stopped, and PBT members' earlier runs, never reached their last step.
     unfinished = client.search_runs(
@@ -172,11 +177,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        values = [
-            Metric(key, float(value), now, step)
-            for key, value in row.items()
-            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
-        ]
+        values = [Metric(key, value, now, step) for key, value in row_numbers(row).items()]
         self.client.log_batch(self.run_id, metrics=values)
 
     def report(self) -> None:
@@ -184,11 +185,7 @@ class Tracker:
         self._logging("logging report.html", self._report)
 
     def _report(self) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, REPORT)
-            with open(path, "wb") as handle:
-                handle.write(self.folder.read(REPORT))
-            self.client.log_artifact(self.run_id, path)
+        _log_bytes(self.client, self.run_id, REPORT, self.folder.read(REPORT))
 
     def finish(self, failed: bool = False) -> None:
         status = "FAILED" if failed else "FINISHED"
